@@ -1,0 +1,119 @@
+//! The CLI's side of the control port: `portcullis revoke` and `portcullis sessions`
+//! read the control address and an admin token from the same config file (or flags).
+
+use crate::config::Config;
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no admin token: pass --token, set PORTCULLIS_ADMIN_TOKEN, or configure [[control.admin]] token_file")]
+    NoToken,
+    #[error("cannot read the admin token from {0}: {1}")]
+    TokenFile(String, std::io::Error),
+    #[error("cannot reach the control port at {0}: {1}")]
+    Connect(String, String),
+    #[error("the control port answered {status}: {body}")]
+    Status { status: StatusCode, body: String },
+    #[error("{0}")]
+    Other(String),
+}
+
+pub struct ControlClient {
+    base: String,
+    token: String,
+}
+
+impl ControlClient {
+    /// Address from `--url` or `[control] listen`; token from `--token`, the environment,
+    /// or the first admin's `token_file`.
+    pub fn from_config(config: Option<&Config>, url: Option<String>, token: Option<String>) -> Result<Self, ClientError> {
+        let base = match (url, config) {
+            (Some(u), _) => u.trim_end_matches('/').to_string(),
+            (None, Some(c)) => {
+                let mut a = c.control.listen;
+                if a.ip().is_unspecified() {
+                    a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+                }
+                format!("http://{a}")
+            }
+            (None, None) => return Err(ClientError::Other("no --url and no config".into())),
+        };
+        let token = match token {
+            Some(t) => t,
+            None => {
+                let file = config
+                    .and_then(|c| c.control.admins.iter().find_map(|a| a.token_file.clone()))
+                    .ok_or(ClientError::NoToken)?;
+                std::fs::read_to_string(&file)
+                    .map_err(|e| ClientError::TokenFile(file.display().to_string(), e))?
+                    .trim()
+                    .to_string()
+            }
+        };
+        Ok(Self { base, token })
+    }
+
+    pub async fn call(&self, method: Method, path: &str, json: Option<serde_json::Value>) -> Result<serde_json::Value, ClientError> {
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let uri = format!("{}{path}", self.base);
+        let body = json.map(|j| j.to_string()).unwrap_or_default();
+        let req = Request::builder()
+            .method(method)
+            .uri(&uri)
+            .header(header::AUTHORIZATION, format!("Bearer {}", self.token))
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .map_err(|e| ClientError::Other(e.to_string()))?;
+        let resp = client
+            .request(req)
+            .await
+            .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?;
+        let status = resp.status();
+        let bytes = resp
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| ClientError::Connect(self.base.clone(), e.to_string()))?
+            .to_bytes();
+        if !status.is_success() {
+            return Err(ClientError::Status {
+                status,
+                body: String::from_utf8_lossy(&bytes).trim().to_string(),
+            });
+        }
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Other(format!("unreadable answer: {e}")))
+    }
+}
+
+/// A plain-text table with aligned columns.
+pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            if i < widths.len() {
+                widths[i] = widths[i].max(c.chars().count());
+            }
+        }
+    }
+    let line = |cells: Vec<String>| {
+        cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| format!("{c:<w$}", w = widths[i]))
+            .collect::<Vec<_>>()
+            .join("  ")
+            .trim_end()
+            .to_string()
+    };
+    let mut out = line(headers.iter().map(|h| h.to_string()).collect());
+    out.push('\n');
+    for r in rows {
+        out.push_str(&line(r.clone()));
+        out.push('\n');
+    }
+    out
+}

@@ -1,0 +1,282 @@
+//! The `portcullis` binary: run, check, hash-password, revoke, sessions, keys, audit.
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use http::Method;
+use portcullis::config::{Config, Secrets};
+use portcullis::control::client::{ControlClient, table};
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+#[derive(Parser)]
+#[command(name = "portcullis", version, about = "Identity-aware reverse proxy with instant, cluster-wide revocation")]
+struct Cli {
+    /// The config file.
+    #[arg(long, short, global = true, default_value = "gateway.toml", env = "PORTCULLIS_CONFIG")]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run,
+    /// Validate the config: exit 0, or 1 with file, field and reason.
+    Check,
+    /// Read a password on stdin and print its argon2id PHC string.
+    HashPassword,
+    /// Revoke a user, app, session, group or everything, through the control port.
+    Revoke {
+        #[command(flatten)]
+        target: RevokeTarget,
+        /// A reason code recorded in the audit log (e.g. offboarding).
+        #[arg(long, default_value = "")]
+        reason: String,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// List live sessions across the cluster.
+    Sessions {
+        #[arg(long)]
+        user: Option<String>,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
+    /// Signing keys.
+    Keys {
+        #[command(subcommand)]
+        action: KeysAction,
+    },
+    /// The audit log.
+    Audit {
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+}
+
+#[derive(clap::Args)]
+#[group(required = true, multiple = false)]
+struct RevokeTarget {
+    #[arg(long)]
+    user: Option<String>,
+    #[arg(long)]
+    app: Option<String>,
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long)]
+    group: Option<String>,
+    #[arg(long)]
+    all: bool,
+}
+
+#[derive(clap::Args)]
+struct ConnArgs {
+    /// Control port URL (default: from [control] listen).
+    #[arg(long)]
+    url: Option<String>,
+    /// Admin bearer token (default: the first [[control.admin]] token_file).
+    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Print the raw JSON answer.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Subcommand)]
+enum KeysAction {
+    /// Add a new signing key and make it active; older keys keep verifying.
+    Rotate,
+    /// List the keys and which one signs.
+    List,
+}
+
+#[derive(Subcommand)]
+enum AuditAction {
+    /// Check the audit log's hash chain.
+    Verify {
+        /// The audit log (default: <state_dir>/audit.log).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+}
+
+fn init_tracing(config: Option<&Config>) {
+    use tracing_subscriber::EnvFilter;
+    let level = config.map_or("info".to_string(), |c| c.log.level.clone());
+    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let json = config.is_some_and(|c| c.log.format == portcullis::config::file::LogFormat::Json);
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        b.json().flatten_event(true).init();
+    } else {
+        b.init();
+    }
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("portcullis: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match Config::load(&cli.config, Secrets::ReadOnly) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} apps, {} users, {} peers)",
+                    cli.config.display(),
+                    c.apps.len(),
+                    c.users.len(),
+                    c.sync.peers.len()
+                );
+                Ok(std::process::ExitCode::SUCCESS)
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                Ok(std::process::ExitCode::FAILURE)
+            }
+        },
+        Command::HashPassword => {
+            let mut s = String::new();
+            std::io::stdin().read_to_string(&mut s)?;
+            let pw = s.strip_suffix('\n').unwrap_or(&s);
+            let pw = pw.strip_suffix('\r').unwrap_or(pw);
+            if pw.is_empty() {
+                bail!("empty password on stdin");
+            }
+            let h = portcullis::login::users::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!("{h}");
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Run => {
+            let config = Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
+            init_tracing(Some(&config));
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(async {
+                let handle = portcullis::server::start(config, Arc::new(portcullis::clock::SystemClock))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                portcullis::server::run_until_signal(handle).await;
+                Ok::<_, anyhow::Error>(())
+            })?;
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Revoke { target, reason, conn } => {
+            let (scope, t) = match target {
+                RevokeTarget { user: Some(u), .. } => ("user", u),
+                RevokeTarget { app: Some(a), .. } => ("app", a),
+                RevokeTarget { session: Some(s), .. } => ("session", s),
+                RevokeTarget { group: Some(g), .. } => ("group", g),
+                _ => ("all", String::new()),
+            };
+            let client = client(&cli.config, &conn)?;
+            let body = serde_json::json!({"scope": scope, "target": t, "reason": reason});
+            let out = block(client.call(Method::POST, "/v1/revocations", Some(body)))?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                println!(
+                    "revoked {} {} (id {}): tokens issued before {} are refused; {} sessions ended; {} of {} peers confirmed",
+                    out["scope"].as_str().unwrap_or("?"),
+                    out["target"].as_str().unwrap_or(""),
+                    out["id"].as_str().unwrap_or("?"),
+                    out["not_before"].as_str().unwrap_or("?"),
+                    out["sessions_revoked"],
+                    out["peers_acked"],
+                    out["peers"],
+                );
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Sessions { user, conn } => {
+            let client = client(&cli.config, &conn)?;
+            let path = match &user {
+                Some(u) => format!(
+                    "/v1/sessions?{}",
+                    form_urlencoded::Serializer::new(String::new()).append_pair("user", u).finish()
+                ),
+                None => "/v1/sessions".into(),
+            };
+            let out = block(client.call(Method::GET, &path, None))?;
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+                return Ok(std::process::ExitCode::SUCCESS);
+            }
+            let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+            let rows: Vec<Vec<String>> = out["sessions"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            let apps: Vec<String> = x["apps"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+                            vec![s(&x["sid"]), s(&x["user"]), apps.join(","), s(&x["ip"]), s(&x["created"]), s(&x["last_seen"]), s(&x["node"]), s(&x["user_agent"]).chars().take(40).collect()]
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            print!("{}", table(&["SID", "USER", "APPS", "IP", "CREATED", "LAST SEEN", "NODE", "USER AGENT"], &rows));
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Keys { action } => {
+            let config = Config::load(&cli.config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let dir = config.state_dir.join("keys");
+            match action {
+                KeysAction::Rotate => {
+                    let kid = portcullis::session::keys::KeyRing::rotate(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!("new signing key {kid} is active; reload or restart the nodes (SIGHUP) to use it");
+                }
+                KeysAction::List => {
+                    let ring = portcullis::session::keys::KeyRing::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let mut kids: Vec<&String> = ring.kids().collect();
+                    kids.sort();
+                    for k in kids {
+                        println!("{k}{}", if k == ring.active_kid() { "  (active)" } else { "" });
+                    }
+                }
+            }
+            Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Audit { action: AuditAction::Verify { file } } => {
+            let path = match file {
+                Some(f) => f,
+                None => Config::load(&cli.config, Secrets::ReadOnly)
+                    .map_err(|e| anyhow::anyhow!("{e}"))?
+                    .state_dir
+                    .join("audit.log"),
+            };
+            match portcullis::audit::verify_chain(&path) {
+                Ok(r) => {
+                    println!("{}: chain intact ({} lines)", path.display(), r.lines);
+                    Ok(std::process::ExitCode::SUCCESS)
+                }
+                Err(e) => {
+                    eprintln!("{}: {e}", path.display());
+                    Ok(std::process::ExitCode::FAILURE)
+                }
+            }
+        }
+    }
+}
+
+fn client(config: &PathBuf, conn: &ConnArgs) -> Result<ControlClient> {
+    let cfg = if conn.url.is_some() && conn.token.is_some() {
+        None
+    } else {
+        Some(Config::load(config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))?)
+    };
+    ControlClient::from_config(cfg.as_ref(), conn.url.clone(), conn.token.clone())
+        .map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn block<T>(f: impl std::future::Future<Output = Result<T, portcullis::control::client::ClientError>>) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    rt.block_on(f).map_err(|e| anyhow::anyhow!("{e}")).context("control call failed")
+}

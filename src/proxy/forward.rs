@@ -1,0 +1,232 @@
+//! The forward step: rewrite the request for the origin, send it over the pooled client
+//! (or to the built-in echo), stream both bodies, tunnel upgrades, and close long-lived
+//! streams whose token is revoked.
+
+use super::ReqCtx;
+use super::body::{self, Body, BoxError};
+use super::headers;
+use crate::config::{App, Origin};
+use crate::error::GatewayError;
+use crate::gateway::{Gateway, Runtime};
+use crate::session::cookies;
+use crate::session::token::Verified;
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Uri, Version};
+use http_body::Frame;
+use http_body_util::{BodyExt, Limited};
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+/// Who the request is forwarded for: its verified token and the raw assertion.
+pub struct Authed<'a> {
+    pub verified: &'a Arc<Verified>,
+    pub token: &'a HeaderValue,
+}
+
+pub async fn forward(
+    gw: &Arc<Gateway>,
+    rt: &Runtime,
+    app: &Arc<App>,
+    ctx: &ReqCtx,
+    mut parts: Parts,
+    incoming: hyper::body::Incoming,
+    auth: Authed<'_>,
+) -> Result<Response<Body>, GatewayError> {
+    let max = rt.config.max_body_bytes;
+    if headers::content_length(&parts.headers).is_some_and(|n| n > max) {
+        return Err(GatewayError::BodyTooLarge(max));
+    }
+    let upgrade = parts.version == Version::HTTP_11 && headers::is_upgrade(&parts.headers);
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<OnUpgrade>()
+    } else {
+        None
+    };
+    let original_host = parts.headers.get(header::HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+
+    let h = &mut parts.headers;
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::strip_gateway_headers(h);
+    headers::set_forwarded(h, ctx.peer.ip(), ctx.trusted, ctx.scheme, original_host.as_ref());
+    let cookie = cookies::strip_for_origin(h, app.pass_gateway_cookies);
+    h.remove(header::COOKIE);
+    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        h.insert(header::COOKIE, c);
+    }
+    h.insert(headers::ASSERTION, auth.token.clone());
+
+    let path_and_query = parts
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let req_body: Body = Limited::new(incoming, max as usize).boxed_unsync();
+
+    let base = match &app.origin {
+        Origin::Echo => {
+            parts.uri = path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            if let Some(hv) = original_host {
+                parts.headers.insert(header::HOST, hv);
+            }
+            return Ok(super::echo::respond(&parts, req_body).await);
+        }
+        Origin::Http { base } => base,
+    };
+    parts.uri = origin_uri(base, &path_and_query)?;
+    parts.version = Version::HTTP_11;
+    match (app.preserve_host, original_host) {
+        (true, Some(hv)) => {
+            parts.headers.insert(header::HOST, hv);
+        }
+        _ => {
+            if let Some(a) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+                parts.headers.insert(header::HOST, a);
+            }
+        }
+    }
+
+    let req = Request::from_parts(parts, req_body);
+    let resp = match tokio::time::timeout(app.origin_timeout, gw.client.request(req)).await {
+        Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
+        Ok(Err(e)) => {
+            let what = if e.is_connect() {
+                "connection refused or unreachable"
+            } else {
+                "the origin closed the connection"
+            };
+            tracing::warn!(app = %app.name, error = %e, "origin request failed");
+            return Err(GatewayError::OriginUnavailable(what.into()));
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    let (mut rparts, rbody) = resp.into_parts();
+    if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
+        let (Some(client_up), Some(origin_up)) = (client_upgrade, rparts.extensions.remove::<OnUpgrade>()) else {
+            return Err(GatewayError::OriginUnavailable("unexpected protocol switch".into()));
+        };
+        headers::strip_response(&mut rparts.headers, true);
+        tokio::spawn(tunnel(gw.clone(), auth.verified.clone(), client_up, origin_up));
+        return Ok(Response::from_parts(rparts, body::empty()));
+    }
+    headers::strip_response(&mut rparts.headers, false);
+    let streaming = !rparts.headers.contains_key(header::CONTENT_LENGTH);
+    let rbody = rbody.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
+    let rbody = if streaming {
+        // Open-ended responses (event streams, long polls) end when their token is revoked.
+        Revocable::wrap(gw.clone(), auth.verified.clone(), rbody)
+    } else {
+        rbody
+    };
+    Ok(Response::from_parts(rparts, rbody))
+}
+
+fn origin_uri(base: &Uri, path_and_query: &str) -> Result<Uri, GatewayError> {
+    let prefix = base.path().trim_end_matches('/');
+    let mut b = Uri::builder();
+    if let Some(s) = base.scheme() {
+        b = b.scheme(s.clone());
+    }
+    if let Some(a) = base.authority() {
+        b = b.authority(a.clone());
+    }
+    b.path_and_query(format!("{prefix}{path_and_query}"))
+        .build()
+        .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))
+}
+
+/// Copies bytes both ways between the upgraded client and origin connections until
+/// either side closes, or until the token that opened the tunnel is revoked.
+async fn tunnel(gw: Arc<Gateway>, v: Arc<Verified>, client: OnUpgrade, origin: OnUpgrade) {
+    let (client, origin) = match tokio::try_join!(client, origin) {
+        Ok(pair) => pair,
+        Err(e) => {
+            tracing::debug!(error = %e, "upgrade failed");
+            return;
+        }
+    };
+    let mut client = TokioIo::new(client);
+    let mut origin = TokioIo::new(origin);
+    let mut changes = gw.revocations.subscribe();
+    let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
+    tokio::pin!(copy);
+    loop {
+        tokio::select! {
+            _ = &mut copy => return,
+            changed = changes.changed() => {
+                if changed.is_err() || gw.revocations.check(&v.claims, true).is_some() {
+                    gw.metrics.tunnels_closed_on_revocation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::info!(sid = %v.claims.sid, user = %v.claims.email, "closing a tunnel: its token was revoked");
+                    return;
+                }
+            }
+        }
+    }
+}
+
+type Wait = Pin<Box<dyn Future<Output = tokio::sync::watch::Receiver<u64>> + Send>>;
+
+/// A response body that ends with an error as soon as its token is revoked.
+struct Revocable {
+    inner: Body,
+    gw: Arc<Gateway>,
+    v: Arc<Verified>,
+    wait: Wait,
+}
+
+fn arm(mut rx: tokio::sync::watch::Receiver<u64>) -> Wait {
+    Box::pin(async move {
+        if rx.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+        rx
+    })
+}
+
+impl Revocable {
+    fn wrap(gw: Arc<Gateway>, v: Arc<Verified>, inner: Body) -> Body {
+        let wait = arm(gw.revocations.subscribe());
+        Revocable { inner, gw, v, wait }.boxed_unsync()
+    }
+}
+
+impl http_body::Body for Revocable {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        while let Poll::Ready(rx) = self.wait.as_mut().poll(cx) {
+            if self.gw.revocations.check(&self.v.claims, true).is_some() {
+                self.gw
+                    .metrics
+                    .tunnels_closed_on_revocation
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Poll::Ready(Some(Err("token revoked".into())));
+            }
+            self.wait = arm(rx);
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,295 @@
+//! The revocation set: for each (scope, target) the latest "not valid before" instant.
+//! A token is refused when any entry matching it is later than or equal to its issue
+//! time. Merging keeps the maximum, so applying entries in any order, any number of
+//! times, gives the same set (a join-semilattice: that is why nodes converge).
+
+use super::Scope;
+use crate::clock::Micros;
+use crate::session::token::Claims;
+use dashmap::DashMap;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+
+type Map = DashMap<Box<str>, Micros>;
+
+pub struct RevocationSet {
+    all: AtomicI64,
+    sessions: Map,
+    users: Map,
+    groups: Map,
+    apps: Map,
+    /// Bumped on every change; long-lived connections wait on it to re-check.
+    version: tokio::sync::watch::Sender<u64>,
+    changes: AtomicU64,
+    /// Order-independent digest of every (scope, target, instant): XOR of entry hashes,
+    /// kept up to date on each change so peers can compare sets cheaply.
+    digest: [AtomicU64; 2],
+}
+
+/// A keyed-by-nothing 128-bit hash of one entry (SHA-256, truncated).
+pub fn entry_hash(scope: Scope, target: &str, nb: Micros) -> [u64; 2] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update([scope as u8]);
+    h.update(target.as_bytes());
+    h.update(nb.to_le_bytes());
+    let d = h.finalize();
+    let mut a = [0u8; 8];
+    let mut b = [0u8; 8];
+    a.copy_from_slice(&d[..8]);
+    b.copy_from_slice(&d[8..16]);
+    [u64::from_le_bytes(a), u64::from_le_bytes(b)]
+}
+
+impl Default for RevocationSet {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl RevocationSet {
+    pub fn new() -> Self {
+        Self {
+            all: AtomicI64::new(i64::MIN),
+            sessions: Map::default(),
+            users: Map::default(),
+            groups: Map::default(),
+            apps: Map::default(),
+            version: tokio::sync::watch::Sender::new(0),
+            changes: AtomicU64::new(0),
+            digest: [AtomicU64::new(0), AtomicU64::new(0)],
+        }
+    }
+
+    fn toggle(&self, scope: Scope, target: &str, nb: Micros) {
+        let [a, b] = entry_hash(scope, target, nb);
+        self.digest[0].fetch_xor(a, Ordering::SeqCst);
+        self.digest[1].fetch_xor(b, Ordering::SeqCst);
+    }
+
+    /// The set's digest as 32 hex digits; equal sets have equal digests.
+    pub fn digest(&self) -> String {
+        format!(
+            "{:016x}{:016x}",
+            self.digest[0].load(Ordering::SeqCst),
+            self.digest[1].load(Ordering::SeqCst)
+        )
+    }
+
+    fn map(&self, scope: Scope) -> Option<&Map> {
+        match scope {
+            Scope::Session => Some(&self.sessions),
+            Scope::User => Some(&self.users),
+            Scope::Group => Some(&self.groups),
+            Scope::App => Some(&self.apps),
+            Scope::All => None,
+        }
+    }
+
+    /// Merges one entry; returns true when it moved the set forward.
+    pub fn apply(&self, scope: Scope, target: &str, not_before: Micros) -> bool {
+        let changed = match self.map(scope) {
+            None => {
+                let prev = self.all.fetch_max(not_before, Ordering::SeqCst);
+                if prev < not_before {
+                    if prev != i64::MIN {
+                        self.toggle(scope, "*", prev);
+                    }
+                    self.toggle(scope, "*", not_before);
+                }
+                prev < not_before
+            }
+            Some(map) => {
+                let mut changed = false;
+                map.entry(Box::from(target))
+                    .and_modify(|v| {
+                        if *v < not_before {
+                            self.toggle(scope, target, *v);
+                            self.toggle(scope, target, not_before);
+                            *v = not_before;
+                            changed = true;
+                        }
+                    })
+                    .or_insert_with(|| {
+                        self.toggle(scope, target, not_before);
+                        changed = true;
+                        not_before
+                    });
+                changed
+            }
+        };
+        if changed {
+            let n = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
+            self.version.send_replace(n);
+        }
+        changed
+    }
+
+    /// The entry for one key, if any.
+    pub fn get(&self, scope: Scope, target: &str) -> Option<Micros> {
+        match self.map(scope) {
+            None => {
+                let v = self.all.load(Ordering::Acquire);
+                (v != i64::MIN).then_some(v)
+            }
+            Some(map) => map.get(target).map(|v| *v),
+        }
+    }
+
+    /// Which scope, if any, revokes a token with these claims. `app` says whether the
+    /// token is an application token (the `app` scope matches its audience).
+    pub fn check(&self, c: &Claims, app: bool) -> Option<Scope> {
+        let iat = c.iat_us;
+        if self.all.load(Ordering::Acquire) >= iat {
+            return Some(Scope::All);
+        }
+        let hit = |m: &Map, k: &str| m.get(k).is_some_and(|nb| *nb >= iat);
+        if hit(&self.sessions, &c.sid) {
+            return Some(Scope::Session);
+        }
+        if hit(&self.users, &c.sub) {
+            return Some(Scope::User);
+        }
+        if app && hit(&self.apps, &c.aud) {
+            return Some(Scope::App);
+        }
+        if !self.groups.is_empty() && c.groups.iter().any(|g| hit(&self.groups, g)) {
+            return Some(Scope::Group);
+        }
+        None
+    }
+
+    /// Drops entries older than `horizon`: no token issued before it can still be alive.
+    pub fn prune(&self, horizon: Micros) -> usize {
+        let mut dropped = 0;
+        for (scope, map) in [
+            (Scope::Session, &self.sessions),
+            (Scope::User, &self.users),
+            (Scope::Group, &self.groups),
+            (Scope::App, &self.apps),
+        ] {
+            let before = map.len();
+            map.retain(|k, nb| {
+                let keep = *nb >= horizon;
+                if !keep {
+                    self.toggle(scope, k, *nb);
+                }
+                keep
+            });
+            dropped += before - map.len();
+        }
+        dropped
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.len()
+            + self.users.len()
+            + self.groups.len()
+            + self.apps.len()
+            + usize::from(self.all.load(Ordering::Acquire) != i64::MIN)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn len_by_scope(&self, scope: Scope) -> usize {
+        match self.map(scope) {
+            Some(m) => m.len(),
+            None => usize::from(self.all.load(Ordering::Acquire) != i64::MIN),
+        }
+    }
+
+    /// Every entry, for summaries and anti-entropy.
+    pub fn entries(&self) -> Vec<(Scope, String, Micros)> {
+        let mut out = Vec::with_capacity(self.len());
+        for scope in Scope::ALL {
+            match self.map(scope) {
+                Some(m) => out.extend(m.iter().map(|e| (scope, e.key().to_string(), *e.value()))),
+                None => {
+                    if let Some(v) = self.get(Scope::All, "*") {
+                        out.push((Scope::All, "*".to_string(), v));
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(iat_us: i64) -> Claims {
+        Claims {
+            iss: "i".into(),
+            aud: "echo".into(),
+            sub: "a@x.com".into(),
+            email: "a@x.com".into(),
+            groups: vec!["staff".into()],
+            sid: "s1".into(),
+            jti: "j".into(),
+            iat: iat_us / 1_000_000,
+            exp: iat_us / 1_000_000 + 60,
+            nbf: None,
+            iat_us,
+            bnd: None,
+        }
+    }
+
+    #[test]
+    fn each_scope_matches_older_tokens_only() {
+        for (scope, target) in [
+            (Scope::Session, "s1"),
+            (Scope::User, "a@x.com"),
+            (Scope::Group, "staff"),
+            (Scope::App, "echo"),
+            (Scope::All, ""),
+        ] {
+            let set = RevocationSet::new();
+            set.apply(scope, target, 1_000_500);
+            assert_eq!(set.check(&claims(1_000_400), true), Some(scope));
+            // Same second, later microsecond: passes.
+            assert_eq!(set.check(&claims(1_000_501), true), None);
+        }
+        let set = RevocationSet::new();
+        set.apply(Scope::App, "echo", 10);
+        assert_eq!(set.check(&claims(5), false), None, "app scope is for app tokens");
+    }
+
+    #[test]
+    fn merge_is_order_independent_and_idempotent() {
+        let a = RevocationSet::new();
+        let b = RevocationSet::new();
+        let ops = [(Scope::User, "u", 5), (Scope::User, "u", 9), (Scope::User, "u", 7)];
+        for (s, t, v) in ops {
+            a.apply(s, t, v);
+            a.apply(s, t, v);
+        }
+        for (s, t, v) in ops.iter().rev() {
+            b.apply(*s, t, *v);
+        }
+        assert_eq!(a.get(Scope::User, "u"), Some(9));
+        assert_eq!(b.get(Scope::User, "u"), Some(9));
+        assert!(!a.apply(Scope::User, "u", 8));
+        assert_eq!(a.digest(), b.digest());
+        a.apply(Scope::Session, "s", 3);
+        assert_ne!(a.digest(), b.digest());
+        a.prune(4);
+        assert_eq!(a.digest(), b.digest());
+    }
+
+    #[test]
+    fn prune_drops_only_old_entries() {
+        let set = RevocationSet::new();
+        set.apply(Scope::Session, "old", 10);
+        set.apply(Scope::Session, "new", 100);
+        assert_eq!(set.prune(50), 1);
+        assert_eq!(set.get(Scope::Session, "new"), Some(100));
+        assert_eq!(set.get(Scope::Session, "old"), None);
+    }
+}

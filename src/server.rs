@@ -1,0 +1,319 @@
+//! Listeners and lifecycle: the TLS data plane (and optional plaintext listener), the
+//! control port, config reload on file change and SIGHUP, background maintenance and
+//! graceful shutdown. `start` takes a config and a clock, so tests run the real server
+//! in-process on 127.0.0.1:0.
+
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::gateway::{Gateway, StartError};
+use crate::proxy::{self, ConnInfo};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A running gateway.
+pub struct Handle {
+    pub https_addr: SocketAddr,
+    pub http_addr: Option<SocketAddr>,
+    pub control_addr: SocketAddr,
+    pub gateway: Arc<Gateway>,
+    shutdown: watch::Sender<bool>,
+    listeners: Vec<JoinHandle<()>>,
+    background: Vec<JoinHandle<()>>,
+    // Kept alive for as long as the gateway runs.
+    _watcher: Option<notify::RecommendedWatcher>,
+}
+
+async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
+    TcpListener::bind(addr).await.map_err(|source| StartError::Io {
+        what,
+        path: addr.to_string(),
+        source,
+    })
+}
+
+pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, StartError> {
+    crate::tls::provider();
+    let (listen, http_listen, control_listen) =
+        (config.listen, config.http_listen, config.control.listen);
+    let gw = Gateway::new(config, clock)?;
+    let tls_l = bind(listen, "cannot listen on gateway.listen").await?;
+    let http_l = match http_listen {
+        Some(a) => Some(bind(a, "cannot listen on gateway.http_listen").await?),
+        None => None,
+    };
+    let control_l = bind(control_listen, "cannot listen on control.listen").await?;
+    let https_addr = local(&tls_l);
+    let http_addr = http_l.as_ref().map(local);
+    let control_addr = local(&control_l);
+    let (shutdown, rx) = watch::channel(false);
+
+    let mut listeners = vec![tokio::spawn(accept_loop(tls_l, gw.clone(), rx.clone(), Plane::Tls))];
+    if let Some(l) = http_l {
+        listeners.push(tokio::spawn(accept_loop(l, gw.clone(), rx.clone(), Plane::Plain)));
+    }
+    listeners.push(tokio::spawn(accept_loop(control_l, gw.clone(), rx.clone(), Plane::Control)));
+    let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
+    background.extend(crate::sync::spawn(gw.clone(), rx.clone()));
+    let watcher = watch_config(gw.clone());
+    tracing::info!(
+        https = %https_addr, http = ?http_addr, control = %control_addr,
+        node = %gw.node_id, generation = gw.generation(),
+        "portcullis is listening"
+    );
+    Ok(Handle {
+        https_addr,
+        http_addr,
+        control_addr,
+        gateway: gw,
+        shutdown,
+        listeners,
+        background,
+        _watcher: watcher,
+    })
+}
+
+fn local(l: &TcpListener) -> SocketAddr {
+    l.local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+}
+
+impl Handle {
+    /// Stops accepting, lets in-flight requests finish within `shutdown_grace`, then
+    /// stops background work.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for l in self.listeners {
+            let _ = l.await;
+        }
+        for b in self.background {
+            b.abort();
+        }
+        tracing::info!("portcullis stopped");
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Plane {
+    Tls,
+    Plain,
+    Control,
+}
+
+fn builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
+    let rt = gw.runtime.load();
+    let max_header = rt.config.max_header_bytes;
+    let mut b = auto::Builder::new(TokioExecutor::new());
+    b.http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(Duration::from_secs(30))
+        .max_buf_size(max_header.max(8192))
+        .keep_alive(true);
+    b.http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    b
+}
+
+async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>, plane: Plane) {
+    let graceful = GracefulShutdown::new();
+    let builder = Arc::new(builder(&gw));
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let (stream, peer) = match accepted {
+                    Ok(x) => x,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off, keep serving.
+                        tracing::warn!(error = %e, ?plane, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                let watcher = graceful.watcher();
+                let gw = gw.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    serve_conn(stream, peer, gw, builder, watcher, plane).await;
+                });
+            }
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let grace = gw.runtime.load().config.shutdown_grace;
+    tokio::select! {
+        _ = graceful.shutdown() => tracing::debug!(?plane, "all connections finished"),
+        _ = tokio::time::sleep(grace) => tracing::warn!(?plane, "shutdown grace elapsed; closing remaining connections"),
+    }
+}
+
+async fn serve_conn(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Gateway>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    plane: Plane,
+) {
+    match plane {
+        Plane::Tls => {
+            let acceptor = tokio_rustls::TlsAcceptor::from(gw.runtime.load().tls.clone());
+            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => return,
+            };
+            let sni = tls.get_ref().1.server_name().map(|s| s.to_ascii_lowercase());
+            let conn = Arc::new(ConnInfo { peer, sni, tls: true });
+            let svc = service_fn(move |req| {
+                let (gw, conn) = (gw.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
+            });
+            let c = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
+            let _ = watcher.watch(c.into_owned()).await;
+        }
+        Plane::Plain => {
+            let conn = Arc::new(ConnInfo { peer, sni: None, tls: false });
+            let svc = service_fn(move |req| {
+                let (gw, conn) = (gw.clone(), conn.clone());
+                async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
+            });
+            let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
+            let _ = watcher.watch(c.into_owned()).await;
+        }
+        Plane::Control => {
+            let svc = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, Infallible>(crate::control::handle(gw, peer, req).await) }
+            });
+            let c = builder.serve_connection(TokioIo::new(stream), svc);
+            let _ = watcher.watch(c.into_owned()).await;
+        }
+    }
+}
+
+/// Periodic upkeep: drop revocations no live token can match, compact the log, journal
+/// `last seen`, forget expired codes and old login failures.
+async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(10));
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        rounds += 1;
+        let now = gw.now_us();
+        let horizon = gw.revocation_horizon();
+        let pruned = gw.revocations.prune(horizon);
+        if pruned > 0 {
+            tracing::info!(pruned, "dropped revocations older than any live token");
+        }
+        gw.codes.sweep(now);
+        let window = gw.runtime.load().config.login.failure_window.as_micros() as i64;
+        gw.limiter.sweep(now, window);
+        gw.registry.flush(now, crate::session::registry::KEEP_ENDED_US);
+        // Compact the durable log every ten minutes.
+        if rounds % 60 == 0 {
+            let g = gw.clone();
+            let res = tokio::task::spawn_blocking(move || {
+                g.revlog.compact(|r| {
+                    r.scope == crate::revocation::Scope::All || r.not_before_us >= horizon
+                })
+            })
+            .await;
+            match res {
+                Ok(Ok(stats)) if stats.dropped > 0 => tracing::info!(kept = stats.kept, dropped = stats.dropped, "compacted the revocation log"),
+                Ok(Err(e)) => tracing::error!(error = %e, "revocation log compaction failed"),
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Reloads when the config file changes (editors often replace the file, so the folder
+/// is watched and events are filtered by name, then debounced).
+fn watch_config(gw: Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+    use notify::{RecursiveMode, Watcher};
+    let path = gw.config_path.clone();
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .map(|p| p.to_path_buf())
+        .unwrap_or_else(|| ".".into());
+    let name = path.file_name()?.to_os_string();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
+        if let Ok(ev) = res
+            && !ev.kind.is_access()
+            && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
+        {
+            let _ = tx.send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "cannot watch the config file; SIGHUP still reloads"))
+    .ok()?;
+    if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
+        tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the config folder");
+        return None;
+    }
+    tokio::spawn(async move {
+        while rx.recv().await.is_some() {
+            // Let the editor finish writing, then coalesce the burst of events.
+            tokio::time::sleep(Duration::from_millis(250)).await;
+            while rx.try_recv().is_ok() {}
+            let g = gw.clone();
+            let _ = tokio::task::spawn_blocking(move || g.reload()).await;
+        }
+    });
+    Some(watcher)
+}
+
+/// Runs until SIGTERM or SIGINT; SIGHUP reloads the config.
+pub async fn run_until_signal(handle: Handle) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+            (Ok(t), Ok(h)) => (t, h),
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+                handle.shutdown().await;
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = tokio::signal::ctrl_c() => break,
+                _ = hup.recv() => {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let g = handle.gateway.clone();
+                    let _ = tokio::task::spawn_blocking(move || g.reload()).await;
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutting down: no new connections, finishing in-flight requests");
+    handle.shutdown().await;
+}

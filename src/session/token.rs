@@ -1,0 +1,287 @@
+//! Signed tokens: the global session (`aud` = the issuer) and the application token
+//! (`aud` = the app name). Minting signs with the active key; verification checks the
+//! signature once and caches the verified claims keyed by the whole token string.
+
+use super::keys::KeyRing;
+use crate::clock::{Micros, secs};
+use crate::secrets::ct_eq;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, Validation};
+use moka::sync::Cache;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Claims {
+    pub iss: String,
+    pub aud: String,
+    pub sub: String,
+    pub email: String,
+    pub groups: Vec<String>,
+    /// The global session this token belongs to.
+    pub sid: String,
+    pub jti: String,
+    pub iat: i64,
+    pub exp: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nbf: Option<i64>,
+    /// Issue time in microseconds: revocations compare against this, so a token minted
+    /// right after a revocation passes even within the same second.
+    pub iat_us: i64,
+    /// base64url(SHA-256(binding cookie)), for app tokens with a binding cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bnd: Option<String>,
+}
+
+impl Claims {
+    pub fn exp_us(&self) -> Micros {
+        self.exp.saturating_mul(1_000_000)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("no token")]
+    Missing,
+    #[error("malformed token")]
+    Malformed,
+    #[error("token too large")]
+    TooLarge,
+    #[error("unknown signing key")]
+    UnknownKey,
+    #[error("invalid token")]
+    Invalid,
+    #[error("token is for another audience")]
+    WrongAudience,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("binding cookie missing or does not match")]
+    Binding,
+    #[error("cannot sign token")]
+    Sign,
+}
+
+/// What the cache holds for a verified token.
+#[derive(Debug)]
+pub struct Verified {
+    pub claims: Claims,
+    pub binding: Option<[u8; 32]>,
+    /// The token itself as a ready header value for `Portcullis-Jwt-Assertion`.
+    pub assertion: http::HeaderValue,
+}
+
+pub fn binding_hash(secret: &str) -> [u8; 32] {
+    Sha256::digest(secret.as_bytes()).into()
+}
+
+pub fn binding_claim(secret: &str) -> String {
+    URL_SAFE_NO_PAD.encode(binding_hash(secret))
+}
+
+impl Verified {
+    /// Does the presented binding cookie match the hash the token carries?
+    pub fn binding_matches(&self, cookie: Option<&str>) -> bool {
+        match (&self.binding, cookie) {
+            (Some(want), Some(c)) => ct_eq(want, &binding_hash(c)),
+            _ => false,
+        }
+    }
+}
+
+pub fn sign(keys: &KeyRing, claims: &Claims) -> Result<String, TokenError> {
+    jsonwebtoken::encode(keys.header(), claims, keys.encoding()).map_err(|_| TokenError::Sign)
+}
+
+struct ExpireAtExp;
+
+impl moka::Expiry<Arc<str>, Arc<Verified>> for ExpireAtExp {
+    fn expire_after_create(
+        &self,
+        _key: &Arc<str>,
+        value: &Arc<Verified>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        // Evict no later than the token's own expiry (by wall time at insertion).
+        let now = crate::clock::SystemClock;
+        let left = value.claims.exp_us() - crate::clock::Clock::now_us(&now);
+        Some(Duration::from_micros(left.max(0) as u64))
+    }
+}
+
+/// Verifies tokens, caching verified claims keyed by the exact token string so no other
+/// token can hit an entry. Bounded in size; entries leave no later than the token's exp,
+/// and every hit re-checks exp against the injected clock.
+pub struct Verifier {
+    cache: Cache<Arc<str>, Arc<Verified>>,
+}
+
+impl Verifier {
+    pub fn new(capacity: u64) -> Self {
+        Self {
+            cache: Cache::builder()
+                .max_capacity(capacity)
+                .expire_after(ExpireAtExp)
+                .build(),
+        }
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.cache.entry_count()
+    }
+
+    pub fn clear(&self) {
+        self.cache.invalidate_all();
+    }
+
+    pub fn forget(&self, token: &str) {
+        self.cache.invalidate(token);
+    }
+
+    /// Verifies `token` for audience `aud`. Returns whether the cache answered.
+    pub fn verify(
+        &self,
+        keys: &KeyRing,
+        token: &str,
+        aud: &str,
+        iss: &str,
+        now_us: Micros,
+    ) -> Result<(Arc<Verified>, bool), TokenError> {
+        if token.is_empty() {
+            return Err(TokenError::Missing);
+        }
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLarge);
+        }
+        let (v, hit) = match self.cache.get(token) {
+            Some(v) => (v, true),
+            None => {
+                let v = Arc::new(verify_signature(keys, token, iss)?);
+                self.cache.insert(Arc::from(token), v.clone());
+                (v, false)
+            }
+        };
+        check_times(&v.claims, now_us)?;
+        if v.claims.aud != aud {
+            return Err(TokenError::WrongAudience);
+        }
+        if v.claims.iss != iss {
+            return Err(TokenError::Invalid);
+        }
+        Ok((v, hit))
+    }
+}
+
+fn check_times(c: &Claims, now_us: Micros) -> Result<(), TokenError> {
+    let now = secs(now_us);
+    if now >= c.exp {
+        return Err(TokenError::Expired);
+    }
+    // One minute of leeway for `nbf` and `iat` absorbs clock differences between nodes.
+    if c.nbf.is_some_and(|nbf| nbf > now + 60) || c.iat > now + 60 {
+        return Err(TokenError::NotYetValid);
+    }
+    Ok(())
+}
+
+/// The full check, done once per token: structure, header, key, signature, claims.
+pub fn verify_signature(keys: &KeyRing, token: &str, iss: &str) -> Result<Verified, TokenError> {
+    if token.bytes().filter(|&b| b == b'.').count() != 2 {
+        return Err(TokenError::Malformed);
+    }
+    let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
+    if header.alg != Algorithm::ES256 {
+        return Err(TokenError::Invalid);
+    }
+    let kid = header.kid.ok_or(TokenError::UnknownKey)?;
+    let key = keys.decoding(&kid).ok_or(TokenError::UnknownKey)?;
+    let mut validation = Validation::new(Algorithm::ES256);
+    // Times are checked against the injected clock in `check_times`, audience per app.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
+    validation.set_issuer(&[iss]);
+    let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
+        .map_err(|_| TokenError::Invalid)?;
+    let claims = data.claims;
+    let binding = match &claims.bnd {
+        Some(b) => {
+            let raw = URL_SAFE_NO_PAD.decode(b).map_err(|_| TokenError::Invalid)?;
+            let arr: [u8; 32] = raw.try_into().map_err(|_| TokenError::Invalid)?;
+            Some(arr)
+        }
+        None => None,
+    };
+    let assertion = http::HeaderValue::from_str(token).map_err(|_| TokenError::Malformed)?;
+    Ok(Verified {
+        claims,
+        binding,
+        assertion,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(now: i64) -> Claims {
+        Claims {
+            iss: "https://auth.test".into(),
+            aud: "echo".into(),
+            sub: "a@example.com".into(),
+            email: "a@example.com".into(),
+            groups: vec!["staff".into()],
+            sid: "sid1".into(),
+            jti: "j".into(),
+            iat: now,
+            exp: now + 60,
+            nbf: None,
+            iat_us: now * 1_000_000,
+            bnd: Some(binding_claim("secret")),
+        }
+    }
+
+    #[test]
+    fn sign_verify_cache_and_refusals() {
+        let dir = tempfile::tempdir().unwrap();
+        let keys = KeyRing::load_or_create(dir.path()).unwrap();
+        let now = 1_900_000_000i64;
+        let tok = sign(&keys, &claims(now)).unwrap();
+        let v = Verifier::new(100);
+        let us = now * 1_000_000;
+        let (ok, hit) = v.verify(&keys, &tok, "echo", "https://auth.test", us).unwrap();
+        assert!(!hit);
+        assert!(ok.binding_matches(Some("secret")));
+        assert!(!ok.binding_matches(Some("other")));
+        assert!(!ok.binding_matches(None));
+        let (_, hit) = v.verify(&keys, &tok, "echo", "https://auth.test", us).unwrap();
+        assert!(hit);
+        assert_eq!(
+            v.verify(&keys, &tok, "other", "https://auth.test", us).unwrap_err(),
+            TokenError::WrongAudience
+        );
+        assert_eq!(
+            v.verify(&keys, &tok, "echo", "https://auth.test", us + 61_000_000).unwrap_err(),
+            TokenError::Expired
+        );
+        // Tampered payload.
+        let mut parts: Vec<String> = tok.split('.').map(String::from).collect();
+        let mut c = claims(now);
+        c.sub = "evil@example.com".into();
+        parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
+        let forged = parts.join(".");
+        assert!(v.verify(&keys, &forged, "echo", "https://auth.test", us).is_err());
+        assert_eq!(
+            v.verify(&keys, "a.b", "echo", "https://auth.test", us).unwrap_err(),
+            TokenError::Malformed
+        );
+    }
+}
