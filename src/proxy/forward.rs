@@ -76,6 +76,7 @@ pub async fn forward(
     let base = match &app.origin {
         Origin::Echo => {
             parts.uri = path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            parts.version = Version::HTTP_11;
             if let Some(hv) = original_host {
                 parts.headers.insert(header::HOST, hv);
             }

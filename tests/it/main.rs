@@ -1,1 +1,6 @@
+//! Integration tests: one test crate (faster to build than many), one module per area.
+
+mod common;
+mod origin;
+mod proxy;
 
