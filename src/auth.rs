@@ -78,7 +78,11 @@ fn secs(us: i64) -> i64 {
 }
 
 /// A new global session for `user`: the signed cookie value and its claims.
-pub fn mint_session(gw: &Gateway, rt: &Runtime, user: &User) -> Result<(String, Claims), TokenError> {
+pub fn mint_session(
+    gw: &Gateway,
+    rt: &Runtime,
+    user: &User,
+) -> Result<(String, Claims), TokenError> {
     let iat_us = gw.ticker.tick();
     let iat = secs(iat_us);
     let claims = Claims {
@@ -106,16 +110,19 @@ pub struct AppToken {
 }
 
 /// An app token minted from a redeemed hand-off: never outlives the global session.
-pub fn mint_app_token(gw: &Gateway, rt: &Runtime, app: &App, p: &Pending) -> Result<AppToken, TokenError> {
+pub fn mint_app_token(
+    gw: &Gateway,
+    rt: &Runtime,
+    app: &App,
+    p: &Pending,
+) -> Result<AppToken, TokenError> {
     let iat_us = gw.ticker.tick();
     let iat = secs(iat_us);
     let exp = (iat + app.session_duration.as_secs() as i64).min(p.session.exp);
     if exp <= iat {
         return Err(TokenError::Expired);
     }
-    let binding = app
-        .binding_cookie
-        .then(|| crate::secrets::random_b64(32));
+    let binding = app.binding_cookie.then(|| crate::secrets::random_b64(32));
     let claims = Claims {
         iss: rt.config.issuer.clone(),
         aud: app.name.clone(),

@@ -42,7 +42,8 @@ impl ManualClock {
         Self::new(SystemClock.now_us())
     }
     pub fn advance(&self, d: std::time::Duration) {
-        self.now.fetch_add(d.as_micros() as Micros, Ordering::SeqCst);
+        self.now
+            .fetch_add(d.as_micros() as Micros, Ordering::SeqCst);
     }
     pub fn set(&self, us: Micros) {
         self.now.store(us, Ordering::SeqCst);

@@ -48,7 +48,11 @@ pub enum GatewayError {
 }
 
 impl GatewayError {
-    pub fn unauthenticated(reason: impl Into<String>, login_url: String, challenge: Challenge) -> Self {
+    pub fn unauthenticated(
+        reason: impl Into<String>,
+        login_url: String,
+        challenge: Challenge,
+    ) -> Self {
         GatewayError::Unauthenticated {
             reason: reason.into(),
             login_url,
@@ -95,17 +99,19 @@ impl GatewayError {
                 status,
                 &serde_json::json!({ "error": reason, "login_url": login_url }),
             ),
-            GatewayError::Forbidden { email, app } => body::html(
-                status,
-                crate::login::pages::forbidden(email, app),
-            ),
+            GatewayError::Forbidden { email, app } => {
+                body::html(status, crate::login::pages::forbidden(email, app))
+            }
             GatewayError::Internal(detail) => {
                 tracing::error!(detail, "internal error");
                 body::text(status, "internal error")
             }
             other => body::text(status, other.to_string()),
         };
-        if matches!(self, GatewayError::BadFraming(_) | GatewayError::BadRequest(_)) {
+        if matches!(
+            self,
+            GatewayError::BadFraming(_) | GatewayError::BadRequest(_)
+        ) {
             // After a framing error the rest of the stream cannot be trusted.
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));

@@ -167,14 +167,13 @@ impl Gateway {
         }
         tracing::info!(replayed = records.len(), live, "revocation log replayed");
         let audit = AuditLog::open(&state_dir.join("audit.log"))?;
-        let registry =
-            Registry::open(&state_dir.join("sessions.log"), now).map_err(|source| {
-                StartError::Io {
-                    what: "session journal",
-                    path: state_dir.join("sessions.log").display().to_string(),
-                    source,
-                }
-            })?;
+        let registry = Registry::open(&state_dir.join("sessions.log"), now).map_err(|source| {
+            StartError::Io {
+                what: "session journal",
+                path: state_dir.join("sessions.log").display().to_string(),
+                source,
+            }
+        })?;
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(config.origin_connect_timeout));
         connector.set_nodelay(true);
@@ -256,10 +255,19 @@ impl Gateway {
         let old = self.runtime.load();
         for (what, changed) in [
             ("gateway.listen", config.listen != old.config.listen),
-            ("gateway.http_listen", config.http_listen != old.config.http_listen),
-            ("gateway.state_dir", config.state_dir != old.config.state_dir),
+            (
+                "gateway.http_listen",
+                config.http_listen != old.config.http_listen,
+            ),
+            (
+                "gateway.state_dir",
+                config.state_dir != old.config.state_dir,
+            ),
             ("gateway.node_id", config.node_id != old.config.node_id),
-            ("control.listen", config.control.listen != old.config.control.listen),
+            (
+                "control.listen",
+                config.control.listen != old.config.control.listen,
+            ),
         ] {
             if changed {
                 tracing::warn!(field = what, "this setting changes only on restart");

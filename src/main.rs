@@ -10,10 +10,20 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 #[derive(Parser)]
-#[command(name = "portcullis", version, about = "Identity-aware reverse proxy with instant, cluster-wide revocation")]
+#[command(
+    name = "portcullis",
+    version,
+    about = "Identity-aware reverse proxy with instant, cluster-wide revocation"
+)]
 struct Cli {
     /// The config file.
-    #[arg(long, short, global = true, default_value = "gateway.toml", env = "PORTCULLIS_CONFIG")]
+    #[arg(
+        long,
+        short,
+        global = true,
+        default_value = "gateway.toml",
+        env = "PORTCULLIS_CONFIG"
+    )]
     config: PathBuf,
     #[command(subcommand)]
     command: Option<Command>,
@@ -105,9 +115,12 @@ enum AuditAction {
 fn init_tracing(config: Option<&Config>) {
     use tracing_subscriber::EnvFilter;
     let level = config.map_or("info".to_string(), |c| c.log.level.clone());
-    let filter = EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
+    let filter =
+        EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let json = config.is_some_and(|c| c.log.format == portcullis::config::file::LogFormat::Json);
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if json {
         b.json().flatten_event(true).init();
     } else {
@@ -152,28 +165,37 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             if pw.is_empty() {
                 bail!("empty password on stdin");
             }
-            let h = portcullis::login::users::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let h =
+                portcullis::login::users::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?;
             println!("{h}");
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Run => {
-            let config = Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config =
+                Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_tracing(Some(&config));
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(async {
-                let handle = portcullis::server::start(config, Arc::new(portcullis::clock::SystemClock))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                let handle =
+                    portcullis::server::start(config, Arc::new(portcullis::clock::SystemClock))
+                        .await
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                 portcullis::server::run_until_signal(handle).await;
                 Ok::<_, anyhow::Error>(())
             })?;
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Revoke { target, reason, conn } => {
+        Command::Revoke {
+            target,
+            reason,
+            conn,
+        } => {
             let (scope, t) = match target {
                 RevokeTarget { user: Some(u), .. } => ("user", u),
                 RevokeTarget { app: Some(a), .. } => ("app", a),
-                RevokeTarget { session: Some(s), .. } => ("session", s),
+                RevokeTarget {
+                    session: Some(s), ..
+                } => ("session", s),
                 RevokeTarget { group: Some(g), .. } => ("group", g),
                 _ => ("all", String::new()),
             };
@@ -201,7 +223,9 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             let path = match &user {
                 Some(u) => format!(
                     "/v1/sessions?{}",
-                    form_urlencoded::Serializer::new(String::new()).append_pair("user", u).finish()
+                    form_urlencoded::Serializer::new(String::new())
+                        .append_pair("user", u)
+                        .finish()
                 ),
                 None => "/v1/sessions".into(),
             };
@@ -216,35 +240,76 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
                 .map(|a| {
                     a.iter()
                         .map(|x| {
-                            let apps: Vec<String> = x["apps"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
-                            vec![s(&x["sid"]), s(&x["user"]), apps.join(","), s(&x["ip"]), s(&x["created"]), s(&x["last_seen"]), s(&x["node"]), s(&x["user_agent"]).chars().take(40).collect()]
+                            let apps: Vec<String> = x["apps"]
+                                .as_array()
+                                .map(|a| a.iter().map(s).collect())
+                                .unwrap_or_default();
+                            vec![
+                                s(&x["sid"]),
+                                s(&x["user"]),
+                                apps.join(","),
+                                s(&x["ip"]),
+                                s(&x["created"]),
+                                s(&x["last_seen"]),
+                                s(&x["node"]),
+                                s(&x["user_agent"]).chars().take(40).collect(),
+                            ]
                         })
                         .collect()
                 })
                 .unwrap_or_default();
-            print!("{}", table(&["SID", "USER", "APPS", "IP", "CREATED", "LAST SEEN", "NODE", "USER AGENT"], &rows));
+            print!(
+                "{}",
+                table(
+                    &[
+                        "SID",
+                        "USER",
+                        "APPS",
+                        "IP",
+                        "CREATED",
+                        "LAST SEEN",
+                        "NODE",
+                        "USER AGENT"
+                    ],
+                    &rows
+                )
+            );
             Ok(std::process::ExitCode::SUCCESS)
         }
         Command::Keys { action } => {
-            let config = Config::load(&cli.config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let config =
+                Config::load(&cli.config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))?;
             let dir = config.state_dir.join("keys");
             match action {
                 KeysAction::Rotate => {
-                    let kid = portcullis::session::keys::KeyRing::rotate(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
-                    println!("new signing key {kid} is active; reload or restart the nodes (SIGHUP) to use it");
+                    let kid = portcullis::session::keys::KeyRing::rotate(&dir)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
+                    println!(
+                        "new signing key {kid} is active; reload or restart the nodes (SIGHUP) to use it"
+                    );
                 }
                 KeysAction::List => {
-                    let ring = portcullis::session::keys::KeyRing::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+                    let ring = portcullis::session::keys::KeyRing::load(&dir)
+                        .map_err(|e| anyhow::anyhow!("{e}"))?;
                     let mut kids: Vec<&String> = ring.kids().collect();
                     kids.sort();
                     for k in kids {
-                        println!("{k}{}", if k == ring.active_kid() { "  (active)" } else { "" });
+                        println!(
+                            "{k}{}",
+                            if k == ring.active_kid() {
+                                "  (active)"
+                            } else {
+                                ""
+                            }
+                        );
                     }
                 }
             }
             Ok(std::process::ExitCode::SUCCESS)
         }
-        Command::Audit { action: AuditAction::Verify { file } } => {
+        Command::Audit {
+            action: AuditAction::Verify { file },
+        } => {
             let path = match file {
                 Some(f) => f,
                 None => Config::load(&cli.config, Secrets::ReadOnly)
@@ -276,7 +341,13 @@ fn client(config: &PathBuf, conn: &ConnArgs) -> Result<ControlClient> {
         .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
-fn block<T>(f: impl std::future::Future<Output = Result<T, portcullis::control::client::ClientError>>) -> Result<T> {
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    rt.block_on(f).map_err(|e| anyhow::anyhow!("{e}")).context("control call failed")
+fn block<T>(
+    f: impl std::future::Future<Output = Result<T, portcullis::control::client::ClientError>>,
+) -> Result<T> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(f)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context("control call failed")
 }

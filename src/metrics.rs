@@ -58,7 +58,10 @@ impl Metrics {
     pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
         let mut s = String::new();
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(s, "# HELP portcullis_requests_total Data-plane requests by outcome.");
+        let _ = writeln!(
+            s,
+            "# HELP portcullis_requests_total Data-plane requests by outcome."
+        );
         let _ = writeln!(s, "# TYPE portcullis_requests_total counter");
         for (o, name) in OUTCOMES {
             let _ = writeln!(
@@ -67,7 +70,10 @@ impl Metrics {
                 g(&self.outcomes[o as usize])
             );
         }
-        let _ = writeln!(s, "# HELP portcullis_revocations_total Revocations taken, by scope.");
+        let _ = writeln!(
+            s,
+            "# HELP portcullis_revocations_total Revocations taken, by scope."
+        );
         let _ = writeln!(s, "# TYPE portcullis_revocations_total counter");
         for scope in crate::revocation::Scope::ALL {
             let _ = writeln!(
@@ -85,13 +91,41 @@ impl Metrics {
             hits as f64 / (hits + misses) as f64
         };
         let counters = [
-            ("portcullis_token_cache_hits_total", "Token checks answered by the cache.", hits),
-            ("portcullis_token_cache_misses_total", "Token checks that verified a signature.", misses),
-            ("portcullis_login_success_total", "Successful logins.", g(&self.login_success)),
-            ("portcullis_login_failures_total", "Failed logins.", g(&self.login_failures)),
-            ("portcullis_login_throttled_total", "Logins refused by rate limits or lockout.", g(&self.login_throttled)),
-            ("portcullis_config_reload_failures_total", "Config reloads refused.", g(&self.config_reload_failures)),
-            ("portcullis_tunnels_closed_on_revocation_total", "Long-lived connections closed by a revocation.", g(&self.tunnels_closed_on_revocation)),
+            (
+                "portcullis_token_cache_hits_total",
+                "Token checks answered by the cache.",
+                hits,
+            ),
+            (
+                "portcullis_token_cache_misses_total",
+                "Token checks that verified a signature.",
+                misses,
+            ),
+            (
+                "portcullis_login_success_total",
+                "Successful logins.",
+                g(&self.login_success),
+            ),
+            (
+                "portcullis_login_failures_total",
+                "Failed logins.",
+                g(&self.login_failures),
+            ),
+            (
+                "portcullis_login_throttled_total",
+                "Logins refused by rate limits or lockout.",
+                g(&self.login_throttled),
+            ),
+            (
+                "portcullis_config_reload_failures_total",
+                "Config reloads refused.",
+                g(&self.config_reload_failures),
+            ),
+            (
+                "portcullis_tunnels_closed_on_revocation_total",
+                "Long-lived connections closed by a revocation.",
+                g(&self.tunnels_closed_on_revocation),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

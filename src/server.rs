@@ -35,11 +35,13 @@ pub struct Handle {
 }
 
 async fn bind(addr: SocketAddr, what: &'static str) -> Result<TcpListener, StartError> {
-    TcpListener::bind(addr).await.map_err(|source| StartError::Io {
-        what,
-        path: addr.to_string(),
-        source,
-    })
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| StartError::Io {
+            what,
+            path: addr.to_string(),
+            source,
+        })
 }
 
 pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, StartError> {
@@ -58,11 +60,26 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     let control_addr = local(&control_l);
     let (shutdown, rx) = watch::channel(false);
 
-    let mut listeners = vec![tokio::spawn(accept_loop(tls_l, gw.clone(), rx.clone(), Plane::Tls))];
+    let mut listeners = vec![tokio::spawn(accept_loop(
+        tls_l,
+        gw.clone(),
+        rx.clone(),
+        Plane::Tls,
+    ))];
     if let Some(l) = http_l {
-        listeners.push(tokio::spawn(accept_loop(l, gw.clone(), rx.clone(), Plane::Plain)));
+        listeners.push(tokio::spawn(accept_loop(
+            l,
+            gw.clone(),
+            rx.clone(),
+            Plane::Plain,
+        )));
     }
-    listeners.push(tokio::spawn(accept_loop(control_l, gw.clone(), rx.clone(), Plane::Control)));
+    listeners.push(tokio::spawn(accept_loop(
+        control_l,
+        gw.clone(),
+        rx.clone(),
+        Plane::Control,
+    )));
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
     background.extend(crate::sync::spawn(gw.clone(), rx.clone()));
     let watcher = watch_config(gw.clone());
@@ -126,7 +143,12 @@ fn builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
     b
 }
 
-async fn accept_loop(listener: TcpListener, gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>, plane: Plane) {
+async fn accept_loop(
+    listener: TcpListener,
+    gw: Arc<Gateway>,
+    mut shutdown: watch::Receiver<bool>,
+    plane: Plane,
+) {
     let graceful = GracefulShutdown::new();
     let builder = Arc::new(builder(&gw));
     loop {
@@ -171,16 +193,25 @@ async fn serve_conn(
     match plane {
         Plane::Tls => {
             let acceptor = tokio_rustls::TlsAcceptor::from(gw.runtime.load().tls.clone());
-            let tls = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                Ok(Ok(s)) => s,
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                    return;
-                }
-                Err(_) => return,
-            };
-            let sni = tls.get_ref().1.server_name().map(|s| s.to_ascii_lowercase());
-            let conn = Arc::new(ConnInfo { peer, sni, tls: true });
+            let tls =
+                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let sni = tls
+                .get_ref()
+                .1
+                .server_name()
+                .map(|s| s.to_ascii_lowercase());
+            let conn = Arc::new(ConnInfo {
+                peer,
+                sni,
+                tls: true,
+            });
             let svc = service_fn(move |req| {
                 let (gw, conn) = (gw.clone(), conn.clone());
                 async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
@@ -189,7 +220,11 @@ async fn serve_conn(
             let _ = watcher.watch(c.into_owned()).await;
         }
         Plane::Plain => {
-            let conn = Arc::new(ConnInfo { peer, sni: None, tls: false });
+            let conn = Arc::new(ConnInfo {
+                peer,
+                sni: None,
+                tls: false,
+            });
             let svc = service_fn(move |req| {
                 let (gw, conn) = (gw.clone(), conn.clone());
                 async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
@@ -228,7 +263,8 @@ async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         gw.codes.sweep(now);
         let window = gw.runtime.load().config.login.failure_window.as_micros() as i64;
         gw.limiter.sweep(now, window);
-        gw.registry.flush(now, crate::session::registry::KEEP_ENDED_US);
+        gw.registry
+            .flush(now, crate::session::registry::KEEP_ENDED_US);
         // Compact the durable log every ten minutes.
         if rounds % 60 == 0 {
             let g = gw.clone();
@@ -239,7 +275,11 @@ async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             })
             .await;
             match res {
-                Ok(Ok(stats)) if stats.dropped > 0 => tracing::info!(kept = stats.kept, dropped = stats.dropped, "compacted the revocation log"),
+                Ok(Ok(stats)) if stats.dropped > 0 => tracing::info!(
+                    kept = stats.kept,
+                    dropped = stats.dropped,
+                    "compacted the revocation log"
+                ),
                 Ok(Err(e)) => tracing::error!(error = %e, "revocation log compaction failed"),
                 _ => {}
             }
@@ -262,7 +302,10 @@ fn watch_config(gw: Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
     let mut watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
         if let Ok(ev) = res
             && !ev.kind.is_access()
-            && ev.paths.iter().any(|p| p.file_name() == Some(name.as_os_str()))
+            && ev
+                .paths
+                .iter()
+                .any(|p| p.file_name() == Some(name.as_os_str()))
         {
             let _ = tx.send(());
         }
@@ -290,7 +333,10 @@ pub async fn run_until_signal(handle: Handle) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let (mut term, mut hup) = match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        let (mut term, mut hup) = match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::hangup()),
+        ) {
             (Ok(t), Ok(h)) => (t, h),
             _ => {
                 let _ = tokio::signal::ctrl_c().await;

@@ -90,9 +90,10 @@ fn ensure_dev_certificate(cert: &Path, key: &Path, hosts: &[String]) -> Result<(
     let mut names = hosts.to_vec();
     names.push("localhost".into());
     let mut params = rcgen::CertificateParams::new(names).map_err(|e| gen_err(&e))?;
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "Portcullis development certificate");
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        "Portcullis development certificate",
+    );
     let key_pair = rcgen::KeyPair::generate().map_err(|e| gen_err(&e))?;
     let certificate = params.self_signed(&key_pair).map_err(|e| gen_err(&e))?;
     for p in [cert, key] {

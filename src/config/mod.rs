@@ -219,10 +219,7 @@ impl Config {
     pub fn parse(text: &str, path: &Path, secrets: Secrets) -> Result<Config, ConfigError> {
         let file = path.display().to_string();
         let value: toml::Value = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError::Syntax {
                 file: file.clone(),
                 line,
@@ -234,7 +231,11 @@ impl Config {
             let path = e.path().to_string();
             ConfigError::Field {
                 file: file.clone(),
-                field: if path == "." { "(top level)".into() } else { path },
+                field: if path == "." {
+                    "(top level)".into()
+                } else {
+                    path
+                },
                 reason: e.into_inner().to_string(),
             }
         })?;
@@ -265,7 +266,9 @@ impl Config {
     }
 
     pub fn has_demo_user(&self) -> bool {
-        self.users.iter().any(|u| u.email == DEMO_EMAIL && !u.disabled)
+        self.users
+            .iter()
+            .any(|u| u.email == DEMO_EMAIL && !u.disabled)
     }
 
     /// Every host name the data plane answers for (for the dev certificate).
@@ -310,8 +313,12 @@ impl Validator {
     }
 
     fn addr(&self, field: &str, s: &str) -> Result<SocketAddr, ConfigError> {
-        s.parse()
-            .map_err(|_| self.err(field, format!("{s:?} is not an address like 127.0.0.1:8443")))
+        s.parse().map_err(|_| {
+            self.err(
+                field,
+                format!("{s:?} is not an address like 127.0.0.1:8443"),
+            )
+        })
     }
 
     fn validate(self, raw: FileConfig, source: &Path) -> Result<Config, ConfigError> {
@@ -431,7 +438,10 @@ impl Validator {
                 (Some(h), None) => {
                     let bytes = hex::decode(h.trim()).ok().filter(|b| b.len() == 32);
                     let Some(bytes) = bytes else {
-                        return Err(self.err(f("token_sha256"), "must be 64 hex digits (sha256 of the token)"));
+                        return Err(self.err(
+                            f("token_sha256"),
+                            "must be 64 hex digits (sha256 of the token)",
+                        ));
                     };
                     let mut out = [0u8; 32];
                     out.copy_from_slice(&bytes);
@@ -479,11 +489,10 @@ impl Validator {
         let s = &raw.sync;
         let mut peers = Vec::new();
         for (i, p) in s.peers.iter().enumerate() {
-            let uri: http::Uri = p.parse().map_err(|_| {
-                self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL"))
-            })?;
-            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none()
-            {
+            let uri: http::Uri = p
+                .parse()
+                .map_err(|_| self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL")))?;
+            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
                 return Err(self.err(
                     format!("sync.peers[{i}]"),
                     format!("{p:?} must be an http:// or https:// URL of a peer's control port"),
@@ -491,11 +500,7 @@ impl Validator {
             }
             peers.push(p.trim_end_matches('/').to_string());
         }
-        let peer_token_file = self.path(
-            s.peer_token_file
-                .as_deref()
-                .unwrap_or("state/peer.token"),
-        );
+        let peer_token_file = self.path(s.peer_token_file.as_deref().unwrap_or("state/peer.token"));
         if !peers.is_empty() {
             self.secret_file(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
@@ -566,9 +571,10 @@ impl Validator {
             let origin = parse_origin(&a.origin).map_err(|r| self.err(f("origin"), r))?;
             let mut allow_emails = Vec::new();
             for (j, p) in a.allow_emails.iter().enumerate() {
-                allow_emails.push(parse_email_pattern(p).map_err(|r| {
-                    self.err(format!("app[{i}].allow_emails[{j}]"), r)
-                })?);
+                allow_emails.push(
+                    parse_email_pattern(p)
+                        .map_err(|r| self.err(format!("app[{i}].allow_emails[{j}]"), r))?,
+                );
             }
             if allow_emails.is_empty() && a.allow_groups.is_empty() {
                 return Err(self.err(
@@ -667,9 +673,7 @@ fn parse_email_pattern(p: &str) -> Result<EmailPattern, String> {
     } else if valid_email(&p) {
         return Ok(EmailPattern::Exact(p));
     }
-    Err(format!(
-        "{p:?} is not an email, \"*@domain\" or \"*\""
-    ))
+    Err(format!("{p:?} is not an email, \"*@domain\" or \"*\""))
 }
 
 fn parse_origin(s: &str) -> Result<Origin, String> {
@@ -684,7 +688,11 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
         .map_err(|_| format!("{s:?} is not a URL like http://127.0.0.1:3000"))?;
     match uri.scheme_str() {
         Some("http") => {}
-        Some("https") => return Err("https origins are not supported yet; use http:// on a private network".into()),
+        Some("https") => {
+            return Err(
+                "https origins are not supported yet; use http:// on a private network".into(),
+            );
+        }
         _ => return Err(format!("{s:?} must start with http:// or be builtin:echo")),
     }
     if uri.host().is_none() {
@@ -747,7 +755,10 @@ allow_groups = ["staff"]
 
     #[test]
     fn bad_duration_names_the_field() {
-        let s = BASE.replace("[control]", "[session]\nglobal_duration = \"forever\"\n[control]");
+        let s = BASE.replace(
+            "[control]",
+            "[session]\nglobal_duration = \"forever\"\n[control]",
+        );
         let e = parse(&s).unwrap_err();
         assert_eq!(e.field(), Some("session.global_duration"), "{e}");
     }
@@ -762,8 +773,16 @@ allow_groups = ["staff"]
 
     #[test]
     fn email_patterns() {
-        assert!(parse_email_pattern("*@example.com").unwrap().matches("a@EXAMPLE.com"));
-        assert!(!parse_email_pattern("*@example.com").unwrap().matches("a@example.com.evil"));
+        assert!(
+            parse_email_pattern("*@example.com")
+                .unwrap()
+                .matches("a@EXAMPLE.com")
+        );
+        assert!(
+            !parse_email_pattern("*@example.com")
+                .unwrap()
+                .matches("a@example.com.evil")
+        );
         assert!(parse_email_pattern("bob@").is_err());
     }
 }

@@ -10,7 +10,9 @@ use hyper_util::rt::TokioExecutor;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("no admin token: pass --token, set PORTCULLIS_ADMIN_TOKEN, or configure [[control.admin]] token_file")]
+    #[error(
+        "no admin token: pass --token, set PORTCULLIS_ADMIN_TOKEN, or configure [[control.admin]] token_file"
+    )]
     NoToken,
     #[error("cannot read the admin token from {0}: {1}")]
     TokenFile(String, std::io::Error),
@@ -30,7 +32,11 @@ pub struct ControlClient {
 impl ControlClient {
     /// Address from `--url` or `[control] listen`; token from `--token`, the environment,
     /// or the first admin's `token_file`.
-    pub fn from_config(config: Option<&Config>, url: Option<String>, token: Option<String>) -> Result<Self, ClientError> {
+    pub fn from_config(
+        config: Option<&Config>,
+        url: Option<String>,
+        token: Option<String>,
+    ) -> Result<Self, ClientError> {
         let base = match (url, config) {
             (Some(u), _) => u.trim_end_matches('/').to_string(),
             (None, Some(c)) => {
@@ -57,7 +63,12 @@ impl ControlClient {
         Ok(Self { base, token })
     }
 
-    pub async fn call(&self, method: Method, path: &str, json: Option<serde_json::Value>) -> Result<serde_json::Value, ClientError> {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        json: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value, ClientError> {
         let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let uri = format!("{}{path}", self.base);
         let body = json.map(|j| j.to_string()).unwrap_or_default();
@@ -85,7 +96,8 @@ impl ControlClient {
                 body: String::from_utf8_lossy(&bytes).trim().to_string(),
             });
         }
-        serde_json::from_slice(&bytes).map_err(|e| ClientError::Other(format!("unreadable answer: {e}")))
+        serde_json::from_slice(&bytes)
+            .map_err(|e| ClientError::Other(format!("unreadable answer: {e}")))
     }
 }
 

@@ -50,8 +50,10 @@ impl ControlError {
         };
         let mut r = body::json(status, &json!({ "error": self.to_string() }));
         if status == StatusCode::UNAUTHORIZED {
-            r.headers_mut()
-                .insert(header::WWW_AUTHENTICATE, http::HeaderValue::from_static("Bearer"));
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                http::HeaderValue::from_static("Bearer"),
+            );
         }
         r
     }
@@ -84,7 +86,9 @@ pub async fn handle(gw: Arc<Gateway>, peer: SocketAddr, req: Request<Incoming>) 
 
 fn bearer(h: &HeaderMap) -> Option<&[u8]> {
     let v = h.get(header::AUTHORIZATION)?.as_bytes();
-    let rest = v.strip_prefix(b"Bearer ").or_else(|| v.strip_prefix(b"bearer "))?;
+    let rest = v
+        .strip_prefix(b"Bearer ")
+        .or_else(|| v.strip_prefix(b"bearer "))?;
     Some(rest.trim_ascii())
 }
 
@@ -131,7 +135,10 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Res {
     let path = req.uri().path().to_string();
     let m = req.method().clone();
     match (m, path.as_str()) {
-        (Method::GET, "/healthz") => Ok(body::json(StatusCode::OK, &json!({"status": "ok", "node": gw.node_id}))),
+        (Method::GET, "/healthz") => Ok(body::json(
+            StatusCode::OK,
+            &json!({"status": "ok", "node": gw.node_id}),
+        )),
         (Method::GET, "/readyz") => Ok(readyz(gw)),
         (Method::GET, "/metrics") => Ok(metrics(gw)),
         (Method::POST, "/v1/revocations") => {
@@ -183,15 +190,26 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Res {
             peer_auth(gw, req.headers())?;
             let q = query(&req);
             let now = gw.now_us();
-            Ok(json_of(&gw.registry.list(q.get("user").map(String::as_str), now)))
+            Ok(json_of(
+                &gw.registry.list(q.get("user").map(String::as_str), now),
+            ))
         }
         (Method::GET, "/v1/peer/users") => {
             peer_auth(gw, req.headers())?;
-            Ok(json_of(&gw.registry.created_since(month_start(gw.now_us()))))
+            Ok(json_of(
+                &gw.registry.created_since(month_start(gw.now_us())),
+            ))
         }
-        (_, "/healthz" | "/readyz" | "/metrics" | "/v1/revocations" | "/v1/revocations/bulk" | "/v1/sessions" | "/v1/users") => {
-            Err(ControlError::Method)
-        }
+        (
+            _,
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/v1/revocations"
+            | "/v1/revocations/bulk"
+            | "/v1/sessions"
+            | "/v1/users",
+        ) => Err(ControlError::Method),
         _ => Err(ControlError::NotFound),
     }
 }
@@ -211,7 +229,10 @@ fn readyz(gw: &Gateway) -> Response<Body> {
         );
     }
     if let Some(reason) = crate::sync::stale_reason(gw) {
-        return body::json(StatusCode::SERVICE_UNAVAILABLE, &json!({"ready": false, "reason": reason}));
+        return body::json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &json!({"ready": false, "reason": reason}),
+        );
     }
     body::json(
         StatusCode::OK,
@@ -224,9 +245,21 @@ fn metrics(gw: &Gateway) -> Response<Body> {
     let cache = gw.verifier.entry_count() as f64;
     let sessions = gw.registry.len() as f64;
     let mut text = gw.metrics.render(&[
-        ("portcullis_revocation_set_size", "Entries in the revocation set.", set),
-        ("portcullis_token_cache_entries", "Verified tokens in the cache.", cache),
-        ("portcullis_sessions_known", "Sessions in this node's registry.", sessions),
+        (
+            "portcullis_revocation_set_size",
+            "Entries in the revocation set.",
+            set,
+        ),
+        (
+            "portcullis_token_cache_entries",
+            "Verified tokens in the cache.",
+            cache,
+        ),
+        (
+            "portcullis_sessions_known",
+            "Sessions in this node's registry.",
+            sessions,
+        ),
     ]);
     text.push_str(&crate::sync::peer_metrics(gw));
     let mut r = body::text(StatusCode::OK, text);
@@ -291,16 +324,20 @@ async fn delete_session(gw: &Arc<Gateway>, actor: String, sid: String) -> Res {
 /// Rows of a bulk call: a CSV with a `user` column, or JSON (a list of emails, a list
 /// of `{"user": ...}` objects, or `{"users": [...], "reason": ...}`).
 fn bulk_rows(ctype: &str, bytes: &[u8]) -> Result<(Vec<String>, Option<String>), ControlError> {
-    let text = std::str::from_utf8(bytes).map_err(|_| ControlError::BadRequest("body is not UTF-8".into()))?;
+    let text = std::str::from_utf8(bytes)
+        .map_err(|_| ControlError::BadRequest("body is not UTF-8".into()))?;
     if ctype.contains("json") || text.trim_start().starts_with(['[', '{']) {
-        let v: serde_json::Value =
-            serde_json::from_str(text).map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
+        let v: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
         let (list, reason) = match &v {
             serde_json::Value::Array(a) => (a.clone(), None),
             serde_json::Value::Object(o) => (
-                o.get("users").and_then(|u| u.as_array()).cloned().ok_or_else(|| {
-                    ControlError::BadRequest("expected {\"users\": [...]}".into())
-                })?,
+                o.get("users")
+                    .and_then(|u| u.as_array())
+                    .cloned()
+                    .ok_or_else(|| {
+                        ControlError::BadRequest("expected {\"users\": [...]}".into())
+                    })?,
                 o.get("reason").and_then(|r| r.as_str()).map(str::to_string),
             ),
             _ => return Err(ControlError::BadRequest("expected a JSON list".into())),
@@ -309,21 +346,32 @@ fn bulk_rows(ctype: &str, bytes: &[u8]) -> Result<(Vec<String>, Option<String>),
             .iter()
             .map(|x| match x {
                 serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Object(o) => o.get("user").and_then(|u| u.as_str()).unwrap_or("").to_string(),
+                serde_json::Value::Object(o) => o
+                    .get("user")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or("")
+                    .to_string(),
                 _ => String::new(),
             })
             .collect();
         return Ok((rows, reason));
     }
     let mut lines = text.lines().filter(|l| !l.trim().is_empty());
-    let header = lines.next().ok_or_else(|| ControlError::BadRequest("empty CSV".into()))?;
+    let header = lines
+        .next()
+        .ok_or_else(|| ControlError::BadRequest("empty CSV".into()))?;
     let cols = csv_fields(header);
     let idx = cols
         .iter()
         .position(|c| c.trim().eq_ignore_ascii_case("user"))
         .ok_or_else(|| ControlError::BadRequest("the CSV has no `user` column".into()))?;
     let rows = lines
-        .map(|l| csv_fields(l).get(idx).map(|s| s.trim().to_string()).unwrap_or_default())
+        .map(|l| {
+            csv_fields(l)
+                .get(idx)
+                .map(|s| s.trim().to_string())
+                .unwrap_or_default()
+        })
         .collect();
     Ok((rows, None))
 }
@@ -359,7 +407,11 @@ async fn bulk(gw: &Arc<Gateway>, actor: String, req: Request<Incoming>) -> Res {
         .to_string();
     let bytes = read_body(req.into_body()).await?;
     let (rows, body_reason) = bulk_rows(&ctype, &bytes)?;
-    let reason = q.get("reason").cloned().or(body_reason).unwrap_or_else(|| "bulk".into());
+    let reason = q
+        .get("reason")
+        .cloned()
+        .or(body_reason)
+        .unwrap_or_else(|| "bulk".into());
     let rt = gw.runtime.load_full();
     let now = gw.now_us();
     let mut results: Vec<serde_json::Value> = Vec::with_capacity(rows.len());
@@ -369,10 +421,13 @@ async fn bulk(gw: &Arc<Gateway>, actor: String, req: Request<Incoming>) -> Res {
         let email = user.trim().to_ascii_lowercase();
         let row = i + 1;
         if email.is_empty() {
-            results.push(json!({"row": row, "user": user, "status": "invalid", "error": "empty user"}));
+            results.push(
+                json!({"row": row, "user": user, "status": "invalid", "error": "empty user"}),
+            );
             continue;
         }
-        let known = rt.users.contains_key(&email) || !gw.registry.list(Some(&email), now).is_empty();
+        let known =
+            rt.users.contains_key(&email) || !gw.registry.list(Some(&email), now).is_empty();
         if !known {
             results.push(json!({"row": row, "user": email, "status": "unknown_user"}));
             continue;
@@ -407,7 +462,11 @@ async fn bulk(gw: &Arc<Gateway>, actor: String, req: Request<Incoming>) -> Res {
 }
 
 async fn list_revocations(gw: &Arc<Gateway>, q: &HashMap<String, String>) -> Res {
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(1000).min(100_000);
+    let limit: usize = q
+        .get("limit")
+        .and_then(|l| l.parse().ok())
+        .unwrap_or(1000)
+        .min(100_000);
     let path = gw.revlog.path().to_path_buf();
     // The log file holds the full records (reason, actor); read it off the executor.
     let records = tokio::task::spawn_blocking(move || crate::revocation::log::read_all(&path))
@@ -435,14 +494,21 @@ async fn list_revocations(gw: &Arc<Gateway>, q: &HashMap<String, String>) -> Res
     ))
 }
 
-async fn gather<T: serde::de::DeserializeOwned + Send + 'static>(gw: &Arc<Gateway>, path: String) -> (Vec<T>, usize, Vec<String>) {
+async fn gather<T: serde::de::DeserializeOwned + Send + 'static>(
+    gw: &Arc<Gateway>,
+    path: String,
+) -> (Vec<T>, usize, Vec<String>) {
     let peers = gw.runtime.load().config.sync.peers.clone();
     let mut set = tokio::task::JoinSet::new();
     for p in peers {
         let (gw, path) = (gw.clone(), path.clone());
         set.spawn(async move {
             let r = crate::sync::peer::call(&gw, &p, Method::GET, &path, None).await;
-            (p, r.ok().and_then(|b| serde_json::from_slice::<Vec<T>>(&b).ok()))
+            (
+                p,
+                r.ok()
+                    .and_then(|b| serde_json::from_slice::<Vec<T>>(&b).ok()),
+            )
         });
     }
     let (mut out, mut answered, mut missing) = (Vec::new(), 0, Vec::new());
@@ -464,19 +530,30 @@ async fn sessions(gw: &Arc<Gateway>, user: Option<&str>) -> Res {
     let path = match user {
         Some(u) => format!(
             "/v1/peer/sessions?{}",
-            form_urlencoded::Serializer::new(String::new()).append_pair("user", u).finish()
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("user", u)
+                .finish()
         ),
         None => "/v1/peer/sessions".into(),
     };
-    let (remote, answered, missing) = gather::<crate::session::registry::SessionView>(gw, path).await;
+    let (remote, answered, missing) =
+        gather::<crate::session::registry::SessionView>(gw, path).await;
     all.extend(remote);
     let mut seen = std::collections::HashSet::new();
     all.retain(|s| seen.insert(s.sid.clone()));
     // A session revoked anywhere is over everywhere.
     all.retain(|s| {
-        !gw.revocations.get(Scope::Session, &s.sid).is_some_and(|nb| nb >= s.created_us)
-            && !gw.revocations.get(Scope::User, &s.user).is_some_and(|nb| nb >= s.created_us)
-            && !gw.revocations.get(Scope::All, "*").is_some_and(|nb| nb >= s.created_us)
+        !gw.revocations
+            .get(Scope::Session, &s.sid)
+            .is_some_and(|nb| nb >= s.created_us)
+            && !gw
+                .revocations
+                .get(Scope::User, &s.user)
+                .is_some_and(|nb| nb >= s.created_us)
+            && !gw
+                .revocations
+                .get(Scope::All, "*")
+                .is_some_and(|nb| nb >= s.created_us)
     });
     all.sort_by(|a, b| b.created_us.cmp(&a.created_us));
     let items: Vec<serde_json::Value> = all
@@ -531,7 +608,8 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
 async fn users(gw: &Arc<Gateway>) -> Res {
     let since = month_start(gw.now_us());
     let mut all = gw.registry.created_since(since);
-    let (remote, answered, missing) = gather::<crate::session::registry::SessionView>(gw, "/v1/peer/users".into()).await;
+    let (remote, answered, missing) =
+        gather::<crate::session::registry::SessionView>(gw, "/v1/peer/users".into()).await;
     all.extend(remote);
     let mut seen = std::collections::HashSet::new();
     all.retain(|s| seen.insert(s.sid.clone()));
@@ -578,9 +656,14 @@ mod tests {
 
     #[test]
     fn csv_and_json_rows() {
-        let (rows, _) = bulk_rows("text/csv", b"name,user\n\"Doe, J\",j@x.com\nA,a@x.com\n").unwrap();
+        let (rows, _) =
+            bulk_rows("text/csv", b"name,user\n\"Doe, J\",j@x.com\nA,a@x.com\n").unwrap();
         assert_eq!(rows, vec!["j@x.com", "a@x.com"]);
-        let (rows, r) = bulk_rows("application/json", br#"{"users":["a@x.com",{"user":"b@x.com"}],"reason":"hr"}"#).unwrap();
+        let (rows, r) = bulk_rows(
+            "application/json",
+            br#"{"users":["a@x.com",{"user":"b@x.com"}],"reason":"hr"}"#,
+        )
+        .unwrap();
         assert_eq!(rows, vec!["a@x.com", "b@x.com"]);
         assert_eq!(r.as_deref(), Some("hr"));
         assert!(bulk_rows("text/csv", b"name\nx\n").is_err());
@@ -590,6 +673,9 @@ mod tests {
     fn month_start_is_first_of_month() {
         // 2026-11-22T09:00:00Z -> 2026-11-01T00:00:00Z
         let now = 1_795_338_000_000_000;
-        assert_eq!(crate::audit::format_rfc3339_millis(month_start(now)), "2026-11-01T00:00:00.000Z");
+        assert_eq!(
+            crate::audit::format_rfc3339_millis(month_start(now)),
+            "2026-11-01T00:00:00.000Z"
+        );
     }
 }

@@ -10,9 +10,9 @@ use crate::auth;
 use crate::config::file::SameSite;
 use crate::error::GatewayError;
 use crate::gateway::{Gateway, Runtime};
+use crate::proxy::ReqCtx;
 use crate::proxy::body::{self, Body};
 use crate::proxy::reserved::append_cookie;
-use crate::proxy::ReqCtx;
 use crate::revocation::Scope;
 use crate::revocation::engine::{self, RevokeRequest};
 use crate::secrets::ct_eq;
@@ -62,9 +62,15 @@ fn query_map(q: Option<&str>) -> HashMap<String, String> {
 
 /// A return target after login: only an absolute http(s) URL on a configured app host.
 /// Returns the app's name and the path and query to land on.
-pub fn validate_return_to<'a>(rt: &'a Runtime, return_to: &str) -> Option<(&'a Arc<crate::config::App>, String, String)> {
+pub fn validate_return_to<'a>(
+    rt: &'a Runtime,
+    return_to: &str,
+) -> Option<(&'a Arc<crate::config::App>, String, String)> {
     let url = url::Url::parse(return_to).ok()?;
-    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() || url.password().is_some() {
+    if !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+    {
         return None;
     }
     let host = url.host_str()?.to_ascii_lowercase();
@@ -80,12 +86,21 @@ pub fn validate_return_to<'a>(rt: &'a Runtime, return_to: &str) -> Option<(&'a A
     Some((app, host, path))
 }
 
-fn session_of(gw: &Gateway, rt: &Runtime, h: &HeaderMap) -> Option<Arc<crate::session::token::Verified>> {
+fn session_of(
+    gw: &Gateway,
+    rt: &Runtime,
+    h: &HeaderMap,
+) -> Option<Arc<crate::session::token::Verified>> {
     let c = GatewayCookies::parse(h).ok()?;
     auth::check_session(gw, rt, &c).ok()
 }
 
-fn home(gw: &Gateway, rt: &Runtime, ctx: &ReqCtx, h: &HeaderMap) -> Result<Response<Body>, GatewayError> {
+fn home(
+    gw: &Gateway,
+    rt: &Runtime,
+    ctx: &ReqCtx,
+    h: &HeaderMap,
+) -> Result<Response<Body>, GatewayError> {
     match session_of(gw, rt, h) {
         Some(v) => {
             let apps: Vec<(String, String)> = rt
@@ -93,9 +108,16 @@ fn home(gw: &Gateway, rt: &Runtime, ctx: &ReqCtx, h: &HeaderMap) -> Result<Respo
                 .apps
                 .iter()
                 .filter(|a| a.allows(&v.claims.email, &v.claims.groups))
-                .filter_map(|a| a.hosts.first().map(|h| (a.name.clone(), format!("{}/", ctx.origin_for(h)))))
+                .filter_map(|a| {
+                    a.hosts
+                        .first()
+                        .map(|h| (a.name.clone(), format!("{}/", ctx.origin_for(h))))
+                })
                 .collect();
-            Ok(body::html(StatusCode::OK, pages::signed_in(&v.claims.email, &apps)))
+            Ok(body::html(
+                StatusCode::OK,
+                pages::signed_in(&v.claims.email, &apps),
+            ))
         }
         None => Ok(body::redirect(StatusCode::FOUND, "/login")),
     }
@@ -114,7 +136,13 @@ fn login_form(
     Ok(render_form(rt, StatusCode::OK, return_to, "", None))
 }
 
-fn render_form(rt: &Runtime, status: StatusCode, return_to: &str, email: &str, error: Option<&str>) -> Response<Body> {
+fn render_form(
+    rt: &Runtime,
+    status: StatusCode,
+    return_to: &str,
+    email: &str,
+    error: Option<&str>,
+) -> Response<Body> {
     let csrf = crate::secrets::random_b64(24);
     let mut resp = body::html(
         status,
@@ -154,13 +182,19 @@ async fn login_submit(
     let (parts, incoming) = req.into_parts();
     // A cross-site form post is refused outright (the CSRF cookie check below also
     // catches it; this gives a clearer answer).
-    if let Some(origin) = parts.headers.get(header::ORIGIN).and_then(|o| o.to_str().ok())
+    if let Some(origin) = parts
+        .headers
+        .get(header::ORIGIN)
+        .and_then(|o| o.to_str().ok())
         && origin != "null"
         && origin != ctx.origin_for(&rt.config.auth_domain)
     {
         return Ok(body::html(
             StatusCode::FORBIDDEN,
-            pages::error("Sign-in refused", "The sign-in form was posted from another site."),
+            pages::error(
+                "Sign-in refused",
+                "The sign-in form was posted from another site.",
+            ),
         ));
     }
     let bytes = Limited::new(incoming, MAX_FORM)
@@ -174,8 +208,11 @@ async fn login_submit(
     let email = field("email").trim().to_ascii_lowercase();
     let password = field("password").to_string();
 
-    let cookie_csrf = GatewayCookies::parse(&parts.headers).ok().and_then(|c| c.csrf);
-    let csrf_ok = cookie_csrf.is_some_and(|c| !c.is_empty() && ct_eq(c.as_bytes(), field("csrf").as_bytes()));
+    let cookie_csrf = GatewayCookies::parse(&parts.headers)
+        .ok()
+        .and_then(|c| c.csrf);
+    let csrf_ok =
+        cookie_csrf.is_some_and(|c| !c.is_empty() && ct_eq(c.as_bytes(), field("csrf").as_bytes()));
     if !csrf_ok {
         return Ok(render_form(
             rt,
@@ -194,15 +231,22 @@ async fn login_submit(
     let blocked = gw
         .limiter
         .blocked_for(&user_key, cfg.max_failures_per_user, now, window)
-        .or_else(|| gw.limiter.blocked_for(&ip_key, cfg.max_failures_per_ip, now, window));
+        .or_else(|| {
+            gw.limiter
+                .blocked_for(&ip_key, cfg.max_failures_per_ip, now, window)
+        });
     if let Some(wait) = blocked {
-        gw.metrics.login_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.metrics
+            .login_throttled
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut r = render_form(
             rt,
             StatusCode::TOO_MANY_REQUESTS,
             return_to,
             &email,
-            Some(&format!("Too many failed sign-ins. Try again in {wait} seconds.")),
+            Some(&format!(
+                "Too many failed sign-ins. Try again in {wait} seconds."
+            )),
         );
         if let Ok(v) = http::HeaderValue::from_str(&wait.to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -214,7 +258,9 @@ async fn login_submit(
     if let Some(revoked_at) = gw.revocations.get(Scope::User, &email) {
         let until = revoked_at + rt.config.session.relogin_lockout.as_micros() as i64;
         if now < until {
-            gw.metrics.login_throttled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            gw.metrics
+                .login_throttled
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let secs = ((until - now) as u64).div_ceil(1_000_000);
             let mut r = render_form(
                 rt,
@@ -237,7 +283,9 @@ async fn login_submit(
     let Some(user) = user.filter(|_| ok) else {
         gw.limiter.record_failure(&user_key, now, window);
         gw.limiter.record_failure(&ip_key, now, window);
-        gw.metrics.login_failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        gw.metrics
+            .login_failures
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         tracing::info!(email = %email, ip = %client_ip(ctx), "sign-in failed");
         return Ok(render_form(
             rt,
@@ -265,7 +313,9 @@ async fn login_submit(
         expires_us: claims.exp_us(),
         node: &gw.node_id,
     });
-    gw.metrics.login_success.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    gw.metrics
+        .login_success
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(email = %email, sid = %claims.sid, ip = %client_ip(ctx), "signed in");
     let next = if validate_return_to(rt, return_to).is_some() {
         let q: String = form_urlencoded::Serializer::new(String::new())
@@ -357,6 +407,9 @@ async fn logout(
         StatusCode::OK,
         pages::signed_out(&format!("{}/login", ctx.origin_for(&rt.config.auth_domain))),
     );
-    append_cookie(resp.headers_mut(), &cookies::clear_cookie(cookies::SESSION, SameSite::Lax));
+    append_cookie(
+        resp.headers_mut(),
+        &cookies::clear_cookie(cookies::SESSION, SameSite::Lax),
+    );
     Ok(resp)
 }

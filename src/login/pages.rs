@@ -95,7 +95,10 @@ pub fn forbidden(email: &str, app: &str) -> String {
 }
 
 pub fn error(title: &str, message: &str) -> String {
-    page(title, &format!("<h1>{}</h1><p>{}</p>", esc(title), esc(message)))
+    page(
+        title,
+        &format!("<h1>{}</h1><p>{}</p>", esc(title), esc(message)),
+    )
 }
 
 /// A 200 page on the app host that moves on to `target` by itself. Browsers do not send

@@ -1,8 +1,8 @@
 //! The built-in identity provider: `[[user]]` entries with argon2id password hashes.
 //! Hashing is slow by design, so it runs on the blocking pool, never on the executor.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use std::sync::OnceLock;
 
 /// An argon2id PHC string for `password` with the library's recommended parameters.

@@ -25,7 +25,12 @@ pub async fn respond(parts: &Parts, mut req_body: Body) -> Response<Body> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()
-        .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .map(|(k, v)| {
+            (
+                k.to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
         .collect();
     let identity = parts
         .headers
@@ -40,7 +45,10 @@ pub async fn respond(parts: &Parts, mut req_body: Body) -> Response<Body> {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     if wants_html {
-        return body::html(StatusCode::OK, page(parts, &headers, identity.as_ref(), body_bytes));
+        return body::html(
+            StatusCode::OK,
+            page(parts, &headers, identity.as_ref(), body_bytes),
+        );
     }
     body::json(
         StatusCode::OK,
@@ -71,8 +79,16 @@ fn page(
     let rows: String = headers
         .iter()
         .map(|(k, v)| {
-            let shown = if v.len() > 120 { format!("{}…", &v[..v.floor_char_boundary(120)]) } else { v.clone() };
-            format!("<tr><th>{}</th><td><code>{}</code></td></tr>", esc(k), esc(&shown))
+            let shown = if v.len() > 120 {
+                format!("{}…", &v[..v.floor_char_boundary(120)])
+            } else {
+                v.clone()
+            };
+            format!(
+                "<tr><th>{}</th><td><code>{}</code></td></tr>",
+                esc(k),
+                esc(&shown)
+            )
         })
         .collect();
     let who = identity

@@ -58,7 +58,13 @@ pub async fn forward(
     let h = &mut parts.headers;
     headers::strip_hop_by_hop(h, upgrade);
     headers::strip_gateway_headers(h);
-    headers::set_forwarded(h, ctx.peer.ip(), ctx.trusted, ctx.scheme, original_host.as_ref());
+    headers::set_forwarded(
+        h,
+        ctx.peer.ip(),
+        ctx.trusted,
+        ctx.scheme,
+        original_host.as_ref(),
+    );
     let cookie = cookies::strip_for_origin(h, app.pass_gateway_cookies);
     h.remove(header::COOKIE);
     if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
@@ -75,7 +81,9 @@ pub async fn forward(
 
     let base = match &app.origin {
         Origin::Echo => {
-            parts.uri = path_and_query.parse().unwrap_or_else(|_| Uri::from_static("/"));
+            parts.uri = path_and_query
+                .parse()
+                .unwrap_or_else(|_| Uri::from_static("/"));
             parts.version = Version::HTTP_11;
             if let Some(hv) = original_host {
                 parts.headers.insert(header::HOST, hv);
@@ -91,7 +99,10 @@ pub async fn forward(
             parts.headers.insert(header::HOST, hv);
         }
         _ => {
-            if let Some(a) = base.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()) {
+            if let Some(a) = base
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+            {
                 parts.headers.insert(header::HOST, a);
             }
         }
@@ -114,11 +125,20 @@ pub async fn forward(
 
     let (mut rparts, rbody) = resp.into_parts();
     if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_up), Some(origin_up)) = (client_upgrade, rparts.extensions.remove::<OnUpgrade>()) else {
-            return Err(GatewayError::OriginUnavailable("unexpected protocol switch".into()));
+        let (Some(client_up), Some(origin_up)) =
+            (client_upgrade, rparts.extensions.remove::<OnUpgrade>())
+        else {
+            return Err(GatewayError::OriginUnavailable(
+                "unexpected protocol switch".into(),
+            ));
         };
         headers::strip_response(&mut rparts.headers, true);
-        tokio::spawn(tunnel(gw.clone(), auth.verified.clone(), client_up, origin_up));
+        tokio::spawn(tunnel(
+            gw.clone(),
+            auth.verified.clone(),
+            client_up,
+            origin_up,
+        ));
         return Ok(Response::from_parts(rparts, body::empty()));
     }
     headers::strip_response(&mut rparts.headers, false);

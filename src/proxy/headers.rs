@@ -67,7 +67,9 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the Connection header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (for tunnels).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    let upgrade = keep_upgrade.then(|| h.get(header::UPGRADE).cloned()).flatten();
+    let upgrade = keep_upgrade
+        .then(|| h.get(header::UPGRADE).cloned())
+        .flatten();
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
@@ -95,9 +97,18 @@ pub fn strip_response(h: &mut HeaderMap, keep_upgrade: bool) {
 
 /// Sets X-Forwarded-For/-Proto/-Host. Values from a trusted proxy are kept and the
 /// chain is appended to; from anyone else they are replaced, never believed.
-pub fn set_forwarded(h: &mut HeaderMap, peer: IpAddr, trusted: bool, proto: &'static str, host: Option<&HeaderValue>) {
+pub fn set_forwarded(
+    h: &mut HeaderMap,
+    peer: IpAddr,
+    trusted: bool,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+) {
     let peer_s = peer.to_string();
-    let xff = match (trusted, h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok())) {
+    let xff = match (
+        trusted,
+        h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
+    ) {
         (true, Some(prev)) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
         _ => peer_s,
     };
@@ -152,7 +163,13 @@ mod tests {
     #[test]
     fn framing() {
         assert!(check_framing(&hm(&[("content-length", "5")])).is_ok());
-        assert!(check_framing(&hm(&[("content-length", "5"), ("transfer-encoding", "chunked")])).is_err());
+        assert!(
+            check_framing(&hm(&[
+                ("content-length", "5"),
+                ("transfer-encoding", "chunked")
+            ]))
+            .is_err()
+        );
         assert!(check_framing(&hm(&[("content-length", "5"), ("content-length", "5")])).is_err());
         assert!(check_framing(&hm(&[("content-length", "5, 5")])).is_err());
         assert!(check_framing(&hm(&[("content-length", "-1")])).is_err());
@@ -175,7 +192,10 @@ mod tests {
     #[test]
     fn forwarded_trust() {
         let ip: IpAddr = "10.0.0.9".parse().unwrap();
-        let mut h = hm(&[("x-forwarded-for", "6.6.6.6"), ("x-forwarded-proto", "gopher")]);
+        let mut h = hm(&[
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-forwarded-proto", "gopher"),
+        ]);
         set_forwarded(&mut h, ip, false, "https", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");

@@ -90,7 +90,11 @@ pub fn challenge(app: &App, h: &HeaderMap) -> Challenge {
     }
 }
 
-pub async fn handle(gw: Arc<Gateway>, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+pub async fn handle(
+    gw: Arc<Gateway>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Response<Body> {
     let start = Instant::now();
     let rt = gw.runtime.load_full();
     let access = rt.config.log.access_log.then(|| {
@@ -179,7 +183,11 @@ async fn route(
             .get("x-forwarded-proto")
             .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
     let ctx = ReqCtx {
-        scheme: if conn.tls || forwarded_https { "https" } else { "http" },
+        scheme: if conn.tls || forwarded_https {
+            "https"
+        } else {
+            "http"
+        },
         host,
         port,
         public_port: rt.config.public_port,
@@ -231,10 +239,18 @@ async fn route(
     }
     *user = Some(claims.email.clone());
     let token = verified.assertion.clone();
-    let resp = forward::forward(gw, rt, &app, &ctx, parts, body, forward::Authed {
-        verified: &verified,
-        token: &token,
-    })
+    let resp = forward::forward(
+        gw,
+        rt,
+        &app,
+        &ctx,
+        parts,
+        body,
+        forward::Authed {
+            verified: &verified,
+            token: &token,
+        },
+    )
     .await?;
     gw.metrics.outcome(Outcome::Proxied);
     Ok(resp)

@@ -26,8 +26,12 @@ pub async fn handle(
     let path = req.uri().path();
     match (req.method(), path) {
         (&Method::GET, "/.portcullis/callback") => callback(gw, rt, app, ctx, &req),
-        (&Method::GET | &Method::POST, "/.portcullis/logout") => logout(gw, rt, app, ctx, &req).await,
-        (&Method::GET, "/.portcullis/certs") => Ok(body::json_bytes(StatusCode::OK, gw.keys.load().jwks())),
+        (&Method::GET | &Method::POST, "/.portcullis/logout") => {
+            logout(gw, rt, app, ctx, &req).await
+        }
+        (&Method::GET, "/.portcullis/certs") => {
+            Ok(body::json_bytes(StatusCode::OK, gw.keys.load().jwks()))
+        }
         (&Method::GET, "/.portcullis/identity") => identity(gw, rt, app, ctx, &req),
         (_, "/.portcullis/callback" | "/.portcullis/certs" | "/.portcullis/identity") => {
             Err(GatewayError::MethodNotAllowed)
@@ -75,7 +79,8 @@ fn callback(
     let minted = auth::mint_app_token(gw, rt, app, &pending)
         .map_err(|e| GatewayError::Internal(format!("minting an app token: {e}")))?;
     gw.registry.add_app(&minted.claims.sid, &app.name, now);
-    let lifetime = std::time::Duration::from_secs((minted.claims.exp - minted.claims.iat).max(0) as u64);
+    let lifetime =
+        std::time::Duration::from_secs((minted.claims.exp - minted.claims.iat).max(0) as u64);
     let target = pending.return_path;
     let mut resp = if app.same_site == SameSite::Strict {
         body::html(StatusCode::OK, pages::hop(&target))

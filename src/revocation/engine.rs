@@ -54,7 +54,9 @@ pub fn normalize(scope: Scope, target: &str) -> Result<String, RevokeError> {
         )));
     }
     if t.len() > MAX_TARGET || t.chars().any(char::is_control) {
-        return Err(RevokeError::Invalid("target is too long or has control characters".into()));
+        return Err(RevokeError::Invalid(
+            "target is too long or has control characters".into(),
+        ));
     }
     Ok(if scope == Scope::User {
         t.to_ascii_lowercase()
@@ -66,9 +68,15 @@ pub fn normalize(scope: Scope, target: &str) -> Result<String, RevokeError> {
 pub fn normalize_reason(reason: &str) -> Result<String, RevokeError> {
     let r = reason.trim();
     if r.len() > MAX_REASON || r.chars().any(char::is_control) {
-        return Err(RevokeError::Invalid("reason is too long or has control characters".into()));
+        return Err(RevokeError::Invalid(
+            "reason is too long or has control characters".into(),
+        ));
     }
-    Ok(if r.is_empty() { "unspecified".into() } else { r.to_string() })
+    Ok(if r.is_empty() {
+        "unspecified".into()
+    } else {
+        r.to_string()
+    })
 }
 
 pub async fn revoke(gw: &Arc<Gateway>, req: RevokeRequest) -> Result<RevokeOutcome, RevokeError> {
@@ -109,7 +117,8 @@ pub async fn revoke_batch(
     let mut outcomes = Vec::with_capacity(records.len());
     let mut events = Vec::with_capacity(records.len());
     for rec in &records {
-        gw.revocations.apply(rec.scope, &rec.target, rec.not_before_us);
+        gw.revocations
+            .apply(rec.scope, &rec.target, rec.not_before_us);
         let sessions_revoked = end_sessions(gw, rec, now);
         gw.metrics.revoked(rec.scope);
         tracing::warn!(
@@ -179,7 +188,10 @@ pub async fn apply_remote(
     let mut moved = 0;
     for rec in &fresh {
         gw.ticker.observe(rec.not_before_us);
-        if gw.revocations.apply(rec.scope, &rec.target, rec.not_before_us) {
+        if gw
+            .revocations
+            .apply(rec.scope, &rec.target, rec.not_before_us)
+        {
             moved += 1;
         }
         ended.insert(rec.id.clone(), end_sessions(gw, rec, now));

@@ -39,7 +39,13 @@ impl Scope {
         })
     }
 
-    pub const ALL: [Scope; 5] = [Scope::Session, Scope::User, Scope::Group, Scope::App, Scope::All];
+    pub const ALL: [Scope; 5] = [
+        Scope::Session,
+        Scope::User,
+        Scope::Group,
+        Scope::App,
+        Scope::All,
+    ];
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -258,14 +258,22 @@ mod tests {
         }
         let set = RevocationSet::new();
         set.apply(Scope::App, "echo", 10);
-        assert_eq!(set.check(&claims(5), false), None, "app scope is for app tokens");
+        assert_eq!(
+            set.check(&claims(5), false),
+            None,
+            "app scope is for app tokens"
+        );
     }
 
     #[test]
     fn merge_is_order_independent_and_idempotent() {
         let a = RevocationSet::new();
         let b = RevocationSet::new();
-        let ops = [(Scope::User, "u", 5), (Scope::User, "u", 9), (Scope::User, "u", 7)];
+        let ops = [
+            (Scope::User, "u", 5),
+            (Scope::User, "u", 9),
+            (Scope::User, "u", 7),
+        ];
         for (s, t, v) in ops {
             a.apply(s, t, v);
             a.apply(s, t, v);

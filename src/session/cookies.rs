@@ -168,9 +168,15 @@ mod tests {
     #[test]
     fn duplicates_and_garbage_refused() {
         let h = hm(&[b"portcullis_app=a; portcullis_app=b"]);
-        assert_eq!(GatewayCookies::parse(&h).unwrap_err(), CookieError::Duplicate);
+        assert_eq!(
+            GatewayCookies::parse(&h).unwrap_err(),
+            CookieError::Duplicate
+        );
         let h = hm(&[b"portcullis_app=a\"b"]);
-        assert_eq!(GatewayCookies::parse(&h).unwrap_err(), CookieError::Malformed);
+        assert_eq!(
+            GatewayCookies::parse(&h).unwrap_err(),
+            CookieError::Malformed
+        );
         let h = hm(&[b"portcullis_app=\xff\xfe"]);
         assert!(GatewayCookies::parse(&h).is_err());
     }

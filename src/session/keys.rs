@@ -140,10 +140,12 @@ impl KeyRing {
             Err(_) if keys.len() == 1 => keys[0].kid.clone(),
             Err(e) => return Err(file_err(&active_path, e)),
         };
-        let active = keys
-            .iter()
-            .find(|k| k.kid == active_kid)
-            .ok_or_else(|| file_err(&active_path, format!("names key {active_kid:?}, which is not in the folder")))?;
+        let active = keys.iter().find(|k| k.kid == active_kid).ok_or_else(|| {
+            file_err(
+                &active_path,
+                format!("names key {active_kid:?}, which is not in the folder"),
+            )
+        })?;
         let encoding = EncodingKey::from_ec_pem(active.pem.as_bytes())
             .map_err(|e| file_err(&active_path, e))?;
         let mut header = Header::new(Algorithm::ES256);

@@ -143,12 +143,15 @@ impl Registry {
                 match serde_json::from_str::<Event>(&line) {
                     Ok(ev) => reg.replay(ev),
                     // A torn last line after a crash: skip it.
-                    Err(_) => tracing::warn!(path = %path.display(), "skipping an unreadable session journal line"),
+                    Err(_) => {
+                        tracing::warn!(path = %path.display(), "skipping an unreadable session journal line")
+                    }
                 }
             }
         }
         // Keep ended and expired sessions for a while: the monthly user list needs them.
-        reg.sessions.retain(|_, s| s.expires_us + KEEP_ENDED_US > now);
+        reg.sessions
+            .retain(|_, s| s.expires_us + KEEP_ENDED_US > now);
         reg.rewrite()?;
         Ok(reg)
     }
@@ -229,7 +232,10 @@ impl Registry {
             });
             let ended = s.ended_us.load(Ordering::Relaxed);
             if ended != 0 {
-                lines.push(Event::End { sid: v.sid.clone(), t: ended });
+                lines.push(Event::End {
+                    sid: v.sid.clone(),
+                    t: ended,
+                });
             }
             for ev in lines {
                 serde_json::to_writer(&mut out, &ev)?;
@@ -257,7 +263,9 @@ impl Registry {
                 buf.push(b'\n');
             }
         }
-        let res = f.write_all(&buf).and_then(|_| if sync { f.sync_data() } else { Ok(()) });
+        let res = f
+            .write_all(&buf)
+            .and_then(|_| if sync { f.sync_data() } else { Ok(()) });
         if let Err(e) = res {
             tracing::error!(error = %e, path = %self.path.display(), "cannot write the session journal");
         }

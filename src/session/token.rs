@@ -209,8 +209,8 @@ pub fn verify_signature(keys: &KeyRing, token: &str, iss: &str) -> Result<Verifi
     validation.validate_aud = false;
     validation.set_required_spec_claims(&["exp", "iat", "iss", "aud", "sub"]);
     validation.set_issuer(&[iss]);
-    let data = jsonwebtoken::decode::<Claims>(token, key, &validation)
-        .map_err(|_| TokenError::Invalid)?;
+    let data =
+        jsonwebtoken::decode::<Claims>(token, key, &validation).map_err(|_| TokenError::Invalid)?;
     let claims = data.claims;
     let binding = match &claims.bnd {
         Some(b) => {
@@ -257,19 +257,25 @@ mod tests {
         let tok = sign(&keys, &claims(now)).unwrap();
         let v = Verifier::new(100);
         let us = now * 1_000_000;
-        let (ok, hit) = v.verify(&keys, &tok, "echo", "https://auth.test", us).unwrap();
+        let (ok, hit) = v
+            .verify(&keys, &tok, "echo", "https://auth.test", us)
+            .unwrap();
         assert!(!hit);
         assert!(ok.binding_matches(Some("secret")));
         assert!(!ok.binding_matches(Some("other")));
         assert!(!ok.binding_matches(None));
-        let (_, hit) = v.verify(&keys, &tok, "echo", "https://auth.test", us).unwrap();
+        let (_, hit) = v
+            .verify(&keys, &tok, "echo", "https://auth.test", us)
+            .unwrap();
         assert!(hit);
         assert_eq!(
-            v.verify(&keys, &tok, "other", "https://auth.test", us).unwrap_err(),
+            v.verify(&keys, &tok, "other", "https://auth.test", us)
+                .unwrap_err(),
             TokenError::WrongAudience
         );
         assert_eq!(
-            v.verify(&keys, &tok, "echo", "https://auth.test", us + 61_000_000).unwrap_err(),
+            v.verify(&keys, &tok, "echo", "https://auth.test", us + 61_000_000)
+                .unwrap_err(),
             TokenError::Expired
         );
         // Tampered payload.
@@ -278,9 +284,13 @@ mod tests {
         c.sub = "evil@example.com".into();
         parts[1] = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&c).unwrap());
         let forged = parts.join(".");
-        assert!(v.verify(&keys, &forged, "echo", "https://auth.test", us).is_err());
+        assert!(
+            v.verify(&keys, &forged, "echo", "https://auth.test", us)
+                .is_err()
+        );
         assert_eq!(
-            v.verify(&keys, "a.b", "echo", "https://auth.test", us).unwrap_err(),
+            v.verify(&keys, "a.b", "echo", "https://auth.test", us)
+                .unwrap_err(),
             TokenError::Malformed
         );
     }

@@ -58,8 +58,19 @@ pub struct Entries {
     pub entries: Vec<(Scope, String, i64)>,
 }
 
-pub async fn call(gw: &Gateway, peer: &str, method: Method, path: &str, json: Option<Vec<u8>>) -> Result<Bytes, PeerError> {
-    let token = gw.runtime.load().peer_token.clone().ok_or(PeerError::NoToken)?;
+pub async fn call(
+    gw: &Gateway,
+    peer: &str,
+    method: Method,
+    path: &str,
+    json: Option<Vec<u8>>,
+) -> Result<Bytes, PeerError> {
+    let token = gw
+        .runtime
+        .load()
+        .peer_token
+        .clone()
+        .ok_or(PeerError::NoToken)?;
     let uri: http::Uri = format!("{peer}{path}")
         .parse()
         .map_err(|_| PeerError::Url(peer.to_string()))?;
@@ -101,7 +112,11 @@ pub async fn call(gw: &Gateway, peer: &str, method: Method, path: &str, json: Op
     Ok(out)
 }
 
-pub async fn push_records(gw: &Gateway, peer: &str, records: &[RevocationRecord]) -> Result<PushAck, PeerError> {
+pub async fn push_records(
+    gw: &Gateway,
+    peer: &str,
+    records: &[RevocationRecord],
+) -> Result<PushAck, PeerError> {
     let body = serde_json::to_vec(&PushBody {
         from: gw.node_id.clone(),
         records: records.to_vec(),
@@ -115,12 +130,14 @@ pub async fn push_records(gw: &Gateway, peer: &str, records: &[RevocationRecord]
 /// many entries moved this node's set forward.
 pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError> {
     let bytes = call(gw, peer, Method::GET, "/v1/peer/digest", None).await?;
-    let theirs: Digest = serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
+    let theirs: Digest =
+        serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
     if theirs.digest == gw.revocations.digest() {
         return Ok(0);
     }
     let bytes = call(gw, peer, Method::GET, "/v1/peer/entries", None).await?;
-    let entries: Entries = serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
+    let entries: Entries =
+        serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
     let horizon = gw.revocation_horizon();
     let records: Vec<RevocationRecord> = entries
         .entries

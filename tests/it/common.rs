@@ -157,7 +157,12 @@ impl Gw {
     }
 
     /// An authenticated control call.
-    pub async fn admin(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn admin(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let c = Client::new();
         let mut rb = c
             .request(method, self.control_url(path))
@@ -184,7 +189,14 @@ impl Gw {
     }
 
     /// Logs in through the real flow and lands on `path` of `host`.
-    pub async fn login(&self, c: &Client, host: &str, path: &str, email: &str, pw: &str) -> Response {
+    pub async fn login(
+        &self,
+        c: &Client,
+        host: &str,
+        path: &str,
+        email: &str,
+        pw: &str,
+    ) -> Response {
         login_at(c, &self.url(host, path), email, pw).await
     }
 
@@ -205,7 +217,16 @@ pub fn client_for(addr: SocketAddr, cookies: bool) -> Client {
         .redirect(Policy::none())
         .cookie_store(cookies)
         .timeout(Duration::from_secs(20));
-    for h in ["echo.localhost", "auth.localhost", "app2.localhost", "strict.localhost", "up.localhost", "staff.localhost", "other.localhost", "open.localhost"] {
+    for h in [
+        "echo.localhost",
+        "auth.localhost",
+        "app2.localhost",
+        "strict.localhost",
+        "up.localhost",
+        "staff.localhost",
+        "other.localhost",
+        "open.localhost",
+    ] {
         b = b.resolve(h, addr);
     }
     b.build().expect("client")
@@ -249,13 +270,24 @@ pub fn extract(html: &str, name: &str) -> Option<String> {
     let needle = format!("name=\"{name}\" value=\"");
     let start = html.find(&needle)? + needle.len();
     let end = html[start..].find('"')? + start;
-    Some(html[start..end].replace("&amp;", "&").replace("&quot;", "\"").replace("&#39;", "'").replace("&lt;", "<").replace("&gt;", ">"))
+    Some(
+        html[start..end]
+            .replace("&amp;", "&")
+            .replace("&quot;", "\"")
+            .replace("&#39;", "'")
+            .replace("&lt;", "<")
+            .replace("&gt;", ">"),
+    )
 }
 
 /// Follows `url` to the login form, submits it, and follows on to the final page.
 pub async fn login_at(c: &Client, url: &str, email: &str, pw: &str) -> Response {
     let (r, form_url) = navigate(c, url).await;
-    assert_eq!(r.status(), StatusCode::OK, "expected the login form at {form_url}");
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "expected the login form at {form_url}"
+    );
     let html = r.text().await.expect("form");
     let csrf = extract(&html, "csrf").expect("csrf field");
     let return_to = extract(&html, "return_to").unwrap_or_default();
@@ -263,7 +295,12 @@ pub async fn login_at(c: &Client, url: &str, email: &str, pw: &str) -> Response 
     let r = c
         .post(&post)
         .header("accept", "text/html")
-        .form(&[("csrf", csrf.as_str()), ("email", email), ("password", pw), ("return_to", return_to.as_str())])
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", pw),
+            ("return_to", return_to.as_str()),
+        ])
         .send()
         .await
         .expect("post login");
@@ -305,7 +342,16 @@ pub fn client_with_jar(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) 
         .redirect(Policy::none())
         .cookie_provider(jar.clone())
         .timeout(Duration::from_secs(20));
-    for h in ["echo.localhost", "auth.localhost", "app2.localhost", "strict.localhost", "up.localhost", "staff.localhost", "other.localhost", "open.localhost"] {
+    for h in [
+        "echo.localhost",
+        "auth.localhost",
+        "app2.localhost",
+        "strict.localhost",
+        "up.localhost",
+        "staff.localhost",
+        "other.localhost",
+        "open.localhost",
+    ] {
         b = b.resolve(h, addr);
     }
     (b.build().expect("client"), jar)

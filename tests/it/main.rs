@@ -3,4 +3,4 @@
 mod common;
 mod origin;
 mod proxy;
-
+mod sessions;

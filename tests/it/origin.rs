@@ -107,10 +107,14 @@ async fn handle(req: Request<Incoming>) -> Result<Response<B>, Infallible> {
             // Never ends by itself: a long-lived streaming response.
             let stream = futures_util::stream::unfold(0u64, |i| async move {
                 tokio::time::sleep(Duration::from_millis(50)).await;
-                Some((Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {i}\n\n")))), i + 1))
+                Some((
+                    Ok::<_, Infallible>(Frame::data(Bytes::from(format!("data: {i}\n\n")))),
+                    i + 1,
+                ))
             });
             let mut r = Response::new(BodyExt::boxed(StreamBody::new(stream)));
-            r.headers_mut().insert("content-type", "text/event-stream".parse().expect("hv"));
+            r.headers_mut()
+                .insert("content-type", "text/event-stream".parse().expect("hv"));
             r
         }
         "/hop" => {
@@ -127,7 +131,12 @@ async fn handle(req: Request<Incoming>) -> Result<Response<B>, Infallible> {
             let headers: Vec<(String, String)> = req
                 .headers()
                 .iter()
-                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+                .map(|(k, v)| {
+                    (
+                        k.to_string(),
+                        String::from_utf8_lossy(v.as_bytes()).into_owned(),
+                    )
+                })
                 .collect();
             let v = serde_json::json!({
                 "method": req.method().as_str(),

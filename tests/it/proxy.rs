@@ -23,7 +23,14 @@ origin_timeout = "700ms"
 }
 
 /// A gateway in front of a real origin, and a client logged in to it.
-async fn setup(extra: &str) -> (Gw, Origin, reqwest::Client, std::sync::Arc<reqwest::cookie::Jar>) {
+async fn setup(
+    extra: &str,
+) -> (
+    Gw,
+    Origin,
+    reqwest::Client,
+    std::sync::Arc<reqwest::cookie::Jar>,
+) {
     let origin = Origin::start().await;
     let gw = Gw::start(&up_app(&origin, extra)).await;
     let (c, jar) = client_with_jar(gw.h().https_addr);
@@ -47,13 +54,27 @@ fn header<'a>(v: &'a Value, name: &str) -> Vec<&'a str> {
 #[tokio::test]
 async fn routes_by_host_to_the_right_origin() {
     let (gw, _o, c, _) = setup("").await;
-    let v: Value = c.get(gw.url("up.localhost", "/a/b?x=1")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(gw.url("up.localhost", "/a/b?x=1"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/a/b");
     assert_eq!(v["query"], "x=1");
     // The builtin echo answers for its own host (after its own hand-off).
     let r = navigate(&c, &gw.url("echo.localhost", "/hello")).await.0;
     assert_eq!(r.status(), StatusCode::OK);
-    let v: Value = c.get(gw.url("echo.localhost", "/hello")).send().await.unwrap().json().await.unwrap();
+    let v: Value = c
+        .get(gw.url("echo.localhost", "/hello"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["path"], "/hello");
     assert_eq!(v["identity"]["email"], DEMO);
 }
@@ -62,9 +83,21 @@ async fn routes_by_host_to_the_right_origin() {
 async fn unknown_host_is_404_and_sni_mismatch_is_421() {
     let gw = Gw::start("").await;
     let addr = gw.h().https_addr;
-    let resp = raw_exchange(addr, "nowhere.localhost", b"GET / HTTP/1.1\r\nHost: nowhere.localhost\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await;
+    let resp = raw_exchange(
+        addr,
+        "nowhere.localhost",
+        b"GET / HTTP/1.1\r\nHost: nowhere.localhost\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 404"), "{resp}");
-    let resp = raw_exchange(addr, "echo.localhost", b"GET / HTTP/1.1\r\nHost: auth.localhost\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await;
+    let resp = raw_exchange(
+        addr,
+        "echo.localhost",
+        b"GET / HTTP/1.1\r\nHost: auth.localhost\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(resp.starts_with("HTTP/1.1 421"), "{resp}");
 }
 
@@ -77,12 +110,17 @@ async fn keep_alive_and_http2_clients() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = raw_tls(gw.h().https_addr, "up.localhost").await;
     for i in 0..3 {
-        let req = format!("GET /k{i} HTTP/1.1\r\nHost: up.localhost\r\nCookie: {cookie}\r\nAccept: application/json\r\n\r\n");
+        let req = format!(
+            "GET /k{i} HTTP/1.1\r\nHost: up.localhost\r\nCookie: {cookie}\r\nAccept: application/json\r\n\r\n"
+        );
         s.write_all(req.as_bytes()).await.unwrap();
         let mut buf = vec![0u8; 64 * 1024];
         let mut got = String::new();
         while !got.contains(&format!("/k{i}")) {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
             assert!(n > 0, "connection closed after {i} requests");
             got.push_str(&String::from_utf8_lossy(&buf[..n]));
         }
@@ -107,7 +145,9 @@ async fn streams_large_bodies_both_ways() {
     let (gw, _o, c, _) = setup("").await;
     // Upload 48 MiB as a stream; the origin hashes what arrives.
     let chunks = 768usize;
-    let stream = futures_util::stream::iter((0..chunks).map(|i| Ok::<_, std::io::Error>(vec![(i % 251) as u8; 64 * 1024])));
+    let stream = futures_util::stream::iter(
+        (0..chunks).map(|i| Ok::<_, std::io::Error>(vec![(i % 251) as u8; 64 * 1024])),
+    );
     let r = c
         .post(gw.url("up.localhost", "/upload"))
         .body(reqwest::Body::wrap_stream(stream))
@@ -123,7 +163,11 @@ async fn streams_large_bodies_both_ways() {
     }
     assert_eq!(v["sha256"], hex::encode(sha2::Digest::finalize(h)));
     // Download 64 MiB and count it as it streams.
-    let mut r = c.get(gw.url("up.localhost", "/download?bytes=67108864")).send().await.unwrap();
+    let mut r = c
+        .get(gw.url("up.localhost", "/download?bytes=67108864"))
+        .send()
+        .await
+        .unwrap();
     let mut n = 0usize;
     while let Some(chunk) = r.chunk().await.unwrap() {
         n += chunk.len();
@@ -131,8 +175,15 @@ async fn streams_large_bodies_both_ways() {
     assert_eq!(n, 64 << 20);
     // An endless stream: the first events arrive although the response never ends,
     // so nothing waits for the whole body.
-    let mut r = c.get(gw.url("up.localhost", "/events")).send().await.unwrap();
-    let first = tokio::time::timeout(Duration::from_secs(3), r.chunk()).await.expect("streamed").unwrap();
+    let mut r = c
+        .get(gw.url("up.localhost", "/events"))
+        .send()
+        .await
+        .unwrap();
+    let first = tokio::time::timeout(Duration::from_secs(3), r.chunk())
+        .await
+        .expect("streamed")
+        .unwrap();
     assert!(first.is_some());
 }
 
@@ -144,12 +195,24 @@ async fn hop_by_hop_headers_are_stripped_both_ways() {
     let req = format!(
         "GET /h HTTP/1.1\r\nHost: up.localhost\r\nCookie: {cookie}\r\nConnection: close, x-client-secret\r\nX-Client-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nProxy-Authorization: Basic eDp5\r\nX-Kept: yes\r\nAccept: application/json\r\n\r\n"
     );
-    let resp = raw_exchange(gw.h().https_addr, "up.localhost", req.as_bytes(), Duration::from_secs(5)).await;
+    let resp = raw_exchange(
+        gw.h().https_addr,
+        "up.localhost",
+        req.as_bytes(),
+        Duration::from_secs(5),
+    )
+    .await;
     let body = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
-    let body = body.find('{').map(|i| &body[i..body.rfind('}').unwrap() + 1]).unwrap();
+    let body = body
+        .find('{')
+        .map(|i| &body[i..body.rfind('}').unwrap() + 1])
+        .unwrap();
     let v: Value = serde_json::from_str(body).unwrap();
     for gone in ["x-client-secret", "keep-alive", "te", "proxy-authorization"] {
-        assert!(header(&v, gone).is_empty(), "{gone} reached the origin: {v}");
+        assert!(
+            header(&v, gone).is_empty(),
+            "{gone} reached the origin: {v}"
+        );
     }
     assert_eq!(header(&v, "x-kept"), vec!["yes"]);
     let r = reqwest_get(&gw, &jar, "/hop").await;
@@ -166,7 +229,11 @@ async fn reqwest_get(gw: &Gw, jar: &reqwest::cookie::Jar, path: &str) -> reqwest
         .build()
         .unwrap();
     let url = gw.url("up.localhost", path);
-    c.get(&url).header("cookie", cookie_header(jar, &url)).send().await.unwrap()
+    c.get(&url)
+        .header("cookie", cookie_header(jar, &url))
+        .send()
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -186,7 +253,10 @@ async fn forwarded_headers_are_set_and_not_spoofable() {
         .unwrap();
     assert_eq!(header(&v, "x-forwarded-for"), vec!["127.0.0.1"]);
     assert_eq!(header(&v, "x-forwarded-proto"), vec!["https"]);
-    assert_eq!(header(&v, "x-forwarded-host"), vec![format!("up.localhost:{}", gw.port()).as_str()]);
+    assert_eq!(
+        header(&v, "x-forwarded-host"),
+        vec![format!("up.localhost:{}", gw.port()).as_str()]
+    );
     let assertion = header(&v, "portcullis-jwt-assertion");
     assert_eq!(assertion.len(), 1);
     assert_ne!(assertion[0], "forged");
@@ -199,7 +269,10 @@ async fn forwarded_headers_are_set_and_not_spoofable() {
 async fn trusted_proxies_extend_the_chain() {
     let origin = Origin::start().await;
     let extra = up_app(&origin, "");
-    let toml = config_text(&extra).replace("origin_timeout = \"2s\"", "origin_timeout = \"2s\"\ntrusted_proxies = [\"127.0.0.0/8\"]");
+    let toml = config_text(&extra).replace(
+        "origin_timeout = \"2s\"",
+        "origin_timeout = \"2s\"\ntrusted_proxies = [\"127.0.0.0/8\"]",
+    );
     let gw = Gw::start_raw(&toml).await;
     let c = gw.client();
     gw.login(&c, "up.localhost", "/", DEMO, DEMO_PW).await;
@@ -213,7 +286,10 @@ async fn trusted_proxies_extend_the_chain() {
         .json()
         .await
         .unwrap();
-    assert_eq!(header(&v, "x-forwarded-for"), vec!["203.0.113.7, 127.0.0.1"]);
+    assert_eq!(
+        header(&v, "x-forwarded-for"),
+        vec!["203.0.113.7, 127.0.0.1"]
+    );
 }
 
 #[tokio::test]
@@ -226,12 +302,21 @@ async fn websocket_echo_through_the_proxy() {
     )
     .unwrap();
     let mut req = req;
-    req.headers_mut().insert("cookie", cookie_header(&jar, &url).parse().unwrap());
-    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls).await.expect("websocket handshake");
+    req.headers_mut()
+        .insert("cookie", cookie_header(&jar, &url).parse().unwrap());
+    let (mut ws, resp) = tokio_tungstenite::client_async(req, tls)
+        .await
+        .expect("websocket handshake");
     assert_eq!(resp.status(), 101);
     for msg in ["hello", "through", "portcullis"] {
-        ws.send(tokio_tungstenite::tungstenite::Message::text(msg)).await.unwrap();
-        let got = tokio::time::timeout(Duration::from_secs(5), ws.next()).await.unwrap().unwrap().unwrap();
+        ws.send(tokio_tungstenite::tungstenite::Message::text(msg))
+            .await
+            .unwrap();
+        let got = tokio::time::timeout(Duration::from_secs(5), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(got.into_text().unwrap().as_str(), msg);
     }
 }
@@ -239,7 +324,10 @@ async fn websocket_echo_through_the_proxy() {
 #[tokio::test]
 async fn origin_down_is_502_and_slow_is_504() {
     // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let extra = format!(
         r#"
 [[app]]
@@ -253,7 +341,11 @@ allow_emails = ["*@example.com"]
     let r = navigate(&c, &gw.url("other.localhost", "/")).await.0;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
     assert!(r.text().await.unwrap().contains("could not be reached"));
-    let r = c.get(gw.url("up.localhost", "/slow?ms=3000")).send().await.unwrap();
+    let r = c
+        .get(gw.url("up.localhost", "/slow?ms=3000"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::GATEWAY_TIMEOUT);
 }
 
@@ -269,13 +361,29 @@ async fn smuggling_shaped_requests_are_refused() {
     ];
     for req in cases {
         let resp = raw_exchange(addr, "up.localhost", req, Duration::from_secs(3)).await;
-        assert!(resp.starts_with("HTTP/1.1 400"), "{}: {resp}", String::from_utf8_lossy(req));
+        assert!(
+            resp.starts_with("HTTP/1.1 400"),
+            "{}: {resp}",
+            String::from_utf8_lossy(req)
+        );
     }
     // Oversized headers are refused too, and the gateway keeps serving.
-    let big = format!("GET / HTTP/1.1\r\nHost: up.localhost\r\nX-Big: {}\r\n\r\n", "a".repeat(200_000));
+    let big = format!(
+        "GET / HTTP/1.1\r\nHost: up.localhost\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(200_000)
+    );
     let resp = raw_exchange(addr, "up.localhost", big.as_bytes(), Duration::from_secs(3)).await;
-    assert!(resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400") || resp.is_empty(), "{resp}");
-    let ok = raw_exchange(addr, "up.localhost", b"GET / HTTP/1.1\r\nHost: up.localhost\r\nConnection: close\r\n\r\n", Duration::from_secs(3)).await;
+    assert!(
+        resp.starts_with("HTTP/1.1 431") || resp.starts_with("HTTP/1.1 400") || resp.is_empty(),
+        "{resp}"
+    );
+    let ok = raw_exchange(
+        addr,
+        "up.localhost",
+        b"GET / HTTP/1.1\r\nHost: up.localhost\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
     assert!(ok.starts_with("HTTP/1.1 401"), "{ok}");
 }
 
@@ -283,11 +391,19 @@ async fn smuggling_shaped_requests_are_refused() {
 async fn oversized_body_is_413() {
     let origin = Origin::start().await;
     let extra = up_app(&origin, "");
-    let toml = config_text(&extra).replace("origin_timeout = \"2s\"", "origin_timeout = \"2s\"\nmax_body_bytes = 1024");
+    let toml = config_text(&extra).replace(
+        "origin_timeout = \"2s\"",
+        "origin_timeout = \"2s\"\nmax_body_bytes = 1024",
+    );
     let gw = Gw::start_raw(&toml).await;
     let c = gw.client();
     gw.login(&c, "up.localhost", "/", DEMO, DEMO_PW).await;
-    let r = c.post(gw.url("up.localhost", "/upload")).body(vec![0u8; 4096]).send().await.unwrap();
+    let r = c
+        .post(gw.url("up.localhost", "/upload"))
+        .body(vec![0u8; 4096])
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
 }
 
@@ -311,14 +427,29 @@ allow_emails = ["*@example.com"]
     std::fs::write(&gw.config_path, &good).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while gw.gw().generation() == gen0 {
-        assert!(std::time::Instant::now() < deadline, "file change was not picked up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "file change was not picked up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let r = c.get(gw.url("app2.localhost", "/")).header("accept", "application/json").send().await.unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "app2 is now protected by the gateway");
+    let r = c
+        .get(gw.url("app2.localhost", "/"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::UNAUTHORIZED,
+        "app2 is now protected by the gateway"
+    );
     // A bad file is refused; the running config keeps serving.
     let gen1 = gw.gw().generation();
-    let bad = good.replace("name = \"app2\"", "name = \"app2\"\nsame_site = \"sideways\"");
+    let bad = good.replace(
+        "name = \"app2\"",
+        "name = \"app2\"\nsame_site = \"sideways\"",
+    );
     std::fs::write(&gw.config_path, &bad).unwrap();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let failures = || {
@@ -328,15 +459,31 @@ allow_emails = ["*@example.com"]
             .load(std::sync::atomic::Ordering::Relaxed)
     };
     while failures() == 0 {
-        assert!(std::time::Instant::now() < deadline, "bad file was not noticed");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "bad file was not noticed"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(gw.gw().generation(), gen1);
-    let r = c.get(gw.url("app2.localhost", "/")).header("accept", "application/json").send().await.unwrap();
+    let r = c
+        .get(gw.url("app2.localhost", "/"))
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The reload is explicit in the error and in the metrics.
-    let m = reqwest::get(gw.control_url("/metrics")).await.unwrap().text().await.unwrap();
-    assert!(m.contains(&format!("portcullis_config_generation {gen1}")), "{m}");
+    let m = reqwest::get(gw.control_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        m.contains(&format!("portcullis_config_generation {gen1}")),
+        "{m}"
+    );
     let err = gw.gw().reload().unwrap_err().to_string();
     assert!(err.contains("app[1].same_site"), "{err}");
 }
@@ -345,7 +492,10 @@ allow_emails = ["*@example.com"]
 async fn check_command_names_file_field_and_reason() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("bad.toml");
-    let text = config_text("").replace("origin = \"builtin:echo\"", "origin = \"builtin:echo\"\nsame_site = \"sideways\"");
+    let text = config_text("").replace(
+        "origin = \"builtin:echo\"",
+        "origin = \"builtin:echo\"\nsame_site = \"sideways\"",
+    );
     std::fs::write(&p, text).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["check", "--config"])
@@ -354,7 +504,10 @@ async fn check_command_names_file_field_and_reason() {
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("bad.toml") && err.contains("app[0].same_site") && err.contains("sideways"), "{err}");
+    assert!(
+        err.contains("bad.toml") && err.contains("app[0].same_site") && err.contains("sideways"),
+        "{err}"
+    );
     let p2 = dir.path().join("good.toml");
     std::fs::write(&p2, config_text("")).unwrap();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -362,7 +515,12 @@ async fn check_command_names_file_field_and_reason() {
         .arg(&p2)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // The shipped gateway.toml is valid as it is.
     let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway.toml");
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
@@ -370,5 +528,10 @@ async fn check_command_names_file_field_and_reason() {
         .arg(&shipped)
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
