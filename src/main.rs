@@ -331,7 +331,7 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-fn client(config: &PathBuf, conn: &ConnArgs) -> Result<ControlClient> {
+fn client(config: &std::path::Path, conn: &ConnArgs) -> Result<ControlClient> {
     let cfg = if conn.url.is_some() && conn.token.is_some() {
         None
     } else {

@@ -266,7 +266,7 @@ async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
         gw.registry
             .flush(now, crate::session::registry::KEEP_ENDED_US);
         // Compact the durable log every ten minutes.
-        if rounds % 60 == 0 {
+        if rounds.is_multiple_of(60) {
             let g = gw.clone();
             let res = tokio::task::spawn_blocking(move || {
                 g.revlog.compact(|r| {

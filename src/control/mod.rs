@@ -542,20 +542,19 @@ async fn sessions(gw: &Arc<Gateway>, user: Option<&str>) -> Res {
     let mut seen = std::collections::HashSet::new();
     all.retain(|s| seen.insert(s.sid.clone()));
     // A session revoked anywhere is over everywhere.
+    let revoked = |scope: Scope, key: &str, created: i64| {
+        gw.revocations
+            .get(scope, key)
+            .is_some_and(|nb| nb >= created)
+    };
     all.retain(|s| {
-        !gw.revocations
-            .get(Scope::Session, &s.sid)
-            .is_some_and(|nb| nb >= s.created_us)
-            && !gw
-                .revocations
-                .get(Scope::User, &s.user)
-                .is_some_and(|nb| nb >= s.created_us)
-            && !gw
-                .revocations
-                .get(Scope::All, "*")
-                .is_some_and(|nb| nb >= s.created_us)
+        let c = s.created_us;
+        !(revoked(Scope::Session, &s.sid, c)
+            || revoked(Scope::User, &s.user, c)
+            || revoked(Scope::All, "*", c)
+            || s.groups.iter().any(|g| revoked(Scope::Group, g, c)))
     });
-    all.sort_by(|a, b| b.created_us.cmp(&a.created_us));
+    all.sort_by_key(|s| std::cmp::Reverse(s.created_us));
     let items: Vec<serde_json::Value> = all
         .iter()
         .map(|s| {

@@ -39,7 +39,14 @@ pub async fn handle(
         (Method::GET, "/") => home(gw, rt, ctx, req.headers()),
         (Method::GET, "/login") => {
             let return_to = query.get("return_to").cloned().unwrap_or_default();
-            login_form(gw, rt, ctx, req.headers(), &return_to)
+            let notice = match query.get("why").map(String::as_str) {
+                Some("revoked") => Some(
+                    "Your session was ended by an administrator (access revoked). Please sign in again.",
+                ),
+                Some("expired") => Some("Your session has expired. Please sign in again."),
+                _ => None,
+            };
+            login_form(gw, rt, ctx, req.headers(), &return_to, notice)
         }
         (Method::POST, "/login") => login_submit(gw, rt, ctx, req).await,
         (Method::GET, "/authorize") => {
@@ -90,9 +97,9 @@ fn session_of(
     gw: &Gateway,
     rt: &Runtime,
     h: &HeaderMap,
-) -> Option<Arc<crate::session::token::Verified>> {
-    let c = GatewayCookies::parse(h).ok()?;
-    auth::check_session(gw, rt, &c).ok()
+) -> Result<Arc<crate::session::token::Verified>, auth::AuthFailure> {
+    let c = GatewayCookies::parse(h)?;
+    auth::check_session(gw, rt, &c)
 }
 
 fn home(
@@ -101,7 +108,7 @@ fn home(
     ctx: &ReqCtx,
     h: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    match session_of(gw, rt, h) {
+    match session_of(gw, rt, h).ok() {
         Some(v) => {
             let apps: Vec<(String, String)> = rt
                 .config
@@ -129,11 +136,12 @@ fn login_form(
     ctx: &ReqCtx,
     h: &HeaderMap,
     return_to: &str,
+    notice: Option<&str>,
 ) -> Result<Response<Body>, GatewayError> {
-    if !return_to.is_empty() && session_of(gw, rt, h).is_some() {
+    if !return_to.is_empty() && session_of(gw, rt, h).is_ok() {
         return authorize(gw, rt, ctx, h, return_to);
     }
-    Ok(render_form(rt, StatusCode::OK, return_to, "", None))
+    Ok(render_form(rt, StatusCode::OK, return_to, "", notice))
 }
 
 fn render_form(
@@ -261,7 +269,7 @@ async fn login_submit(
             gw.metrics
                 .login_throttled
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            let secs = ((until - now) as u64).div_ceil(1_000_000);
+            let secs = (((until - now) as f64 / 1e6).round() as u64).max(1);
             let mut r = render_form(
                 rt,
                 StatusCode::FORBIDDEN,
@@ -360,11 +368,26 @@ fn authorize(
             ),
         ));
     };
-    let Some(v) = session_of(gw, rt, h) else {
-        let q: String = form_urlencoded::Serializer::new(String::new())
-            .append_pair("return_to", return_to)
-            .finish();
-        return Ok(body::redirect(StatusCode::FOUND, &format!("/login?{q}")));
+    let v = match session_of(gw, rt, h) {
+        Ok(v) => v,
+        Err(failure) => {
+            let mut q = form_urlencoded::Serializer::new(String::new());
+            q.append_pair("return_to", return_to);
+            // Say why the form is back when a session existed but no longer counts.
+            match failure {
+                auth::AuthFailure::Revoked(_) => {
+                    q.append_pair("why", "revoked");
+                }
+                auth::AuthFailure::Token(crate::session::token::TokenError::Expired) => {
+                    q.append_pair("why", "expired");
+                }
+                _ => {}
+            }
+            return Ok(body::redirect(
+                StatusCode::FOUND,
+                &format!("/login?{}", q.finish()),
+            ));
+        }
     };
     if !app.allows(&v.claims.email, &v.claims.groups) {
         return Err(GatewayError::Forbidden {
@@ -390,7 +413,7 @@ async fn logout(
     ctx: &ReqCtx,
     h: &HeaderMap,
 ) -> Result<Response<Body>, GatewayError> {
-    if let Some(v) = session_of(gw, rt, h) {
+    if let Ok(v) = session_of(gw, rt, h) {
         engine::revoke(
             gw,
             RevokeRequest {

@@ -49,15 +49,21 @@ pub fn json_bytes(status: StatusCode, bytes: Bytes) -> Response<Body> {
     with_type(status, "application/json", full(bytes))
 }
 
+/// Gateway pages never load anything from elsewhere and are never framed.
+const GATEWAY_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self' https: http:; frame-ancestors 'none'";
+/// The echo origin stands in for an application: its page may call its own host.
+pub const APP_PAGE_CSP: &str = "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
+
 pub fn html(status: StatusCode, page: String) -> Response<Body> {
+    html_with_csp(status, page, GATEWAY_CSP)
+}
+
+pub fn html_with_csp(status: StatusCode, page: String, csp: &'static str) -> Response<Body> {
     let mut r = with_type(status, "text/html; charset=utf-8", full(page));
     let h = r.headers_mut();
-    // Gateway pages never load anything from elsewhere and are never framed.
     h.insert(
         header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; script-src 'unsafe-inline'; form-action 'self' https: http:; frame-ancestors 'none'",
-        ),
+        HeaderValue::from_static(csp),
     );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(

@@ -289,6 +289,12 @@ fn sync_parent_dir(path: &Path) -> Result<(), LogError> {
         .map_err(io_err("sync dir", dir))
 }
 
+/// Every valid record in the log at `path`, read-only (for listing).
+pub fn read_all(path: &Path) -> Result<Vec<RevocationRecord>, LogError> {
+    let data = fs::read(path).map_err(io_err("read", path))?;
+    Ok(replay(&data, path).records)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -491,10 +497,4 @@ mod tests {
         let (_log, got) = RevocationLog::open(&path).unwrap();
         assert_eq!(got, recs);
     }
-}
-
-/// Every valid record in the log at `path`, read-only (for listing).
-pub fn read_all(path: &Path) -> Result<Vec<RevocationRecord>, LogError> {
-    let data = fs::read(path).map_err(io_err("read", path))?;
-    Ok(replay(&data, path).records)
 }

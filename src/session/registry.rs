@@ -366,7 +366,7 @@ impl Registry {
             .filter(|s| s.is_live(now) && user.is_none_or(|u| s.user.eq_ignore_ascii_case(u)))
             .map(|s| s.view())
             .collect();
-        v.sort_by(|a, b| b.created_us.cmp(&a.created_us));
+        v.sort_by_key(|s| std::cmp::Reverse(s.created_us));
         v
     }
 

@@ -1,6 +1,8 @@
 //! Integration tests: one test crate (faster to build than many), one module per area.
 
+mod browser;
 mod common;
 mod origin;
 mod proxy;
+mod revocation;
 mod sessions;
