@@ -166,6 +166,19 @@ impl Gateway {
             }
         }
         tracing::info!(replayed = records.len(), live, "revocation log replayed");
+        // Entries learnt from peers by anti-entropy are durable in sync's own journal.
+        crate::sync::journal::replay(&state_dir, &revocations, &ticker, horizon);
+        if live < records.len() {
+            // Drop what no token can match any more, so the log does not grow forever.
+            let stats = revlog.compact(|r| {
+                r.scope == crate::revocation::Scope::All || r.not_before_us >= horizon
+            })?;
+            tracing::info!(
+                kept = stats.kept,
+                dropped = stats.dropped,
+                "revocation log compacted"
+            );
+        }
         let audit = AuditLog::open(&state_dir.join("audit.log"))?;
         let registry = Registry::open(&state_dir.join("sessions.log"), now).map_err(|source| {
             StartError::Io {

@@ -535,3 +535,53 @@ async fn check_command_names_file_field_and_reason() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[tokio::test]
+async fn graceful_shutdown_finishes_in_flight_requests() {
+    let (mut gw, _o, c, _) = setup("").await;
+    let addr = gw.h().https_addr;
+    let slow = tokio::spawn({
+        let c = c.clone();
+        let url = gw.url("up.localhost", "/slow?ms=500");
+        async move { c.get(url).send().await.map(|r| r.status()) }
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let t = std::time::Instant::now();
+    gw.stop().await;
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "shutdown waited past its grace"
+    );
+    assert_eq!(
+        slow.await.unwrap().unwrap(),
+        StatusCode::OK,
+        "in-flight request was cut"
+    );
+    assert!(
+        tokio::net::TcpStream::connect(addr).await.is_err(),
+        "still accepting after shutdown"
+    );
+}
+
+#[tokio::test]
+async fn certificates_are_reloaded_with_the_config() {
+    let gw = Gw::start("").await;
+    let fingerprint = |gw: &Gw| {
+        let addr = gw.h().https_addr;
+        async move {
+            let s = raw_tls(addr, "echo.localhost").await;
+            let certs = s.get_ref().1.peer_certificates().unwrap().to_vec();
+            certs[0].as_ref().to_vec()
+        }
+    };
+    let before = fingerprint(&gw).await;
+    // A new app host: the generated development certificate is rewritten to cover it.
+    std::fs::write(
+        &gw.config_path,
+        config_text("[[app]]\nname = \"app2\"\nhosts = [\"app2.localhost\"]\norigin = \"builtin:echo\"\nallow_emails = [\"*\"]\n"),
+    )
+    .unwrap();
+    gw.gw().reload().unwrap();
+    let after = fingerprint(&gw).await;
+    assert_ne!(before, after, "the reloaded certificate is served");
+}

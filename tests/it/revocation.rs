@@ -605,3 +605,38 @@ pub async fn spawn_gateway(
         .expect("gateway started");
     (child, https.parse().unwrap(), control.parse().unwrap())
 }
+
+#[tokio::test]
+async fn restart_replays_compacts_and_survives_a_torn_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clock = portcullis::clock::ManualClock::starting_now();
+    let toml = config_text("");
+    let mut gw = Gw::start_in(tmp.path(), &toml, clock.clone()).await;
+    gw.revoke("user", "old@example.com").await;
+    clock.advance(Duration::from_secs(25 * 3600 + 600));
+    gw.revoke("user", DEMO).await;
+    gw.stop().await;
+    // A crash mid-append leaves half a record at the end.
+    let log = tmp.path().join("state/revocations.log");
+    let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    std::io::Write::write_all(&mut f, b"0000abcd {\"id\":\"torn").unwrap();
+    drop(f);
+    let gw = Gw::start_in(tmp.path(), &toml, clock.clone()).await;
+    let set = &gw.gw().revocations;
+    assert!(
+        set.get(portcullis::revocation::Scope::User, DEMO).is_some(),
+        "live entry replayed"
+    );
+    assert!(
+        set.get(portcullis::revocation::Scope::User, "old@example.com")
+            .is_none(),
+        "expired entry dropped"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains("old@example.com"), "log compacted at start");
+    assert!(!text.contains("torn"), "torn record removed");
+    // And it keeps appending cleanly.
+    gw.revoke("user", BOB).await;
+    let (_, recs) = portcullis::revocation::log::RevocationLog::open(&log).unwrap();
+    assert_eq!(recs.len(), 2);
+}

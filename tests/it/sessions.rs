@@ -837,3 +837,54 @@ async fn hash_password_prints_an_argon2id_phc_string() {
         .await
     );
 }
+
+#[tokio::test]
+async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones() {
+    let gw = gw().await;
+    let (c, jar) = client_with_jar(gw.h().https_addr);
+    gw.login(&c, "echo.localhost", "/", DEMO, DEMO_PW).await;
+    let old_kid = gw.gw().keys.load().active_kid().to_string();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(["keys", "rotate", "--config"])
+        .arg(&gw.config_path)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    gw.gw().reload().unwrap();
+    let new_kid = gw.gw().keys.load().active_kid().to_string();
+    assert_ne!(old_kid, new_kid);
+    // The old token still verifies; a new app token is signed with the new key.
+    assert_eq!(
+        xhr(&c, &gw.url("echo.localhost", "/")).await.status(),
+        StatusCode::OK
+    );
+    navigate(&c, &gw.url("staff.localhost", "/")).await;
+    let token = cookie(&jar, &gw.url("staff.localhost", "/"), "portcullis_app").unwrap();
+    let header: Value = serde_json::from_slice(
+        &URL_SAFE_NO_PAD
+            .decode(token.split('.').next().unwrap())
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(header["kid"], new_kid.as_str());
+    let jwks: Value = c
+        .get(gw.url("echo.localhost", "/.portcullis/certs"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let kids: Vec<&str> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap())
+        .collect();
+    assert!(kids.contains(&old_kid.as_str()) && kids.contains(&new_kid.as_str()));
+}
