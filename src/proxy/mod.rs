@@ -234,7 +234,10 @@ async fn route(
             app: app.name.clone(),
         });
     }
-    if let Some(s) = gw.registry.get(&claims.sid) {
+    if let Some(s) = verified
+        .session
+        .get_or_init(|| gw.registry.get(&claims.sid))
+    {
         s.touch(gw.now_us());
     }
     *user = Some(claims.email.clone());

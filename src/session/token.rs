@@ -74,8 +74,14 @@ pub enum TokenError {
 pub struct Verified {
     pub claims: Claims,
     pub binding: Option<[u8; 32]>,
-    /// The token itself as a ready header value for `Portcullis-Jwt-Assertion`.
+    /// The token itself as a ready header value for `Portcullis-Jwt-Assertion`; also
+    /// what a cache hit is compared against, byte for byte.
     pub assertion: http::HeaderValue,
+    /// The binding cookie value once it has matched, so later requests compare strings
+    /// instead of hashing again.
+    bound: std::sync::OnceLock<Box<str>>,
+    /// This node's registry entry for the token's session, looked up once.
+    pub session: std::sync::OnceLock<Option<Arc<crate::session::registry::Session>>>,
 }
 
 pub fn binding_hash(secret: &str) -> [u8; 32] {
@@ -89,10 +95,17 @@ pub fn binding_claim(secret: &str) -> String {
 impl Verified {
     /// Does the presented binding cookie match the hash the token carries?
     pub fn binding_matches(&self, cookie: Option<&str>) -> bool {
-        match (&self.binding, cookie) {
-            (Some(want), Some(c)) => ct_eq(want, &binding_hash(c)),
-            _ => false,
+        let (Some(want), Some(c)) = (&self.binding, cookie) else {
+            return false;
+        };
+        if let Some(seen) = self.bound.get() {
+            return ct_eq(seen.as_bytes(), c.as_bytes());
         }
+        let ok = ct_eq(want, &binding_hash(c));
+        if ok {
+            let _ = self.bound.set(c.into());
+        }
+        ok
     }
 }
 
@@ -102,10 +115,20 @@ pub fn sign(keys: &KeyRing, claims: &Claims) -> Result<String, TokenError> {
 
 struct ExpireAtExp;
 
-impl moka::Expiry<Arc<str>, Arc<Verified>> for ExpireAtExp {
+/// The cache key: a token's signature segment. ES256 signatures are randomised, so
+/// distinct tokens have distinct keys; a hit is still compared with the whole token, so
+/// a token that reuses another's signature never gets its claims. Hashing ~86 bytes
+/// instead of the whole token keeps the cache hit cheap.
+fn cache_key(token: &str) -> &str {
+    token.rsplit('.').next().unwrap_or(token)
+}
+
+type Key = Box<str>;
+
+impl moka::Expiry<Key, Arc<Verified>> for ExpireAtExp {
     fn expire_after_create(
         &self,
-        _key: &Arc<str>,
+        _key: &Key,
         value: &Arc<Verified>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -120,7 +143,7 @@ impl moka::Expiry<Arc<str>, Arc<Verified>> for ExpireAtExp {
 /// token can hit an entry. Bounded in size; entries leave no later than the token's exp,
 /// and every hit re-checks exp against the injected clock.
 pub struct Verifier {
-    cache: Cache<Arc<str>, Arc<Verified>>,
+    cache: Cache<Key, Arc<Verified>, foldhash::fast::RandomState>,
 }
 
 impl Verifier {
@@ -129,7 +152,7 @@ impl Verifier {
             cache: Cache::builder()
                 .max_capacity(capacity)
                 .expire_after(ExpireAtExp)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
         }
     }
 
@@ -142,7 +165,7 @@ impl Verifier {
     }
 
     pub fn forget(&self, token: &str) {
-        self.cache.invalidate(token);
+        self.cache.invalidate(cache_key(token));
     }
 
     /// Verifies `token` for audience `aud`. Returns whether the cache answered.
@@ -160,11 +183,15 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLarge);
         }
-        let (v, hit) = match self.cache.get(token) {
-            Some(v) => (v, true),
+        let key = cache_key(token);
+        let (v, hit) = match self.cache.get(key) {
+            Some(v) if v.assertion.as_bytes() == token.as_bytes() => (v, true),
+            // Same signature segment, different token: verify it from scratch and
+            // leave the genuine entry where it is.
+            Some(_) => (Arc::new(verify_signature(keys, token, iss)?), false),
             None => {
                 let v = Arc::new(verify_signature(keys, token, iss)?);
-                self.cache.insert(Arc::from(token), v.clone());
+                self.cache.insert(key.into(), v.clone());
                 (v, false)
             }
         };
@@ -225,6 +252,8 @@ pub fn verify_signature(keys: &KeyRing, token: &str, iss: &str) -> Result<Verifi
         claims,
         binding,
         assertion,
+        bound: std::sync::OnceLock::new(),
+        session: std::sync::OnceLock::new(),
     })
 }
 
