@@ -6,6 +6,7 @@
 use crate::clock::Clock;
 use crate::config::Config;
 use crate::gateway::{Gateway, StartError};
+use crate::proxy::framing_guard::FramingGuard;
 use crate::proxy::{self, ConnInfo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -207,30 +208,35 @@ async fn serve_conn(
                 .1
                 .server_name()
                 .map(|s| s.to_ascii_lowercase());
-            let conn = Arc::new(ConnInfo {
-                peer,
-                sni,
-                tls: true,
-            });
-            let svc = service_fn(move |req| {
-                let (gw, conn) = (gw.clone(), conn.clone());
-                async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
-            });
-            let c = builder.serve_connection_with_upgrades(TokioIo::new(tls), svc);
-            let _ = watcher.watch(c.into_owned()).await;
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
+                // HTTP/2 frames its own messages: no guard needed.
+                let conn = ConnInfo {
+                    peer,
+                    sni,
+                    tls: true,
+                    framing: None,
+                };
+                serve_data(tls, conn, gw, &builder, watcher).await;
+            } else {
+                let (io, flag) = FramingGuard::new(tls, max_head(&gw));
+                let conn = ConnInfo {
+                    peer,
+                    sni,
+                    tls: true,
+                    framing: Some(flag),
+                };
+                serve_data(io, conn, gw, &builder, watcher).await;
+            }
         }
         Plane::Plain => {
-            let conn = Arc::new(ConnInfo {
+            let (io, flag) = FramingGuard::new(stream, max_head(&gw));
+            let conn = ConnInfo {
                 peer,
                 sni: None,
                 tls: false,
-            });
-            let svc = service_fn(move |req| {
-                let (gw, conn) = (gw.clone(), conn.clone());
-                async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
-            });
-            let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-            let _ = watcher.watch(c.into_owned()).await;
+                framing: Some(flag),
+            };
+            serve_data(io, conn, gw, &builder, watcher).await;
         }
         Plane::Control => {
             let svc = service_fn(move |req| {
@@ -241,6 +247,31 @@ async fn serve_conn(
             let _ = watcher.watch(c.into_owned()).await;
         }
     }
+}
+
+/// Serves one data-plane connection (TLS or plain, guarded or not) until it closes.
+async fn serve_data<IO>(
+    io: IO,
+    conn: ConnInfo,
+    gw: Arc<Gateway>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let conn = Arc::new(conn);
+    let svc = service_fn(move |req| {
+        let (gw, conn) = (gw.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
+    });
+    let c = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+    let _ = watcher.watch(c.into_owned()).await;
+}
+
+/// The largest request head hyper buffers; the framing guard must track at least as
+/// much, or a large head would switch it off.
+fn max_head(gw: &Gateway) -> usize {
+    gw.runtime.load().config.max_header_bytes.max(8192)
 }
 
 /// Periodic upkeep: drop revocations no live token can match, compact the log, journal

@@ -5,6 +5,7 @@
 pub mod body;
 pub mod echo;
 pub mod forward;
+pub mod framing_guard;
 pub mod headers;
 pub mod reserved;
 
@@ -29,6 +30,9 @@ pub struct ConnInfo {
     pub peer: SocketAddr,
     pub sni: Option<String>,
     pub tls: bool,
+    /// Raised by the HTTP/1 framing guard when a request head on this connection had
+    /// ambiguous framing (hyper resolves it silently; we refuse it).
+    pub framing: Option<framing_guard::FramingFlag>,
 }
 
 /// Per-request facts the steps share.
@@ -110,7 +114,11 @@ pub async fn handle(
         )
     });
     let mut user: Option<String> = None;
-    let resp = match route(&gw, &rt, &conn, req, &mut user).await {
+    // The framing guard stops watching a connection after an upgrade request; when the
+    // upgrade does not happen, the connection must not carry more requests.
+    let close_unless_upgraded =
+        req.version() == http::Version::HTTP_11 && headers::is_upgrade(req.headers());
+    let mut resp = match route(&gw, &rt, &conn, req, &mut user).await {
         Ok(r) => r,
         Err(e) => {
             gw.metrics.outcome(match &e {
@@ -121,6 +129,10 @@ pub async fn handle(
             e.into_response()
         }
     };
+    if close_unless_upgraded && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+        resp.headers_mut()
+            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+    }
     if let Some((method, host, path)) = access {
         tracing::info!(
             target: "portcullis::access",
@@ -169,6 +181,11 @@ async fn route(
     req: Request<Incoming>,
     user: &mut Option<String>,
 ) -> Result<Response<Body>, GatewayError> {
+    if conn.framing.as_ref().is_some_and(|f| f.is_set()) {
+        return Err(GatewayError::BadFraming(
+            "Content-Length with Transfer-Encoding, or a repeated or malformed Content-Length",
+        ));
+    }
     headers::check_framing(req.headers())?;
     let (host, port) = request_host(&req)?;
     if let Some(sni) = &conn.sni

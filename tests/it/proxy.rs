@@ -354,10 +354,15 @@ async fn smuggling_shaped_requests_are_refused() {
     let origin = Origin::start().await;
     let gw = Gw::start(&up_app(&origin, "")).await;
     let addr = gw.h().https_addr;
-    let cases: [&[u8]; 3] = [
+    let cases: [&[u8]; 7] = [
         b"POST / HTTP/1.1\r\nHost: up.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"POST / HTTP/1.1\r\nHost: up.localhost\r\nTransfer-Encoding: chunked\r\nContent-Length: 4\r\n\r\n0\r\n\r\n",
         b"POST / HTTP/1.1\r\nHost: up.localhost\r\nContent-Length: 4\r\nContent-Length: 4\r\n\r\nabcd",
         b"POST / HTTP/1.1\r\nHost: up.localhost\r\nContent-Length: 4\r\nContent-Length: 5\r\n\r\nabcde",
+        b"POST / HTTP/1.1\r\nHost: up.localhost\r\nContent-Length: 4, 4\r\n\r\nabcd",
+        b"POST / HTTP/1.1\r\nHost: up.localhost\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n",
+        // A clean request, then a smuggled one pipelined behind it on the same connection.
+        b"GET / HTTP/1.1\r\nHost: up.localhost\r\n\r\nPOST / HTTP/1.1\r\nHost: up.localhost\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
     ];
     for req in cases {
         let resp = raw_exchange(addr, "up.localhost", req, Duration::from_secs(3)).await;
