@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash .ci/install-browser.sh
-cargo test --all-targets "$@"
+cargo test "$@"
