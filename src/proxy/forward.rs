@@ -13,6 +13,7 @@ use crate::session::token::Verified;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
@@ -72,18 +73,17 @@ pub async fn forward(
     }
     h.insert(headers::ASSERTION, auth.token.clone());
 
+    // A cheap clone (shared bytes) of the request target.
     let path_and_query = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let req_body: Body = Limited::new(incoming, max as usize).boxed_unsync();
 
     let base = match &app.origin {
         Origin::Echo => {
-            parts.uri = path_and_query
-                .parse()
-                .unwrap_or_else(|_| Uri::from_static("/"));
+            parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
             if let Some(hv) = original_host {
                 parts.headers.insert(header::HOST, hv);
@@ -92,7 +92,7 @@ pub async fn forward(
         }
         Origin::Http { base } => base,
     };
-    parts.uri = origin_uri(base, &path_and_query)?;
+    parts.uri = origin_uri(base, path_and_query)?;
     parts.version = Version::HTTP_11;
     match (app.preserve_host, original_host) {
         (true, Some(hv)) => {
@@ -153,17 +153,20 @@ pub async fn forward(
     Ok(Response::from_parts(rparts, rbody))
 }
 
-fn origin_uri(base: &Uri, path_and_query: &str) -> Result<Uri, GatewayError> {
+/// The origin's URI for a request target: its scheme and authority, its base path (if
+/// any) in front of the target. Without a base path nothing is copied.
+fn origin_uri(base: &Uri, path_and_query: PathAndQuery) -> Result<Uri, GatewayError> {
     let prefix = base.path().trim_end_matches('/');
-    let mut b = Uri::builder();
-    if let Some(s) = base.scheme() {
-        b = b.scheme(s.clone());
-    }
-    if let Some(a) = base.authority() {
-        b = b.authority(a.clone());
-    }
-    b.path_and_query(format!("{prefix}{path_and_query}"))
-        .build()
+    let mut parts = http::uri::Parts::default();
+    parts.scheme = base.scheme().cloned();
+    parts.authority = base.authority().cloned();
+    parts.path_and_query = Some(if prefix.is_empty() {
+        path_and_query
+    } else {
+        PathAndQuery::try_from(format!("{prefix}{path_and_query}"))
+            .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))?
+    });
+    Uri::from_parts(parts)
         .map_err(|_| GatewayError::BadRequest("request target cannot be forwarded".into()))
 }
 
@@ -249,5 +252,25 @@ impl http_body::Body for Revocable {
 
     fn size_hint(&self) -> http_body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origin_uri_keeps_the_target_and_prefixes_a_base_path() {
+        let pq = PathAndQuery::from_static("/x/y?z=1");
+        let plain: Uri = "http://127.0.0.1:3000".parse().unwrap();
+        assert_eq!(
+            origin_uri(&plain, pq.clone()).unwrap().to_string(),
+            "http://127.0.0.1:3000/x/y?z=1"
+        );
+        let based: Uri = "http://127.0.0.1:3000/base/".parse().unwrap();
+        assert_eq!(
+            origin_uri(&based, pq).unwrap().to_string(),
+            "http://127.0.0.1:3000/base/x/y?z=1"
+        );
     }
 }
