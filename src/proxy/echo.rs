@@ -45,9 +45,10 @@ pub async fn respond(parts: &Parts, mut req_body: Body) -> Response<Body> {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     if wants_html {
-        return body::html(
+        return body::html_with_csp(
             StatusCode::OK,
             page(parts, &headers, identity.as_ref(), body_bytes),
+            body::APP_PAGE_CSP,
         );
     }
     body::json(

@@ -371,15 +371,8 @@ async fn echo_app(gw: &Gw, b: &Browser) {
         "document.cookie exposes gateway cookies on an http_only app: {cookies:?}"
     );
 
-    // 3. In-page XHR works, then stops working once the user is revoked on the server.
-    // The builtin echo page is served with the gateway's own CSP (`default-src 'none'`),
-    // whose connect-src blocks any fetch from it; so the fetch runs from another document
-    // of the same origin that carries no CSP (the JWKS, plain JSON). Same origin, same
-    // cookies, same gateway checks.
-    let same_origin = gw.url("echo.localhost", "/.portcullis/certs");
-    b.goto(&same_origin).await;
-    b.settle_on(&same_origin, "\"keys\"", "the JWKS page on the echo host")
-        .await;
+    // 3. In-page XHR from the app's own page works, then stops working once the user is
+    // revoked on the server.
     let (status, body) = b.fetch_api().await;
     assert_eq!(status, 200, "fetch /api before revocation: {body}");
     let echoed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
