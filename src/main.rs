@@ -54,6 +54,14 @@ enum Command {
         #[command(flatten)]
         conn: ConnArgs,
     },
+    /// Revoke a canary session here and check that every peer refuses it (exit 1 if not).
+    Selftest {
+        /// How long each peer may take to refuse the canary.
+        #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[command(flatten)]
+        conn: ConnArgs,
+    },
     /// Signing keys.
     Keys {
         #[command(subcommand)]
@@ -87,7 +95,13 @@ struct ConnArgs {
     #[arg(long)]
     url: Option<String>,
     /// Admin bearer token (default: the first [[control.admin]] token_file).
-    #[arg(long, env = "PORTCULLIS_ADMIN_TOKEN", hide_env_values = true)]
+    /// Generated tokens are base64url and may start with '-'.
+    #[arg(
+        long,
+        env = "PORTCULLIS_ADMIN_TOKEN",
+        hide_env_values = true,
+        allow_hyphen_values = true
+    )]
     token: Option<String>,
     /// Print the raw JSON answer.
     #[arg(long)]
@@ -217,6 +231,22 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
                 );
             }
             Ok(std::process::ExitCode::SUCCESS)
+        }
+        Command::Selftest { timeout, conn } => {
+            let client = client(&cli.config, &conn)?;
+            let body = serde_json::json!({"timeout_ms": timeout.as_millis() as u64});
+            let out = block(client.call(Method::POST, "/v1/selftest", Some(body)))?;
+            let (text, ok) = portcullis::sync::selftest::render(&out);
+            if conn.json {
+                println!("{}", serde_json::to_string_pretty(&out)?);
+            } else {
+                print!("{text}");
+            }
+            Ok(if ok {
+                std::process::ExitCode::SUCCESS
+            } else {
+                std::process::ExitCode::FAILURE
+            })
         }
         Command::Sessions { user, conn } => {
             let client = client(&cli.config, &conn)?;

@@ -200,6 +200,30 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Res {
                 &gw.registry.created_since(month_start(gw.now_us())),
             ))
         }
+        // Sync's own endpoints and the self-test (handlers in src/sync/http.rs).
+        (Method::GET, "/v1/peer/buckets") => {
+            peer_auth(gw, req.headers())?;
+            Ok(crate::sync::http::buckets(gw).await)
+        }
+        (Method::POST, "/v1/peer/pull") => {
+            peer_auth(gw, req.headers())?;
+            let b = read_body(req.into_body()).await?;
+            Ok(crate::sync::http::pull(gw, &b).await)
+        }
+        (Method::POST, "/v1/peer/check") => {
+            peer_auth(gw, req.headers())?;
+            let b = read_body(req.into_body()).await?;
+            Ok(crate::sync::http::check(gw, &b).await)
+        }
+        (Method::POST, "/v1/selftest") => {
+            let actor = admin(gw, req.headers())?;
+            let b = read_body(req.into_body()).await?;
+            Ok(crate::sync::http::run_selftest(gw, &actor, &b).await)
+        }
+        (Method::GET, "/v1/selftest") => {
+            admin(gw, req.headers())?;
+            Ok(crate::sync::http::last_selftest(gw).await)
+        }
         (
             _,
             "/healthz"
@@ -208,7 +232,8 @@ async fn route(gw: &Arc<Gateway>, req: Request<Incoming>) -> Res {
             | "/v1/revocations"
             | "/v1/revocations/bulk"
             | "/v1/sessions"
-            | "/v1/users",
+            | "/v1/users"
+            | "/v1/selftest",
         ) => Err(ControlError::Method),
         _ => Err(ControlError::NotFound),
     }
@@ -236,7 +261,7 @@ fn readyz(gw: &Gateway) -> Response<Body> {
     }
     body::json(
         StatusCode::OK,
-        &json!({"ready": true, "generation": gw.generation(), "node": gw.node_id}),
+        &json!({"ready": true, "generation": gw.generation(), "node": gw.node_id, "sync": crate::sync::readiness(gw)}),
     )
 }
 
@@ -642,7 +667,7 @@ async fn peer_push(gw: &Arc<Gateway>, req: Request<Incoming>) -> Res {
     let bytes = read_body(req.into_body()).await?;
     let b: PushBody = serde_json::from_slice(&bytes)
         .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
-    let (applied, sessions) = engine::apply_remote(gw, b.records).await?;
+    let (applied, sessions) = crate::sync::receive(gw, b.records).await?;
     if applied > 0 {
         tracing::info!(from = %b.from, applied, "applied revocations pushed by a peer");
     }

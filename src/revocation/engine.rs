@@ -148,8 +148,9 @@ pub async fn revoke_batch(
             peers: 0,
         });
     }
-    audit(gw, events).await;
-    let acked = crate::sync::push(gw, &records).await;
+    // The audit lines and the push are independent: peers need not wait for the
+    // audit log's fsync.
+    let (_, acked) = tokio::join!(audit(gw, events), crate::sync::push(gw, &records));
     for o in &mut outcomes {
         o.peers_acked = acked.acked;
         o.peers = acked.peers;
@@ -201,7 +202,7 @@ pub async fn apply_remote(
 
 /// Ends this node's sessions that the revocation covers and counts them (for `app`,
 /// counts the sessions that used the app; their global sessions live on).
-fn end_sessions(gw: &Gateway, rec: &RevocationRecord, now: i64) -> u64 {
+pub(crate) fn end_sessions(gw: &Gateway, rec: &RevocationRecord, now: i64) -> u64 {
     let t = rec.target.as_str();
     let nb = rec.not_before_us;
     match rec.scope {

@@ -23,6 +23,21 @@ pub struct RevocationSet {
     /// Order-independent digest of every (scope, target, instant): XOR of entry hashes,
     /// kept up to date on each change so peers can compare sets cheaply.
     digest: [AtomicU64; 2],
+    /// The same digest per bucket of keys (see [`bucket_of`]), so peers whose sets
+    /// differ find which buckets to exchange instead of the whole set.
+    buckets: Box<[[AtomicU64; 2]]>,
+}
+
+/// Number of digest buckets (a power of two).
+pub const BUCKETS: usize = 4096;
+
+/// The digest bucket of a key: depends on the key only, so an entry stays in its
+/// bucket when its instant moves forward.
+pub fn bucket_of(scope: Scope, target: &str) -> usize {
+    let mut h = crc32fast::Hasher::new();
+    h.update(&[scope as u8]);
+    h.update(target.as_bytes());
+    h.finalize() as usize & (BUCKETS - 1)
 }
 
 /// A keyed-by-nothing 128-bit hash of one entry (SHA-256, truncated).
@@ -57,6 +72,9 @@ impl RevocationSet {
             version: tokio::sync::watch::Sender::new(0),
             changes: AtomicU64::new(0),
             digest: [AtomicU64::new(0), AtomicU64::new(0)],
+            buckets: (0..BUCKETS)
+                .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
+                .collect(),
         }
     }
 
@@ -64,6 +82,17 @@ impl RevocationSet {
         let [a, b] = entry_hash(scope, target, nb);
         self.digest[0].fetch_xor(a, Ordering::SeqCst);
         self.digest[1].fetch_xor(b, Ordering::SeqCst);
+        let bucket = &self.buckets[bucket_of(scope, target)];
+        bucket[0].fetch_xor(a, Ordering::SeqCst);
+        bucket[1].fetch_xor(b, Ordering::SeqCst);
+    }
+
+    /// The digest of each bucket ([`BUCKETS`] of them), for anti-entropy.
+    pub fn bucket_digests(&self) -> Vec<[u64; 2]> {
+        self.buckets
+            .iter()
+            .map(|b| [b[0].load(Ordering::SeqCst), b[1].load(Ordering::SeqCst)])
+            .collect()
     }
 
     /// The set's digest as 32 hex digits; equal sets have equal digests.
@@ -87,41 +116,95 @@ impl RevocationSet {
 
     /// Merges one entry; returns true when it moved the set forward.
     pub fn apply(&self, scope: Scope, target: &str, not_before: Micros) -> bool {
-        let changed = match self.map(scope) {
-            None => {
-                let prev = self.all.fetch_max(not_before, Ordering::SeqCst);
-                if prev < not_before {
-                    if prev != i64::MIN {
-                        self.toggle(scope, "*", prev);
-                    }
-                    self.toggle(scope, "*", not_before);
-                }
-                prev < not_before
-            }
-            Some(map) => {
-                let mut changed = false;
-                map.entry(Box::from(target))
-                    .and_modify(|v| {
-                        if *v < not_before {
-                            self.toggle(scope, target, *v);
-                            self.toggle(scope, target, not_before);
-                            *v = not_before;
-                            changed = true;
-                        }
-                    })
-                    .or_insert_with(|| {
-                        self.toggle(scope, target, not_before);
-                        changed = true;
-                        not_before
-                    });
-                changed
-            }
-        };
+        let changed = self.merge(scope, target, not_before, &mut |s, t, nb| {
+            self.toggle(s, t, nb)
+        });
         if changed {
             let n = self.changes.fetch_add(1, Ordering::SeqCst) + 1;
             self.version.send_replace(n);
         }
         changed
+    }
+
+    /// Merges many entries (a catch-up from a peer): the same result as [`Self::apply`]
+    /// on each, but the digests are updated and watchers woken once for the batch, so
+    /// threads applying batches side by side do not fight over shared counters.
+    /// Returns how many entries moved the set forward.
+    pub fn apply_batch<'a>(
+        &self,
+        entries: impl IntoIterator<Item = (Scope, &'a str, Micros)>,
+    ) -> usize {
+        let mut digest = [0u64; 2];
+        let mut buckets = vec![[0u64; 2]; BUCKETS];
+        let mut toggle = |scope: Scope, target: &str, nb: Micros| {
+            let [a, b] = entry_hash(scope, target, nb);
+            digest[0] ^= a;
+            digest[1] ^= b;
+            let k = &mut buckets[bucket_of(scope, target)];
+            k[0] ^= a;
+            k[1] ^= b;
+        };
+        let mut moved = 0;
+        for (scope, target, nb) in entries {
+            if self.merge(scope, target, nb, &mut toggle) {
+                moved += 1;
+            }
+        }
+        self.digest[0].fetch_xor(digest[0], Ordering::SeqCst);
+        self.digest[1].fetch_xor(digest[1], Ordering::SeqCst);
+        for (k, [a, b]) in buckets.into_iter().enumerate() {
+            if a | b != 0 {
+                self.buckets[k][0].fetch_xor(a, Ordering::SeqCst);
+                self.buckets[k][1].fetch_xor(b, Ordering::SeqCst);
+            }
+        }
+        if moved > 0 {
+            let n = self.changes.fetch_add(moved as u64, Ordering::SeqCst) + moved as u64;
+            self.version.send_replace(n);
+        }
+        moved
+    }
+
+    /// The merge itself; `toggle` is told every (scope, target, instant) that enters or
+    /// leaves the set.
+    fn merge(
+        &self,
+        scope: Scope,
+        target: &str,
+        not_before: Micros,
+        toggle: &mut impl FnMut(Scope, &str, Micros),
+    ) -> bool {
+        use dashmap::mapref::entry::Entry;
+        match self.map(scope) {
+            None => {
+                let prev = self.all.fetch_max(not_before, Ordering::SeqCst);
+                if prev < not_before {
+                    if prev != i64::MIN {
+                        toggle(scope, "*", prev);
+                    }
+                    toggle(scope, "*", not_before);
+                }
+                prev < not_before
+            }
+            Some(map) => match map.entry(Box::from(target)) {
+                Entry::Occupied(mut o) => {
+                    let v = *o.get();
+                    if v < not_before {
+                        toggle(scope, target, v);
+                        toggle(scope, target, not_before);
+                        o.insert(not_before);
+                        true
+                    } else {
+                        false
+                    }
+                }
+                Entry::Vacant(e) => {
+                    toggle(scope, target, not_before);
+                    e.insert(not_before);
+                    true
+                }
+            },
+        }
     }
 
     /// The entry for one key, if any.
@@ -215,6 +298,20 @@ impl RevocationSet {
         out
     }
 
+    /// Visits every entry without copying it (for snapshots and bulk transfers).
+    pub fn for_each(&self, mut f: impl FnMut(Scope, &str, Micros)) {
+        for scope in Scope::ALL {
+            match self.map(scope) {
+                Some(m) => m.iter().for_each(|e| f(scope, e.key(), *e.value())),
+                None => {
+                    if let Some(v) = self.get(Scope::All, "*") {
+                        f(Scope::All, "*", v);
+                    }
+                }
+            }
+        }
+    }
+
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.version.subscribe()
     }
@@ -289,6 +386,21 @@ mod tests {
         assert_ne!(a.digest(), b.digest());
         a.prune(4);
         assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.bucket_digests(), b.bucket_digests());
+        // A batch gives the same set as one entry at a time.
+        let c = RevocationSet::new();
+        let batch = [
+            (Scope::User, "u", 7),
+            (Scope::User, "u", 9),
+            (Scope::All, "*", 1),
+            (Scope::All, "*", 2),
+        ];
+        assert_eq!(c.apply_batch(batch), 4);
+        c.apply(Scope::User, "u", 5);
+        a.apply(Scope::All, "*", 2);
+        assert_eq!(c.digest(), a.digest());
+        assert_eq!(c.bucket_digests(), a.bucket_digests());
+        assert_eq!(c.apply_batch(batch), 0);
     }
 
     #[test]

@@ -1,10 +1,9 @@
 //! Calls to one peer's control port, authenticated with the shared peer token.
 
-use super::PEER_TIMEOUT;
+use super::{PEER_TIMEOUT, PULL_TIMEOUT, wire};
 use crate::gateway::Gateway;
 use crate::proxy::body;
-use crate::revocation::engine;
-use crate::revocation::set::entry_hash;
+use crate::revocation::set::BUCKETS;
 use crate::revocation::{RevocationRecord, Scope};
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
@@ -12,6 +11,10 @@ use http_body_util::BodyExt;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
+
+/// How long a bucket must keep differing before its entries are pulled.
+pub const SETTLE: Duration = Duration::from_millis(50);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PeerError {
@@ -51,11 +54,19 @@ pub struct Digest {
     pub count: usize,
 }
 
-/// Entries as compact tuples: (scope, target, not_before_us).
+/// Entries as compact tuples: (scope, target, not_before_us). The JSON form of
+/// `GET /v1/peer/entries`, kept for tools; nodes pull with `POST /v1/peer/pull`.
 #[derive(Serialize, Deserialize)]
 pub struct Entries {
     pub node: String,
     pub entries: Vec<(Scope, String, i64)>,
+}
+
+/// `POST /v1/peer/pull`: the buckets wanted (none: every entry).
+#[derive(Serialize, Deserialize, Default)]
+pub struct PullRequest {
+    #[serde(default)]
+    pub buckets: Option<Vec<u16>>,
 }
 
 pub async fn call(
@@ -64,6 +75,18 @@ pub async fn call(
     method: Method,
     path: &str,
     json: Option<Vec<u8>>,
+) -> Result<Bytes, PeerError> {
+    call_with(gw, peer, method, path, json, PEER_TIMEOUT).await
+}
+
+/// One authenticated call; the whole exchange (body included) must end within `limit`.
+pub async fn call_with(
+    gw: &Gateway,
+    peer: &str,
+    method: Method,
+    path: &str,
+    json: Option<Vec<u8>>,
+    limit: Duration,
 ) -> Result<Bytes, PeerError> {
     let token = gw
         .runtime
@@ -105,11 +128,32 @@ pub async fn call(
         }
         Ok(bytes)
     };
-    let out = tokio::time::timeout(PEER_TIMEOUT, fut)
-        .await
-        .map_err(|_| PeerError::Timeout)??;
+    let out = match tokio::time::timeout(limit, fut).await {
+        Ok(Ok(b)) => b,
+        Ok(Err(e)) => {
+            gw.peers.failed(peer);
+            return Err(e);
+        }
+        Err(_) => {
+            gw.peers.failed(peer);
+            return Err(PeerError::Timeout);
+        }
+    };
     gw.peers.heard(peer, gw.now_us());
     Ok(out)
+}
+
+pub fn push_body(from: &str, records: &[RevocationRecord]) -> Result<Vec<u8>, PeerError> {
+    serde_json::to_vec(&PushBody {
+        from: from.to_string(),
+        records: records.to_vec(),
+    })
+    .map_err(|e| PeerError::Decode(e.to_string()))
+}
+
+pub async fn push_encoded(gw: &Gateway, peer: &str, body: Vec<u8>) -> Result<PushAck, PeerError> {
+    let bytes = call(gw, peer, Method::POST, "/v1/peer/revocations", Some(body)).await?;
+    serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))
 }
 
 pub async fn push_records(
@@ -117,47 +161,82 @@ pub async fn push_records(
     peer: &str,
     records: &[RevocationRecord],
 ) -> Result<PushAck, PeerError> {
-    let body = serde_json::to_vec(&PushBody {
-        from: gw.node_id.clone(),
-        records: records.to_vec(),
-    })
-    .map_err(|e| PeerError::Decode(e.to_string()))?;
-    let bytes = call(gw, peer, Method::POST, "/v1/peer/revocations", Some(body)).await?;
-    serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))
+    push_encoded(gw, peer, push_body(&gw.node_id, records)?).await
 }
 
-/// Compares digests with `peer` and pulls its entries when they differ. Returns how
-/// many entries moved this node's set forward.
+/// Which buckets differ between this node's set and the peer's, right now.
+async fn differing(gw: &Gateway, peer: &str) -> Result<Vec<bool>, PeerError> {
+    let b = call(gw, peer, Method::GET, "/v1/peer/buckets", None).await?;
+    wire::differing_buckets(&gw.revocations, &b).map_err(|e| PeerError::Decode(e.to_string()))
+}
+
+/// Compares digests with `peer` and, when they differ, pulls the entries of the buckets
+/// that still differ a moment later (every entry when this node holds none or most
+/// buckets differ). Returns how many entries moved this node's set forward.
 pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError> {
     let bytes = call(gw, peer, Method::GET, "/v1/peer/digest", None).await?;
     let theirs: Digest =
         serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-    if theirs.digest == gw.revocations.digest() {
+    if theirs.digest == gw.revocations.digest() || theirs.count == 0 {
         return Ok(0);
     }
-    let bytes = call(gw, peer, Method::GET, "/v1/peer/entries", None).await?;
-    let entries: Entries =
-        serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-    let horizon = gw.revocation_horizon();
-    let records: Vec<RevocationRecord> = entries
-        .entries
-        .into_iter()
-        .filter(|(scope, _, nb)| *scope == Scope::All || *nb >= horizon)
-        .map(|(scope, target, nb)| {
-            let [a, b] = entry_hash(scope, &target, nb);
-            RevocationRecord {
-                id: format!("sync-{a:016x}{b:016x}"),
-                scope,
-                target,
-                not_before_us: nb,
-                reason: "sync".into(),
-                actor: format!("peer:{}", entries.node),
-                node: entries.node.clone(),
+    let want = if gw.revocations.is_empty() {
+        None
+    } else {
+        let first = differing(gw, peer).await?;
+        let n = first.iter().filter(|d| **d).count();
+        if n == 0 {
+            return Ok(0);
+        }
+        if n > BUCKETS / 4 {
+            // Far behind: everything.
+            None
+        } else {
+            // A bucket differs for a moment whenever a push is in flight (all the time
+            // while revocations stream in). Only buckets that still differ a moment
+            // later are real misses worth a pull (which costs the peer a pass over its
+            // set); the others have settled by themselves.
+            tokio::time::sleep(SETTLE).await;
+            let second = differing(gw, peer).await?;
+            let ids: Vec<u16> = first
+                .iter()
+                .zip(&second)
+                .enumerate()
+                .filter(|(_, (a, b))| **a && **b)
+                .map(|(i, _)| i as u16)
+                .collect();
+            if ids.is_empty() {
+                return Ok(0);
             }
-        })
-        .collect();
-    let (moved, _) = engine::apply_remote(gw, records)
-        .await
-        .map_err(|e| PeerError::Apply(e.to_string()))?;
-    Ok(moved)
+            Some(ids)
+        }
+    };
+    let t0 = std::time::Instant::now();
+    let asked = want.as_ref().map_or(BUCKETS, Vec::len);
+    let req = serde_json::to_vec(&PullRequest { buckets: want })
+        .map_err(|e| PeerError::Decode(e.to_string()))?;
+    let bytes = call_with(
+        gw,
+        peer,
+        Method::POST,
+        "/v1/peer/pull",
+        Some(req),
+        PULL_TIMEOUT,
+    )
+    .await?;
+    tracing::debug!(
+        peer,
+        buckets = asked,
+        bytes = bytes.len(),
+        millis = t0.elapsed().as_secs_f64() * 1e3,
+        "pulled entries from a peer"
+    );
+    let g = gw.clone();
+    tokio::task::spawn_blocking(move || {
+        let (_, entries) =
+            wire::entries_body(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
+        super::apply_pulled(&g, entries)
+    })
+    .await
+    .map_err(|e| PeerError::Apply(e.to_string()))?
 }

@@ -1,6 +1,7 @@
 //! Integration tests: one test crate (faster to build than many), one module per area.
 
 mod browser;
+mod cluster;
 mod common;
 mod origin;
 mod proxy;
