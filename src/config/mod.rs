@@ -492,10 +492,16 @@ impl Validator {
             let uri: http::Uri = p
                 .parse()
                 .map_err(|_| self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL")))?;
-            if !matches!(uri.scheme_str(), Some("http") | Some("https")) || uri.host().is_none() {
+            if uri.scheme_str() == Some("https") {
                 return Err(self.err(
                     format!("sync.peers[{i}]"),
-                    format!("{p:?} must be an http:// or https:// URL of a peer's control port"),
+                    "the control port speaks plain HTTP (no TLS yet): use http:// on a private network",
+                ));
+            }
+            if uri.scheme_str() != Some("http") || uri.host().is_none() {
+                return Err(self.err(
+                    format!("sync.peers[{i}]"),
+                    format!("{p:?} must be an http:// URL of a peer's control port"),
                 ));
             }
             peers.push(p.trim_end_matches('/').to_string());
