@@ -188,7 +188,7 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             let config =
                 Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_tracing(Some(&config));
-            let rt = tokio::runtime::Runtime::new()?;
+            let rt = runtime(config.workers)?;
             rt.block_on(async {
                 let handle =
                     portcullis::server::start(config, Arc::new(portcullis::clock::SystemClock))
@@ -358,6 +358,33 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
                 }
             }
         }
+    }
+}
+
+/// The async runtime: one worker thread per core by default (`TOKIO_WORKER_THREADS` or
+/// `[gateway] workers` override). With a single worker the current-thread scheduler is
+/// used: it skips the work-stealing machinery and its wake-ups, which a one-core
+/// deployment never benefits from.
+fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    let workers = match (
+        workers,
+        std::env::var("TOKIO_WORKER_THREADS")
+            .ok()
+            .and_then(|v| v.parse().ok()),
+    ) {
+        (n, _) if n > 0 => n,
+        (_, Some(n)) => n,
+        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+    };
+    if workers <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(workers)
+            .enable_all()
+            .build()
     }
 }
 

@@ -68,6 +68,9 @@ pub struct GatewayFile {
     #[serde(default = "default_shutdown_grace")]
     pub shutdown_grace: HumanDuration,
     pub issuer: Option<String>,
+    /// Worker threads (0: one per core).
+    #[serde(default)]
+    pub workers: usize,
 }
 
 fn default_state_dir() -> String {

@@ -60,6 +60,8 @@ pub struct Config {
     pub origin_connect_timeout: Duration,
     pub origin_timeout: Duration,
     pub shutdown_grace: Duration,
+    /// Worker threads for the runtime (0: one per core).
+    pub workers: usize,
     pub tls: TlsConfig,
     pub session: SessionConfig,
     pub login: LoginConfig,
@@ -398,6 +400,7 @@ impl Validator {
             origin_connect_timeout: g.origin_connect_timeout.0,
             origin_timeout: g.origin_timeout.0,
             shutdown_grace: g.shutdown_grace.0,
+            workers: g.workers,
             tls: TlsConfig {
                 cert: self.path(&raw.tls.cert),
                 key: self.path(&raw.tls.key),
