@@ -1,7 +1,6 @@
 //! Every way a request can fail, and the one place each becomes an HTTP response.
 
 use crate::proxy::body::{self, Body};
-use crate::session::token::TokenError;
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// How an unauthenticated request is answered.
@@ -117,11 +116,5 @@ impl GatewayError {
                 .insert(header::CONNECTION, HeaderValue::from_static("close"));
         }
         resp
-    }
-}
-
-impl From<TokenError> for String {
-    fn from(e: TokenError) -> String {
-        e.to_string()
     }
 }

@@ -9,12 +9,6 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    fn recent(&self, key: &str, now: Micros, window: Micros) -> usize {
-        self.failures
-            .get(key)
-            .map_or(0, |v| v.iter().filter(|&&t| t > now - window).count())
-    }
-
     /// Seconds to wait when `key` already has `max` failures inside `window`.
     pub fn blocked_for(&self, key: &str, max: u32, now: Micros, window: Micros) -> Option<u64> {
         let v = self.failures.get(key)?;
@@ -40,10 +34,6 @@ impl Limiter {
 
     pub fn clear(&self, key: &str) {
         self.failures.remove(key);
-    }
-
-    pub fn count(&self, key: &str, now: Micros, window: Micros) -> usize {
-        self.recent(key, now, window)
     }
 
     /// Forget keys with no failure inside the window.

@@ -15,7 +15,6 @@ use crate::config::file::Unauthenticated;
 use crate::error::{Challenge, GatewayError};
 use crate::gateway::{Gateway, Runtime};
 use crate::metrics::Outcome;
-use crate::revocation::Scope;
 use crate::session::cookies::GatewayCookies;
 use body::Body;
 use http::{HeaderMap, Request, Response, header};
@@ -274,12 +273,4 @@ async fn route(
     .await?;
     gw.metrics.outcome(Outcome::Proxied);
     Ok(resp)
-}
-
-/// Is this the revocation scope that a user-facing message should mention?
-pub fn revoked_scope(f: &AuthFailure) -> Option<Scope> {
-    match f {
-        AuthFailure::Revoked(s) => Some(*s),
-        _ => None,
-    }
 }

@@ -159,47 +159,6 @@ pub async fn revoke_batch(
     Ok(outcomes)
 }
 
-/// Applies revocations learnt from a peer: durable first, then enforced. Returns how
-/// many moved the set forward and how many local sessions they ended.
-pub async fn apply_remote(
-    gw: &Arc<Gateway>,
-    records: Vec<RevocationRecord>,
-) -> Result<(usize, std::collections::HashMap<String, u64>), RevokeError> {
-    let fresh: Vec<RevocationRecord> = records
-        .into_iter()
-        .filter(|r| {
-            normalize(r.scope, &r.target).is_ok_and(|t| t == r.target)
-                && gw
-                    .revocations
-                    .get(r.scope, &r.target)
-                    .is_none_or(|have| have < r.not_before_us)
-        })
-        .collect();
-    let mut ended = std::collections::HashMap::new();
-    if fresh.is_empty() {
-        return Ok((0, ended));
-    }
-    let writer = gw.clone();
-    let durable = fresh.clone();
-    tokio::task::spawn_blocking(move || writer.revlog.append(&durable))
-        .await
-        .map_err(|e| RevokeError::Durability(e.to_string()))?
-        .map_err(|e| RevokeError::Durability(e.to_string()))?;
-    let now = gw.now_us();
-    let mut moved = 0;
-    for rec in &fresh {
-        gw.ticker.observe(rec.not_before_us);
-        if gw
-            .revocations
-            .apply(rec.scope, &rec.target, rec.not_before_us)
-        {
-            moved += 1;
-        }
-        ended.insert(rec.id.clone(), end_sessions(gw, rec, now));
-    }
-    Ok((moved, ended))
-}
-
 /// Ends this node's sessions that the revocation covers and counts them (for `app`,
 /// counts the sessions that used the app; their global sessions live on).
 pub(crate) fn end_sessions(gw: &Gateway, rec: &RevocationRecord, now: i64) -> u64 {
