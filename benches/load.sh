@@ -1,0 +1,667 @@
+#!/usr/bin/env bash
+# Load comparison: Portcullis against an nginx origin, nginx proxy_pass and haproxy
+# with JWT verification, all on 127.0.0.1, in one run.
+#
+#   benches/load.sh [--quick] [--tls] [--duration SECONDS] [--repeat N] [--revoked N]
+#                   [--max-other PCT] [--no-build] [--keep]
+#
+# Each server runs one worker pinned to core 0 (`taskset -c 0`); wrk runs on core 1
+# (`-t1 -c64`, keep-alive). Scenarios:
+#   a) nginx origin directly (serves a 1 KiB file)
+#   b) nginx proxy_pass to the origin, upstream keepalive
+#   c) haproxy: ES256 JWT verification (jwt_verify against a PEM public key), expiry,
+#      audience, binding cookie hash, and revocation lookups in two maps (sid, user)
+#   d) Portcullis with a session obtained through its real login flow (binding cookie on)
+#   e) Portcullis unauthenticated: the 401 JSON path
+# Each run waits for the machine to be idle (bounded), is repeated (median kept; a run
+# during which other processes took more than --max-other % of the two cores, default 10,
+# is done again, at most twice), and the table gives requests/s, p50/p99 latency and
+# proxy CPU per request, each also as a ratio to nginx proxy_pass. --tls repeats the
+# proxies over TLS with one self-signed certificate.
+# A fixed-rate latency mode runs when oha or a rate-capable wrk (wrk2, `-R`) is installed.
+# The whole script is one block, read before it runs: editing the file during a run is safe.
+{
+set -euo pipefail
+
+QUICK=0
+TLS=0
+DURATION=8
+REPEAT=3
+REVOKED=1000
+KEEP=0
+BUILD=1
+IDLE_WAIT=60       # seconds at most to wait for an idle machine before each run
+IDLE_PCT=85        # both cores at least this idle over one second
+MAX_OTHER=10       # a run during which other processes used more CPU (% of both cores)...
+RETRIES=2          # ...is repeated up to this many times
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --quick) QUICK=1 ;;
+        --tls) TLS=1 ;;
+        --duration) DURATION="$2"; shift ;;
+        --repeat) REPEAT="$2"; shift ;;
+        --revoked) REVOKED="$2"; shift ;;
+        --keep) KEEP=1 ;;
+        --no-build) BUILD=0 ;;
+        --max-other) MAX_OTHER="$2"; shift ;;
+        -h|--help) sed -n '2,/^{$/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
+    esac
+    shift
+done
+if [ "$QUICK" = 1 ]; then
+    DURATION=3; REPEAT=1; IDLE_WAIT=15; RETRIES=1
+fi
+if [ "$DURATION" -gt 10 ]; then
+    echo "--duration is capped at 10 s" >&2; DURATION=10
+fi
+
+export PATH="$PATH:/usr/sbin:/sbin"
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+log() { printf '\033[1m==>\033[0m %s\n' "$*" >&2; }
+die() { printf 'load.sh: %s\n' "$*" >&2; exit 1; }
+
+# ---------------------------------------------------------------- tools
+install_tools() {
+    local missing=()
+    command -v nginx >/dev/null || missing+=(nginx)
+    command -v haproxy >/dev/null || missing+=(haproxy)
+    command -v wrk >/dev/null || missing+=(wrk)
+    command -v curl >/dev/null || missing+=(curl)
+    command -v openssl >/dev/null || missing+=(openssl)
+    command -v taskset >/dev/null || missing+=(util-linux)
+    command -v ss >/dev/null || missing+=(iproute2)
+    command -v pgrep >/dev/null || missing+=(procps)
+    [ ${#missing[@]} -eq 0 ] && return 0
+    log "installing ${missing[*]} (Debian packages)"
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo="sudo"
+    # RUNLEVEL=1 keeps the packages' init scripts from starting system-wide services.
+    $sudo apt-get update -qq
+    $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq \
+        -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
+}
+install_tools
+[ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on core 0, wrk on core 1)"
+
+RATE_TOOL=""
+if command -v oha >/dev/null; then
+    RATE_TOOL=oha
+elif command -v wrk2 >/dev/null; then
+    RATE_TOOL=wrk2
+elif wrk --help 2>&1 | grep -q -- '-R'; then
+    RATE_TOOL=wrkR
+fi
+
+# ---------------------------------------------------------------- build
+if [ "$BUILD" = 1 ]; then
+    log "cargo build --release"
+    (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
+fi
+BIN="$ROOT/target/release/portcullis"
+[ -x "$BIN" ] || die "no $BIN"
+
+# ---------------------------------------------------------------- workspace, cleanup
+WORK="$(mktemp -d -t portcullis-load.XXXXXX)"
+PIDS=()
+cleanup() {
+    local rc=$?
+    for p in "${PIDS[@]}"; do
+        kill "$p" 2>/dev/null || true
+    done
+    sleep 0.3
+    for p in "${PIDS[@]}"; do
+        kill -9 "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+    if [ "$KEEP" = 1 ]; then
+        echo "kept $WORK" >&2
+    else
+        rm -rf "$WORK"
+    fi
+    exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+used_ports=" "
+free_port() {
+    local p
+    for _ in $(seq 1 200); do
+        p=$(( 20000 + RANDOM % 20000 ))
+        case "$used_ports" in *" $p "*) continue ;; esac
+        if ! ss -Htln "sport = :$p" | grep -q .; then
+            used_ports="$used_ports$p "
+            echo "$p"; return 0
+        fi
+    done
+    die "no free port"
+}
+
+wait_port() { # port [seconds]
+    local i
+    for i in $(seq 1 $(( ${2:-20} * 10 ))); do
+        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+ORIGIN_PORT=$(free_port); NGINX_PORT=$(free_port); HAP_PORT=$(free_port)
+PC_HTTP=$(free_port); PC_TLS=$(free_port); PC_CTRL=$(free_port)
+ORIGIN_TLS=$(free_port); NGINX_TLS=$(free_port); HAP_TLS=$(free_port)
+APP_HOST=app.localhost
+AUTH_HOST=auth.localhost
+
+# ---------------------------------------------------------------- Portcullis config
+mkdir -p "$WORK/pc"
+DEMO_EMAIL=demo@example.com
+DEMO_PW="portcullis-demo"
+HASH="$(printf '%s' "$DEMO_PW" | "$BIN" hash-password)"
+cat >"$WORK/pc/gateway.toml" <<EOF
+[gateway]
+listen = "127.0.0.1:$PC_TLS"
+http_listen = "127.0.0.1:$PC_HTTP"
+auth_domain = "$AUTH_HOST"
+state_dir = "state"
+node_id = "load-1"
+
+[session]
+global_duration = "24h"
+relogin_lockout = "60s"
+
+[control]
+listen = "127.0.0.1:$PC_CTRL"
+[[control.admin]]
+name = "ops"
+token_file = "state/admin.token"
+
+[log]
+level = "warn"
+access_log = false
+
+[[app]]
+name = "bench"
+hosts = ["$APP_HOST"]
+origin = "http://127.0.0.1:$ORIGIN_PORT"
+binding_cookie = true
+allow_emails = ["*@example.com"]
+
+[[user]]
+email = "$DEMO_EMAIL"
+password_hash = "$HASH"
+groups = ["staff"]
+EOF
+"$BIN" --config "$WORK/pc/gateway.toml" check >/dev/null || die "generated config refused"
+
+start_bg() { # name cmd...: starts on core 0, records the pid in PID_<name>
+    local name="$1"; shift
+    taskset -c 0 "$@" >"$WORK/$name.out" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    printf -v "PID_$name" '%s' "$pid"
+}
+
+# Portcullis first: it writes the self-signed certificate the TLS mode shares.
+log "starting Portcullis (TOKIO_WORKER_THREADS=1)"
+(cd "$WORK/pc" && exec env TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" --config "$WORK/pc/gateway.toml" run) \
+    >"$WORK/portcullis.out" 2>&1 &
+PID_portcullis=$!; PIDS+=("$PID_portcullis")
+wait_port "$PC_HTTP" 30 || { cat "$WORK/portcullis.out" >&2; die "Portcullis did not start"; }
+# How the runtime honoured TOKIO_WORKER_THREADS=1: tokio worker threads, or none when the
+# binary runs a current-thread scheduler on its main thread.
+workers=$(cat /proc/"$PID_portcullis"/task/*/comm 2>/dev/null | grep -c '^tokio-r' || true)
+threads=$(ls /proc/"$PID_portcullis"/task | wc -l)
+if [ "$workers" = 0 ]; then
+    workers="a current-thread runtime on the main thread ($threads threads in all)"
+else
+    workers="$workers tokio worker thread(s) ($threads threads in all)"
+fi
+CERT="$WORK/pc/certs/gateway.crt"; KEY="$WORK/pc/certs/gateway.key"
+
+# ---------------------------------------------------------------- nginx origin and proxy
+mkdir -p "$WORK/origin/www" "$WORK/nginx"
+head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/origin/www/index.html"
+# nginx workers run as an unprivileged user when started by root: let them read the file.
+chmod a+rx "$WORK" "$WORK/origin" "$WORK/origin/www"; chmod a+r "$WORK/origin/www/index.html"
+nginx_common() { # dir
+    cat <<EOF
+worker_processes 1;
+daemon off;
+master_process on;
+pid $1/nginx.pid;
+error_log $1/error.log warn;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    default_type text/html;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    client_body_temp_path $1/tmp_body;
+    proxy_temp_path $1/tmp_proxy;
+    fastcgi_temp_path $1/tmp_fastcgi;
+    uwsgi_temp_path $1/tmp_uwsgi;
+    scgi_temp_path $1/tmp_scgi;
+EOF
+}
+{
+    nginx_common "$WORK/origin"
+    cat <<EOF
+    server {
+        listen 127.0.0.1:$ORIGIN_PORT default_server;
+        listen 127.0.0.1:$ORIGIN_TLS ssl default_server;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        root $WORK/origin/www;
+        location / { index index.html; }
+    }
+}
+EOF
+} >"$WORK/origin/nginx.conf"
+{
+    nginx_common "$WORK/nginx"
+    cat <<EOF
+    upstream origin {
+        server 127.0.0.1:$ORIGIN_PORT;
+        keepalive 64;
+        keepalive_requests 1000000;
+    }
+    server {
+        listen 127.0.0.1:$NGINX_PORT default_server;
+        listen 127.0.0.1:$NGINX_TLS ssl default_server;
+        ssl_certificate $CERT;
+        ssl_certificate_key $KEY;
+        location / {
+            proxy_pass http://origin;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host \$host;
+            proxy_set_header X-Forwarded-For \$remote_addr;
+            proxy_set_header X-Forwarded-Proto \$scheme;
+        }
+    }
+}
+EOF
+} >"$WORK/nginx/nginx.conf"
+for d in origin nginx; do
+    nginx -t -q -c "$WORK/$d/nginx.conf" -p "$WORK/$d" -e "$WORK/$d/error.log" \
+        || die "nginx config $d refused"
+done
+log "starting nginx origin (:$ORIGIN_PORT) and nginx proxy (:$NGINX_PORT)"
+start_bg origin nginx -c "$WORK/origin/nginx.conf" -p "$WORK/origin" -e "$WORK/origin/error.log"
+start_bg nginx nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" -e "$WORK/nginx/error.log"
+wait_port "$ORIGIN_PORT" || die "nginx origin did not start"
+wait_port "$NGINX_PORT" || die "nginx proxy did not start"
+
+# ---------------------------------------------------------------- login through Portcullis
+log "logging in through Portcullis' login flow"
+JAR="$WORK/jar.txt"
+RES=(--resolve "$APP_HOST:$PC_TLS:127.0.0.1" --resolve "$AUTH_HOST:$PC_TLS:127.0.0.1")
+# The browser's first navigation: app -> auth domain -> login form.
+form_url=$(curl -sSk "${RES[@]}" -c "$JAR" -b "$JAR" -L --max-redirs 10 \
+    -H 'Accept: text/html,application/xhtml+xml' -o "$WORK/form.html" \
+    -w '%{url_effective}' "https://$APP_HOST:$PC_TLS/")
+field() { sed -n "s/.*name=\"$1\" value=\"\([^\"]*\)\".*/\1/p" "$WORK/form.html" | head -1 | sed 's/&amp;/\&/g; s/&quot;/"/g; s/&#39;/'"'"'/g'; }
+CSRF=$(field csrf); RETURN_TO=$(field return_to)
+[ -n "$CSRF" ] || die "no csrf field in the login form at $form_url"
+final=$(curl -sSk "${RES[@]}" -c "$JAR" -b "$JAR" -L --max-redirs 10 \
+    -H 'Accept: text/html' -H "Origin: https://$AUTH_HOST:$PC_TLS" \
+    --data-urlencode "csrf=$CSRF" --data-urlencode "email=$DEMO_EMAIL" \
+    --data-urlencode "password=$DEMO_PW" --data-urlencode "return_to=$RETURN_TO" \
+    -o "$WORK/landed.html" -w '%{http_code} %{url_effective}' "https://$AUTH_HOST:$PC_TLS/login")
+case "$final" in
+    "200 https://$APP_HOST:$PC_TLS/"*) ;;
+    *) tail -5 "$WORK/portcullis.out" >&2; die "login flow ended at: $final (Portcullis log above)" ;;
+esac
+jar_get() { awk -v h="$APP_HOST" -v n="$1" '($1==h || $1=="#HttpOnly_"h) && $6==n {print $7}' "$JAR" | tail -1; }
+APP_TOKEN=$(jar_get portcullis_app); BINDING=$(jar_get portcullis_binding)
+[ -n "$APP_TOKEN" ] && [ -n "$BINDING" ] || die "no portcullis_app / portcullis_binding cookie after login"
+COOKIE="portcullis_app=$APP_TOKEN; portcullis_binding=$BINDING"
+
+# Revocation entries, so no lookup meets an empty set (haproxy's maps get the same keys).
+ADMIN_TOKEN=$(tr -d '\n' <"$WORK/pc/state/admin.token")
+mkdir -p "$WORK/haproxy"
+: >"$WORK/haproxy/sids.map"; : >"$WORK/haproxy/users.map"
+if [ "$REVOKED" -gt 0 ]; then
+    log "revoking $REVOKED unrelated sessions and users on the control port"
+    now=$(date +%s)
+    {
+        for i in $(seq 1 "$REVOKED"); do
+            if [ $((i % 2)) = 0 ]; then
+                scope=session; target="revoked-sid-$i"
+                echo "$target $now" >>"$WORK/haproxy/sids.map"
+            else
+                scope=user; target="revoked-user-$i@example.com"
+                echo "$target $now" >>"$WORK/haproxy/users.map"
+            fi
+            printf 'url = "http://127.0.0.1:%s/v1/revocations"\n' "$PC_CTRL"
+            printf 'header = "Authorization: Bearer %s"\nheader = "Content-Type: application/json"\n' "$ADMIN_TOKEN"
+            printf 'data = "{\\"scope\\":\\"%s\\",\\"target\\":\\"%s\\",\\"reason\\":\\"load-test\\"}"\n' "$scope" "$target"
+            printf 'output = "/dev/null"\nwrite-out = "%%{http_code}\\n"\n'
+            if [ "$i" -lt "$REVOKED" ]; then echo next; fi
+        done
+    } >"$WORK/revoke.curl"
+    bad=$(curl -sS -K "$WORK/revoke.curl" | grep -vc '^200$' || true)
+    [ "$bad" = 0 ] || die "$bad revocation calls failed"
+fi
+
+pc_status() { # extra curl args...: status of GET / on the plaintext listener
+    curl -s -o /dev/null -w '%{http_code}' -H "Host: $APP_HOST" "$@" "http://127.0.0.1:$PC_HTTP/"
+}
+[ "$(pc_status -H "Cookie: $COOKIE")" = 200 ] || die "the logged-in session is not accepted on the plaintext listener"
+[ "$(pc_status -H 'Accept: application/json')" = 401 ] || die "the unauthenticated request did not get 401"
+
+# ---------------------------------------------------------------- haproxy
+openssl pkey -in "$(ls "$WORK"/pc/state/keys/*.pem | head -1)" -pubout -out "$WORK/haproxy/pub.pem" 2>/dev/null
+cat "$CERT" "$KEY" >"$WORK/haproxy/tls.pem"
+HAP_MODE=jwt
+hap_config() { # jwt|plain
+    cat <<EOF
+global
+    nbthread 1
+    maxconn 4096
+    log stderr format raw local0 err
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    option http-keep-alive
+frontend fe
+    bind 127.0.0.1:$HAP_PORT
+    bind 127.0.0.1:$HAP_TLS ssl crt $WORK/haproxy/tls.pem
+    option forwardfor
+EOF
+    if [ "$1" = jwt ]; then
+        cat <<EOF
+    http-request set-var(txn.tok) req.cook(portcullis_app)
+    http-request return status 401 content-type application/json string '{"error":"no_session"}' unless { var(txn.tok) -m found }
+    http-request set-var(txn.alg) var(txn.tok),jwt_header_query('\$.alg')
+    http-request return status 401 content-type application/json string '{"error":"invalid_token"}' unless { var(txn.alg) -m str ES256 }
+    http-request return status 401 content-type application/json string '{"error":"invalid_token"}' unless { var(txn.tok),jwt_verify(txn.alg,"$WORK/haproxy/pub.pem") -m int 1 }
+    http-request set-var(txn.now) date
+    http-request set-var(txn.exp) var(txn.tok),jwt_payload_query('\$.exp','int')
+    http-request set-var(txn.iat) var(txn.tok),jwt_payload_query('\$.iat','int')
+    http-request return status 401 content-type application/json string '{"error":"session_expired"}' if { var(txn.exp),sub(txn.now) -m int le 0 }
+    http-request return status 401 content-type application/json string '{"error":"invalid_token"}' unless { var(txn.tok),jwt_payload_query('\$.aud') -m str bench }
+    http-request set-var(txn.bnd) var(txn.tok),jwt_payload_query('\$.bnd')
+    http-request return status 401 content-type application/json string '{"error":"binding_mismatch"}' unless { req.cook(portcullis_binding),digest(sha256),ub64enc,strcmp(txn.bnd) -m int 0 }
+    http-request set-var(txn.sid) var(txn.tok),jwt_payload_query('\$.sid')
+    http-request set-var(txn.sub) var(txn.tok),jwt_payload_query('\$.sub')
+    http-request return status 401 content-type application/json string '{"error":"session_revoked"}' if { var(txn.sid),map_str_int($WORK/haproxy/sids.map,0),sub(txn.iat) -m int ge 0 }
+    http-request return status 401 content-type application/json string '{"error":"session_revoked"}' if { var(txn.sub),map_str_int($WORK/haproxy/users.map,0),sub(txn.iat) -m int ge 0 }
+    http-request set-header Portcullis-Jwt-Assertion %[var(txn.tok)]
+EOF
+    fi
+    cat <<EOF
+    default_backend be
+backend be
+    http-reuse always
+    server origin 127.0.0.1:$ORIGIN_PORT
+EOF
+}
+hap_config jwt >"$WORK/haproxy/haproxy.cfg"
+if ! haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/check.out" 2>&1; then
+    HAP_MODE=plain
+    HAP_NOTE="haproxy $(haproxy -v | awk 'NR==1{print $3}') refused the jwt_verify config (needs 2.5+ with OpenSSL): plain proxy instead. $(head -3 "$WORK/haproxy/check.out" | tr '\n' ' ')"
+    hap_config plain >"$WORK/haproxy/haproxy.cfg"
+    haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config refused"
+fi
+log "starting haproxy ($HAP_MODE)"
+start_bg haproxy haproxy -db -f "$WORK/haproxy/haproxy.cfg"
+wait_port "$HAP_PORT" || { cat "$WORK/haproxy.out" >&2; die "haproxy did not start"; }
+if [ "$HAP_MODE" = jwt ]; then
+    s=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $APP_HOST" -H "Cookie: $COOKIE" "http://127.0.0.1:$HAP_PORT/")
+    [ "$s" = 200 ] || die "haproxy refused the Portcullis token ($s): $(cat "$WORK/haproxy.out")"
+    s=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $APP_HOST" -H "Cookie: portcullis_app=$APP_TOKEN; portcullis_binding=wrong" "http://127.0.0.1:$HAP_PORT/")
+    [ "$s" = 401 ] || die "haproxy accepted a wrong binding cookie ($s)"
+fi
+
+# ---------------------------------------------------------------- measuring
+cpu_ticks() { # pids...: utime+stime of the processes and their children threads, in ticks
+    local t=0 p v
+    for p in "$@"; do
+        v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
+instance_pids() { # master pid: itself and its children (nginx workers)
+    echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"
+}
+HZ=$(getconf CLK_TCK)
+
+children_ticks() { # CPU of this shell's waited-for children (cutime + cstime), in ticks
+    awk '{sub(/.*\) /, ""); print $14 + $15}' "/proc/$$/stat"
+}
+cores_busy() { # "busy total" ticks of cpu0 + cpu1
+    grep -E '^cpu[01] ' /proc/stat | awk '{ busy += $2 + $3 + $4 + $7 + $8 + $9; total += $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9 } END { print busy, total }'
+}
+idle_pct() { # the smaller idle share of cpu0 and cpu1 over one second
+    local a b
+    a=$(grep -E '^cpu[01] ' /proc/stat)
+    sleep 1
+    b=$(grep -E '^cpu[01] ' /proc/stat)
+    paste <(echo "$a") <(echo "$b") | awk '{
+        n = (NF) / 2; t1 = 0; t2 = 0
+        for (i = 2; i <= n; i++) t1 += $i
+        for (i = n + 2; i <= NF; i++) t2 += $i
+        idle = ($(n + 5) - $5) + ($(n + 6) - $6)
+        p = (t2 > t1) ? 100 * idle / (t2 - t1) : 100
+        if (min == "" || p < min) min = p
+    } END { printf "%d\n", min }'
+}
+wait_idle() {
+    local deadline=$(( $(date +%s) + IDLE_WAIT )) p
+    while :; do
+        p=$(idle_pct)
+        if [ "$p" -ge "$IDLE_PCT" ] || [ "$(date +%s)" -ge "$deadline" ]; then
+            echo "$p"; return
+        fi
+    done
+}
+
+to_us() { # wrk latency like 612.00us / 1.23ms / 1.00s -> microseconds
+    awk -v v="$1" 'BEGIN {
+        if (v ~ /us$/) { sub(/us$/, "", v); printf "%.0f", v }
+        else if (v ~ /ms$/) { sub(/ms$/, "", v); printf "%.0f", v * 1000 }
+        else if (v ~ /m$/) { sub(/m$/, "", v); printf "%.0f", v * 60e6 }
+        else { sub(/s$/, "", v); printf "%.0f", v * 1e6 }
+    }'
+}
+
+RESULTS="$WORK/results.txt"
+: >"$RESULTS"
+# run_case key label url proxy_pids... -- wrk header args...
+run_case() {
+    local key="$1" label="$2" url="$3"; shift 3
+    local proxy_pids=()
+    while [ "$1" != -- ]; do proxy_pids+=("$1"); shift; done
+    shift
+    local origin_pids; origin_pids=$(instance_pids "$PID_origin")
+    log "$label: warm-up"
+    taskset -c 1 wrk -t1 -c64 -d1s "$@" "$url" >/dev/null 2>&1 || true
+    local r=1 tries=0
+    while [ "$r" -le "$REPEAT" ]; do
+        local idle; idle=$(wait_idle)
+        local p0 o0 p1 o1 w0 w1 s0 s1 out
+        p0=$(cpu_ticks "${proxy_pids[@]}"); o0=$(cpu_ticks $origin_pids)
+        w0=$(children_ticks); s0=$(cores_busy)
+        # In the background and waited for here, so wrk's CPU lands in this shell's cutime.
+        taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency "$@" "$url" >"$WORK/wrk-$key-$r.txt" 2>&1 &
+        wait $! || true
+        s1=$(cores_busy); w1=$(children_ticks)
+        p1=$(cpu_ticks "${proxy_pids[@]}"); o1=$(cpu_ticks $origin_pids)
+        out=$(cat "$WORK/wrk-$key-$r.txt")
+        # CPU that processes outside this benchmark used on cores 0-1 during the run.
+        local other
+        other=$(awk -v s0="$s0" -v s1="$s1" -v ours=$(( (p1 - p0) + (o1 - o0) + (w1 - w0) )) 'BEGIN {
+            split(s0, a, " "); split(s1, b, " ")
+            busy = b[1] - a[1]; total = b[2] - a[2]
+            o = (total > 0) ? 100 * (busy - ours) / total : 0
+            printf "%d", (o < 0) ? 0 : o }')
+        local rps reqs p50 p99 non2xx errs
+        rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
+        reqs=$(echo "$out" | awk '/requests in/ {print $1}')
+        p50=$(to_us "$(echo "$out" | awk '$1 ~ /^50(\.0+)?%$/ {print $2; exit}')")
+        p99=$(to_us "$(echo "$out" | awk '$1 ~ /^99(\.0+)?%$/ {print $2; exit}')")
+        non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}'); non2xx=${non2xx:-0}
+        errs=$(echo "$out" | awk '/Socket errors/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}'); errs=${errs:-0}
+        [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { echo "$out" >&2; die "$label: wrk failed"; }
+        local pcpu ocpu
+        if [ "$other" -gt "$MAX_OTHER" ] && [ "$tries" -lt "$RETRIES" ]; then
+            tries=$((tries + 1))
+            printf '    run %d disturbed (other load %s%% > %s%%, %.0f req/s): repeating it\n' "$r" "$other" "$MAX_OTHER" "$rps" >&2
+            continue
+        fi
+        pcpu=$(awk -v a="$p0" -v b="$p1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+        ocpu=$(awk -v a="$o0" -v b="$o1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+        echo "$key|$label|$r|$rps|$p50|$p99|$pcpu|$ocpu|$non2xx|$errs|$idle|$other" >>"$RESULTS"
+        case "$key" in
+            pc_401*) ;;
+            *) [ "$non2xx" = 0 ] || log "WARNING: $label: $non2xx responses were not 2xx/3xx" ;;
+        esac
+        printf '    run %d: %8.0f req/s  p50 %6s us  p99 %6s us  proxy %5s us/req  origin %5s us/req  non-2xx %s  idle before %s%%  other load %s%%\n' \
+            "$r" "$rps" "$p50" "$p99" "$pcpu" "$ocpu" "$non2xx" "$idle" "$other" >&2
+        r=$((r + 1)); tries=0
+    done
+}
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR == 0) { print "-"; exit } if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+table() { # keys in order; reference key
+    local ref="$1"; shift
+    local col
+    # Median over the undisturbed runs of a scenario (other load <= MAX_OTHER), or over
+    # all of them when every run was disturbed.
+    m() {
+        awk -F'|' -v k="$1" -v c="$2" -v max="$MAX_OTHER" '
+            $1 == k { all[++n] = $c; if ($12 <= max) calm[++q] = $c }
+            END { if (q > 0) for (i = 1; i <= q; i++) print calm[i]; else for (i = 1; i <= n; i++) print all[i] }
+        ' "$RESULTS" | median
+    }
+    local ref_rps ref_p50 ref_p99 ref_cpu
+    ref_rps=$(m "$ref" 4); ref_p50=$(m "$ref" 5); ref_p99=$(m "$ref" 6); ref_cpu=$(m "$ref" 7)
+    printf '\n%-44s %9s %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' \
+        "scenario (median, $REPEAT x ${DURATION}s)" "req/s" "p50 us" "p99 us" "proxy CPU" "origin CPU" \
+        "x rps" "x p50" "x p99" "x CPU" "non-2xx"
+    printf '%-44s %9s %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' \
+        "" "" "" "" "us/req" "us/req" "(vs b)" "(vs b)" "(vs b)" "(vs b)" "last run"
+    local k
+    for k in "$@"; do
+        grep -q "^$k|" "$RESULTS" || continue
+        local label rps p50 p99 cpu ocpu non
+        label=$(awk -F'|' -v k="$k" '$1 == k {print $2; exit}' "$RESULTS")
+        rps=$(m "$k" 4); p50=$(m "$k" 5); p99=$(m "$k" 6); cpu=$(m "$k" 7); ocpu=$(m "$k" 8)
+        non=$(awk -F'|' -v k="$k" '$1 == k {v = $9} END {print v}' "$RESULTS")
+        if ! awk -F'|' -v k="$k" -v max="$MAX_OTHER" '$1 == k && $12 <= max {f = 1} END {exit !f}' "$RESULTS"; then
+            label="$label (!)"
+        fi
+        ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
+        local cpu_show="$cpu" cr
+        cr=$(ratio "$cpu" "$ref_cpu")
+        case "$k" in origin*) cpu_show="-"; cr="-" ;; esac
+        printf '%-44s %9.0f %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' "$label" "$rps" "$p50" "$p99" \
+            "$cpu_show" "$ocpu" "$(ratio "$rps" "$ref_rps")" "$(ratio "$p50" "$ref_p50")" \
+            "$(ratio "$p99" "$ref_p99")" "$cr" "$non"
+    done
+}
+
+H_APP=(-H "Host: $APP_HOST")
+H_BROWSER=(-H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8" -H "Accept-Language: en-GB,en;q=0.9")
+
+cpu_note="CPU = utime+stime from /proc/<pid>/stat (resolution 1/$HZ s) over the run / requests"
+log "Portcullis: $workers; $REVOKED revocation entries; haproxy mode: $HAP_MODE"
+
+scenarios_plain() {
+    run_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case nginx "b) nginx proxy_pass (keepalive)" "http://127.0.0.1:$NGINX_PORT/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case haproxy "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case pc_auth "d) Portcullis, logged in (binding cookie)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case pc_401 "e) Portcullis, unauthenticated (401 JSON)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
+}
+scenarios_plain
+
+if [ "$TLS" = 1 ]; then
+    # wrk sends the URL's host as SNI; Portcullis refuses an SNI that differs from Host,
+    # so the TLS URLs name the app host and wrk reaches it through a resolver-free path:
+    # the certificate covers app.localhost and the Host header carries it.
+    s=$(curl -sk -o /dev/null -w '%{http_code}' -H "Host: $APP_HOST" -H "Cookie: $COOKIE" "https://127.0.0.1:$PC_TLS/")
+    if [ "$s" != 200 ]; then
+        log "TLS: Portcullis answers $s to a TLS request to 127.0.0.1 with Host $APP_HOST (SNI is the IP); TLS mode skipped"
+        TLS=skipped
+    else
+        run_case origin_tls "a) nginx origin direct, TLS" "https://127.0.0.1:$ORIGIN_TLS/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+        run_case nginx_tls "b) nginx proxy_pass, TLS" "https://127.0.0.1:$NGINX_TLS/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
+        run_case haproxy_tls "c) haproxy $HAP_MODE, TLS" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+        run_case pc_auth_tls "d) Portcullis, logged in, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+        run_case pc_401_tls "e) Portcullis, unauthenticated, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
+    fi
+fi
+
+# ---------------------------------------------------------------- fixed rate (optional)
+fixed_rate() {
+    local rate="$1" label url out p50 p99
+    echo
+    echo "Fixed rate $rate req/s with $RATE_TOOL (-c64, ${DURATION}s, latency corrected):"
+    while IFS='|' read -r label url hdr; do
+        wait_idle >/dev/null
+        case "$RATE_TOOL" in
+            oha)
+                local fmt=(-j)
+                oha --help 2>&1 | grep -q -- --output-format && fmt=(--output-format json)
+                out=$(taskset -c 1 oha --no-tui "${fmt[@]}" -z "${DURATION}s" -c 64 -q "$rate" --latency-correction \
+                    -H "Host: $APP_HOST" ${hdr:+-H "$hdr"} "$url" 2>/dev/null) || true
+                p50=$(echo "$out" | jq -r '.latencyPercentiles.p50 * 1e6 | floor' 2>/dev/null || echo "?")
+                p99=$(echo "$out" | jq -r '.latencyPercentiles.p99 * 1e6 | floor' 2>/dev/null || echo "?")
+                ;;
+            *)
+                local tool=wrk; [ "$RATE_TOOL" = wrk2 ] && tool=wrk2
+                out=$(taskset -c 1 "$tool" -t1 -c64 -d"${DURATION}s" -R "$rate" --latency \
+                    -H "Host: $APP_HOST" ${hdr:+-H "$hdr"} "$url" 2>&1) || true
+                p50=$(to_us "$(echo "$out" | awk '$1 ~ /^50(\.0+)?%$/ {print $2; exit}')")
+                p99=$(to_us "$(echo "$out" | awk '$1 ~ /^99(\.0+)?%$/ {print $2; exit}')")
+                ;;
+        esac
+        printf '  %-44s p50 %8s us  p99 %8s us\n' "$label" "$p50" "$p99"
+    done <<EOF
+b) nginx proxy_pass|http://127.0.0.1:$NGINX_PORT/|
+c) haproxy $HAP_MODE|http://127.0.0.1:$HAP_PORT/|Cookie: $COOKIE
+d) Portcullis, logged in|http://127.0.0.1:$PC_HTTP/|Cookie: $COOKIE
+EOF
+}
+
+# ---------------------------------------------------------------- report
+echo
+echo "Portcullis load comparison  $(date -u +%Y-%m-%dT%H:%MZ)  $(uname -r)  $(nproc) cores"
+echo "servers pinned to core 0 (one worker each: nginx worker_processes 1, haproxy nbthread 1,"
+echo "Portcullis TOKIO_WORKER_THREADS=1 -> $workers), wrk -t1 -c64 on core 1, keep-alive."
+echo "origin: nginx, 1 KiB file, access_log off.  $cpu_note."
+echo "Portcullis: $REVOKED revocation entries (sessions and users), access_log off; haproxy maps hold the same keys."
+[ -n "${HAP_NOTE:-}" ] && echo "NOTE: $HAP_NOTE"
+table nginx origin nginx haproxy pc_auth pc_401
+if [ "$TLS" = 1 ]; then
+    echo
+    echo "TLS (one self-signed certificate for all; origin hop stays plaintext):"
+    table nginx_tls origin_tls nginx_tls haproxy_tls pc_auth_tls pc_401_tls
+elif [ "$TLS" = skipped ]; then
+    echo "TLS mode skipped (see above)."
+fi
+echo "(ratios: each figure divided by nginx proxy_pass. Medians leave out runs disturbed by other load"
+echo " above $MAX_OTHER% when the scenario has undisturbed runs; (!) marks a scenario whose runs were all disturbed.)"
+echo "Per run: idle share of the busier core before the run; 'other load' = CPU that processes outside"
+echo "this benchmark used on cores 0-1 during the run (% of both cores); above ~5% the figures are disturbed."
+awk -F'|' '{ printf "  %-44s run %s: %8.0f req/s, idle before %3s%%, other load %3s%%, socket errors %s\n", $2, $3, $4, $11, $12, $10 }' "$RESULTS"
+
+if [ -n "$RATE_TOOL" ]; then
+    nginx_rps=$(awk -F'|' '$1 == "nginx" {print $4}' "$RESULTS" | median)
+    pc_rps=$(awk -F'|' '$1 == "pc_auth" {print $4}' "$RESULTS" | median)
+    # Half the slowest proxy's saturation rate: a load every proxy sustains.
+    rate=$(awk -v a="$nginx_rps" -v b="$pc_rps" 'BEGIN { m = (a < b) ? a : b; printf "%d", m / 2 }')
+    fixed_rate "$rate"
+else
+    echo
+    echo "Fixed-rate latency mode skipped: neither oha nor wrk2 is installed and this wrk has no -R."
+fi
+exit 0
+}
