@@ -635,7 +635,8 @@ EOF
 echo
 echo "Portcullis load comparison  $(date -u +%Y-%m-%dT%H:%MZ)  $(uname -r)  $(nproc) cores"
 echo "servers pinned to core 0 (one worker each: nginx worker_processes 1, haproxy nbthread 1,"
-echo "Portcullis TOKIO_WORKER_THREADS=1 -> $workers), wrk -t1 -c64 on core 1, keep-alive."
+echo "Portcullis TOKIO_WORKER_THREADS=1), wrk -t1 -c64 on core 1, keep-alive."
+echo "Portcullis runs $workers."
 echo "origin: nginx, 1 KiB file, access_log off.  $cpu_note."
 echo "Portcullis: $REVOKED revocation entries (sessions and users), access_log off; haproxy maps hold the same keys."
 [ -n "${HAP_NOTE:-}" ] && echo "NOTE: $HAP_NOTE"
@@ -650,7 +651,7 @@ fi
 echo "(ratios: each figure divided by nginx proxy_pass. Medians leave out runs disturbed by other load"
 echo " above $MAX_OTHER% when the scenario has undisturbed runs; (!) marks a scenario whose runs were all disturbed.)"
 echo "Per run: idle share of the busier core before the run; 'other load' = CPU that processes outside"
-echo "this benchmark used on cores 0-1 during the run (% of both cores); above ~5% the figures are disturbed."
+echo "this benchmark used on cores 0-1 during the run (% of both cores); above $MAX_OTHER% a run counts as disturbed."
 awk -F'|' '{ printf "  %-44s run %s: %8.0f req/s, idle before %3s%%, other load %3s%%, socket errors %s\n", $2, $3, $4, $11, $12, $10 }' "$RESULTS"
 
 if [ -n "$RATE_TOOL" ]; then

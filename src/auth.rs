@@ -50,10 +50,24 @@ pub fn check_app(
     if app.binding_cookie && !v.binding_matches(cookies.binding) {
         return Err(TokenError::Binding.into());
     }
-    if let Some(scope) = gw.revocations.check(&v.claims, true) {
+    revocation_check(gw, &v, true)?;
+    Ok(v)
+}
+
+/// The revocation check, skipped while the set has not changed since this token last
+/// passed it (the version is read before the lookups, so a concurrent revocation is
+/// never missed: it moves the version after its entry is in place).
+fn revocation_check(gw: &Gateway, v: &Verified, app: bool) -> Result<(), AuthFailure> {
+    use std::sync::atomic::Ordering;
+    let version = gw.revocations.version() + 1;
+    if v.not_revoked_at.load(Ordering::Acquire) == version {
+        return Ok(());
+    }
+    if let Some(scope) = gw.revocations.check(&v.claims, app) {
         return Err(AuthFailure::Revoked(scope));
     }
-    Ok(v)
+    v.not_revoked_at.store(version, Ordering::Release);
+    Ok(())
 }
 
 /// Checks the global session cookie on the auth domain.
@@ -67,9 +81,7 @@ pub fn check_session(
     let iss = &rt.config.issuer;
     let (v, hit) = gw.verifier.verify(&keys, token, iss, iss, gw.now_us())?;
     gw.metrics.cache(hit);
-    if let Some(scope) = gw.revocations.check(&v.claims, false) {
-        return Err(AuthFailure::Revoked(scope));
-    }
+    revocation_check(gw, &v, false)?;
     Ok(v)
 }
 

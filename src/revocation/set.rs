@@ -9,7 +9,35 @@ use crate::session::token::Claims;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
-type Map = DashMap<Box<str>, Micros>;
+// foldhash: a keyed (per-process random seed) hasher several times faster than SipHash on
+// short keys; the check does four or more lookups per request.
+type Map = DashMap<Box<str>, Micros, foldhash::fast::RandomState>;
+
+/// Bits in the presence filter: 16 Mi bits (2 MiB). At a million entries about one key
+/// in sixteen is a false positive, which only costs the map lookup it would have done.
+const FILTER_BITS: usize = 1 << 24;
+
+/// A one-hash Bloom filter over every (scope, target) in the maps. Most tokens match no
+/// entry, so the check answers from a few bit tests and touches no map, no lock.
+struct Filter {
+    words: Box<[AtomicU64]>,
+}
+
+impl Filter {
+    fn new() -> Self {
+        Self {
+            words: (0..FILTER_BITS / 64).map(|_| AtomicU64::new(0)).collect(),
+        }
+    }
+    fn mark(&self, h: u64) {
+        let bit = h as usize & (FILTER_BITS - 1);
+        self.words[bit / 64].fetch_or(1 << (bit % 64), Ordering::SeqCst);
+    }
+    fn may_contain(&self, h: u64) -> bool {
+        let bit = h as usize & (FILTER_BITS - 1);
+        self.words[bit / 64].load(Ordering::Acquire) & (1 << (bit % 64)) != 0
+    }
+}
 
 pub struct RevocationSet {
     all: AtomicI64,
@@ -26,6 +54,12 @@ pub struct RevocationSet {
     /// The same digest per bucket of keys (see [`bucket_of`]), so peers whose sets
     /// differ find which buckets to exchange instead of the whole set.
     buckets: Box<[[AtomicU64; 2]]>,
+    /// The presence filter, and during a rebuild (after pruning) the one replacing it:
+    /// writers mark both, so no key is ever missing from the filter readers use.
+    filter: arc_swap::ArcSwap<Filter>,
+    next_filter: arc_swap::ArcSwapOption<Filter>,
+    rebuild: std::sync::Mutex<()>,
+    hasher: foldhash::fast::RandomState,
 }
 
 /// Number of digest buckets (a power of two).
@@ -75,6 +109,25 @@ impl RevocationSet {
             buckets: (0..BUCKETS)
                 .map(|_| [AtomicU64::new(0), AtomicU64::new(0)])
                 .collect(),
+            filter: arc_swap::ArcSwap::from_pointee(Filter::new()),
+            next_filter: arc_swap::ArcSwapOption::empty(),
+            rebuild: std::sync::Mutex::new(()),
+            hasher: foldhash::fast::RandomState::default(),
+        }
+    }
+
+    fn key_hash(&self, scope: Scope, target: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((scope as u8, target))
+    }
+
+    /// Marks a key present, in the live filter and in one being rebuilt. Called after
+    /// the map insert, so a rebuild that scanned the map before the insert still gets it.
+    fn mark(&self, scope: Scope, target: &str) {
+        let h = self.key_hash(scope, target);
+        self.filter.load().mark(h);
+        if let Some(next) = self.next_filter.load().as_ref() {
+            next.mark(h);
         }
     }
 
@@ -200,7 +253,8 @@ impl RevocationSet {
                 }
                 Entry::Vacant(e) => {
                     toggle(scope, target, not_before);
-                    e.insert(not_before);
+                    drop(e.insert(not_before));
+                    self.mark(scope, target);
                     true
                 }
             },
@@ -225,17 +279,20 @@ impl RevocationSet {
         if self.all.load(Ordering::Acquire) >= iat {
             return Some(Scope::All);
         }
-        let hit = |m: &Map, k: &str| m.get(k).is_some_and(|nb| *nb >= iat);
-        if hit(&self.sessions, &c.sid) {
+        let filter = self.filter.load();
+        let hit = |scope: Scope, m: &Map, k: &str| {
+            filter.may_contain(self.key_hash(scope, k)) && m.get(k).is_some_and(|nb| *nb >= iat)
+        };
+        if hit(Scope::Session, &self.sessions, &c.sid) {
             return Some(Scope::Session);
         }
-        if hit(&self.users, &c.sub) {
+        if hit(Scope::User, &self.users, &c.sub) {
             return Some(Scope::User);
         }
-        if app && hit(&self.apps, &c.aud) {
+        if app && hit(Scope::App, &self.apps, &c.aud) {
             return Some(Scope::App);
         }
-        if !self.groups.is_empty() && c.groups.iter().any(|g| hit(&self.groups, g)) {
+        if c.groups.iter().any(|g| hit(Scope::Group, &self.groups, g)) {
             return Some(Scope::Group);
         }
         None
@@ -260,7 +317,30 @@ impl RevocationSet {
             });
             dropped += before - map.len();
         }
+        if dropped > 0 {
+            self.rebuild_filter();
+        }
         dropped
+    }
+
+    /// Replaces the filter with one holding only the keys still in the maps (a Bloom
+    /// filter cannot forget). Writers mark the new filter too while it is being built.
+    fn rebuild_filter(&self) {
+        let _one_at_a_time = self.rebuild.lock().unwrap_or_else(|p| p.into_inner());
+        let fresh = std::sync::Arc::new(Filter::new());
+        self.next_filter.store(Some(fresh.clone()));
+        for (scope, map) in [
+            (Scope::Session, &self.sessions),
+            (Scope::User, &self.users),
+            (Scope::Group, &self.groups),
+            (Scope::App, &self.apps),
+        ] {
+            for e in map.iter() {
+                fresh.mark(self.key_hash(scope, e.key()));
+            }
+        }
+        self.filter.store(fresh);
+        self.next_filter.store(None);
     }
 
     pub fn len(&self) -> usize {
@@ -310,6 +390,12 @@ impl RevocationSet {
                 }
             }
         }
+    }
+
+    /// Moves forward on every change that can revoke more tokens (never on pruning), so
+    /// "not revoked at version v" stays true while the version is v.
+    pub fn version(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -411,5 +497,28 @@ mod tests {
         assert_eq!(set.prune(50), 1);
         assert_eq!(set.get(Scope::Session, "new"), Some(100));
         assert_eq!(set.get(Scope::Session, "old"), None);
+    }
+
+    #[test]
+    fn filter_keeps_every_live_key_across_pruning() {
+        let set = RevocationSet::new();
+        for i in 0..2000 {
+            set.apply(
+                Scope::Session,
+                &format!("s{i}"),
+                if i % 2 == 0 { 10 } else { 1_000 },
+            );
+        }
+        assert_eq!(set.prune(500), 1000);
+        set.apply(Scope::Session, "late", 2_000);
+        let mut c = claims(900);
+        for i in (1..2000).step_by(2) {
+            c.sid = format!("s{i}");
+            assert_eq!(set.check(&c, true), Some(Scope::Session), "{}", c.sid);
+        }
+        c.sid = "late".into();
+        assert_eq!(set.check(&c, true), Some(Scope::Session));
+        c.sid = "s0".into();
+        assert_eq!(set.check(&c, true), None, "pruned keys no longer match");
     }
 }

@@ -80,6 +80,9 @@ pub struct Verified {
     /// The binding cookie value once it has matched, so later requests compare strings
     /// instead of hashing again.
     bound: std::sync::OnceLock<Box<str>>,
+    /// The revocation-set version (plus one) at which this token was last found not
+    /// revoked; while the set stays at that version the lookups are skipped.
+    pub not_revoked_at: std::sync::atomic::AtomicU64,
     /// This node's registry entry for the token's session, looked up once.
     pub session: std::sync::OnceLock<Option<Arc<crate::session::registry::Session>>>,
 }
@@ -253,6 +256,7 @@ pub fn verify_signature(keys: &KeyRing, token: &str, iss: &str) -> Result<Verifi
         binding,
         assertion,
         bound: std::sync::OnceLock::new(),
+        not_revoked_at: std::sync::atomic::AtomicU64::new(0),
         session: std::sync::OnceLock::new(),
     })
 }
