@@ -211,25 +211,36 @@ impl Gw {
     }
 }
 
-pub fn client_for(addr: SocketAddr, cookies: bool) -> Client {
+/// Every host name tests use, all sent to the gateway on loopback.
+const TEST_HOSTS: [&str; 8] = [
+    "echo.localhost",
+    "auth.localhost",
+    "app2.localhost",
+    "strict.localhost",
+    "up.localhost",
+    "staff.localhost",
+    "other.localhost",
+    "open.localhost",
+];
+
+/// A builder that trusts the dev certificate, follows no redirects and resolves every
+/// test host to `addr`.
+fn builder_for(addr: SocketAddr) -> reqwest::ClientBuilder {
     let mut b = Client::builder()
         .danger_accept_invalid_certs(true)
         .redirect(Policy::none())
-        .cookie_store(cookies)
         .timeout(Duration::from_secs(20));
-    for h in [
-        "echo.localhost",
-        "auth.localhost",
-        "app2.localhost",
-        "strict.localhost",
-        "up.localhost",
-        "staff.localhost",
-        "other.localhost",
-        "open.localhost",
-    ] {
+    for h in TEST_HOSTS {
         b = b.resolve(h, addr);
     }
-    b.build().expect("client")
+    b
+}
+
+pub fn client_for(addr: SocketAddr, cookies: bool) -> Client {
+    builder_for(addr)
+        .cookie_store(cookies)
+        .build()
+        .expect("client")
 }
 
 pub fn location(r: &Response) -> Option<String> {
@@ -337,24 +348,11 @@ pub fn cookie(c_jar: &reqwest::cookie::Jar, url: &str, name: &str) -> Option<Str
 /// A client with an explicit jar, for tests that read or plant cookies.
 pub fn client_with_jar(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) {
     let jar = Arc::new(reqwest::cookie::Jar::default());
-    let mut b = Client::builder()
-        .danger_accept_invalid_certs(true)
-        .redirect(Policy::none())
+    let c = builder_for(addr)
         .cookie_provider(jar.clone())
-        .timeout(Duration::from_secs(20));
-    for h in [
-        "echo.localhost",
-        "auth.localhost",
-        "app2.localhost",
-        "strict.localhost",
-        "up.localhost",
-        "staff.localhost",
-        "other.localhost",
-        "open.localhost",
-    ] {
-        b = b.resolve(h, addr);
-    }
-    (b.build().expect("client"), jar)
+        .build()
+        .expect("client");
+    (c, jar)
 }
 
 /// Accepts any server certificate: tests talk to the gateway's self-signed dev cert.
