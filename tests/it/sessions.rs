@@ -754,37 +754,21 @@ async fn hostile_tokens_are_refused_never_500() {
     // Non-UTF-8 and duplicate cookies.
     let mut bytes = b"portcullis_app=".to_vec();
     bytes.extend_from_slice(&[0xff, 0xfe, 0x80]);
+    let api = |cookie: reqwest::header::HeaderValue| {
+        raw.get(&url)
+            .header("cookie", cookie)
+            .header("accept", "application/json")
+            .send()
+    };
     let hv = reqwest::header::HeaderValue::from_bytes(&bytes).unwrap();
-    let r = raw
-        .get(&url)
-        .header("cookie", hv)
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-    let r = raw
-        .get(&url)
-        .header(
-            "cookie",
-            format!("portcullis_app={token}; portcullis_app={token}; portcullis_binding={binding}"),
-        )
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    assert_eq!(api(hv).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    let dup =
+        format!("portcullis_app={token}; portcullis_app={token}; portcullis_binding={binding}");
+    let r = api(dup.parse().unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
     // The genuine pair still works.
-    let r = raw
-        .get(&url)
-        .header(
-            "cookie",
-            format!("portcullis_app={token}; portcullis_binding={binding}"),
-        )
-        .header("accept", "application/json")
-        .send()
-        .await
-        .unwrap();
+    let genuine = format!("portcullis_app={token}; portcullis_binding={binding}");
+    let r = api(genuine.parse().unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
 }
 
