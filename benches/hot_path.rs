@@ -32,7 +32,6 @@ use portcullis::session::cookies::{GatewayCookies, strip_for_origin};
 use portcullis::session::keys::KeyRing;
 use portcullis::session::token::{Claims, Verifier, binding_claim, sign, verify_signature};
 use std::hint::black_box;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 const ISS: &str = "https://auth.localhost";
@@ -271,7 +270,7 @@ fn bench_headers(c: &mut Criterion) {
     let token = "e".repeat(620);
     let base = browser_headers(&token);
     let assertion = HeaderValue::from_str(&token).unwrap();
-    let peer: IpAddr = "192.0.2.44".parse().unwrap();
+    let peer = HeaderValue::from_static("192.0.2.44");
     c.bench_function("headers/rewrite_for_origin", |b| {
         b.iter_batched_ref(
             || base.clone(),
@@ -280,7 +279,7 @@ fn bench_headers(c: &mut Criterion) {
                 let host = h.get(header::HOST).cloned();
                 strip_hop_by_hop(h, false);
                 strip_gateway_headers(h);
-                set_forwarded(h, peer, false, "https", host.as_ref());
+                set_forwarded(h, &peer, false, "https", host.as_ref());
                 let cookie = strip_for_origin(h, false);
                 h.remove(header::COOKIE);
                 if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {

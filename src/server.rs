@@ -210,32 +210,17 @@ async fn serve_conn(
                 .map(|s| s.to_ascii_lowercase());
             if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
                 // HTTP/2 frames its own messages: no guard needed.
-                let conn = ConnInfo {
-                    peer,
-                    sni,
-                    tls: true,
-                    framing: None,
-                };
+                let conn = ConnInfo::new(peer, sni, true, None);
                 serve_data(tls, conn, gw, &builder, watcher).await;
             } else {
                 let (io, flag) = FramingGuard::new(tls, max_head(&gw));
-                let conn = ConnInfo {
-                    peer,
-                    sni,
-                    tls: true,
-                    framing: Some(flag),
-                };
+                let conn = ConnInfo::new(peer, sni, true, Some(flag));
                 serve_data(io, conn, gw, &builder, watcher).await;
             }
         }
         Plane::Plain => {
             let (io, flag) = FramingGuard::new(stream, max_head(&gw));
-            let conn = ConnInfo {
-                peer,
-                sni: None,
-                tls: false,
-                framing: Some(flag),
-            };
+            let conn = ConnInfo::new(peer, None, false, Some(flag));
             serve_data(io, conn, gw, &builder, watcher).await;
         }
         Plane::Control => {

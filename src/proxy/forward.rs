@@ -61,7 +61,7 @@ pub async fn forward(
     headers::strip_gateway_headers(h);
     headers::set_forwarded(
         h,
-        ctx.peer.ip(),
+        &ctx.peer_ip,
         ctx.trusted,
         ctx.scheme,
         original_host.as_ref(),

@@ -3,7 +3,6 @@
 
 use crate::error::GatewayError;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use std::net::IpAddr;
 
 pub const ASSERTION: HeaderName = HeaderName::from_static("portcullis-jwt-assertion");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -99,22 +98,22 @@ pub fn strip_response(h: &mut HeaderMap, keep_upgrade: bool) {
 /// chain is appended to; from anyone else they are replaced, never believed.
 pub fn set_forwarded(
     h: &mut HeaderMap,
-    peer: IpAddr,
+    peer: &HeaderValue,
     trusted: bool,
     proto: &'static str,
     host: Option<&HeaderValue>,
 ) {
-    let peer_s = peer.to_string();
-    let xff = match (
-        trusted,
-        h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()),
-    ) {
-        (true, Some(prev)) if !prev.trim().is_empty() => format!("{prev}, {peer_s}"),
-        _ => peer_s,
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        h.insert(X_FORWARDED_FOR, v);
-    }
+    let chain = trusted
+        .then(|| h.get(&X_FORWARDED_FOR).and_then(|v| v.to_str().ok()))
+        .flatten()
+        .filter(|prev| !prev.trim().is_empty())
+        .and_then(|prev| {
+            let peer = peer.to_str().ok()?;
+            HeaderValue::from_str(&format!("{prev}, {peer}")).ok()
+        });
+    // Untrusted (the common case): the connection's own address, rendered once per
+    // connection, replaces whatever the client sent.
+    h.insert(X_FORWARDED_FOR, chain.unwrap_or_else(|| peer.clone()));
     if !(trusted && h.contains_key(&X_FORWARDED_PROTO)) {
         h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     }
@@ -191,16 +190,16 @@ mod tests {
 
     #[test]
     fn forwarded_trust() {
-        let ip: IpAddr = "10.0.0.9".parse().unwrap();
+        let ip = HeaderValue::from_static("10.0.0.9");
         let mut h = hm(&[
             ("x-forwarded-for", "6.6.6.6"),
             ("x-forwarded-proto", "gopher"),
         ]);
-        set_forwarded(&mut h, ip, false, "https", None);
+        set_forwarded(&mut h, &ip, false, "https", None);
         assert_eq!(h["x-forwarded-for"], "10.0.0.9");
         assert_eq!(h["x-forwarded-proto"], "https");
         let mut h = hm(&[("x-forwarded-for", "1.2.3.4")]);
-        set_forwarded(&mut h, ip, true, "https", None);
+        set_forwarded(&mut h, &ip, true, "https", None);
         assert_eq!(h["x-forwarded-for"], "1.2.3.4, 10.0.0.9");
     }
 }

@@ -32,6 +32,27 @@ pub struct ConnInfo {
     /// Raised by the HTTP/1 framing guard when a request head on this connection had
     /// ambiguous framing (hyper resolves it silently; we refuse it).
     pub framing: Option<framing_guard::FramingFlag>,
+    /// The peer's address as a header value, rendered once per connection.
+    pub peer_ip: http::HeaderValue,
+}
+
+impl ConnInfo {
+    pub fn new(
+        peer: SocketAddr,
+        sni: Option<String>,
+        tls: bool,
+        framing: Option<framing_guard::FramingFlag>,
+    ) -> Self {
+        let peer_ip = http::HeaderValue::from_str(&peer.ip().to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            sni,
+            tls,
+            framing,
+            peer_ip,
+        }
+    }
 }
 
 /// Per-request facts the steps share.
@@ -43,6 +64,7 @@ pub struct ReqCtx {
     pub port: Option<u16>,
     pub public_port: Option<u16>,
     pub peer: SocketAddr,
+    pub peer_ip: http::HeaderValue,
     pub trusted: bool,
 }
 
@@ -208,6 +230,7 @@ async fn route(
         port,
         public_port: rt.config.public_port,
         peer: conn.peer,
+        peer_ip: conn.peer_ip.clone(),
         trusted,
     };
     if ctx.host == rt.config.auth_domain {

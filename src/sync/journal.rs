@@ -152,7 +152,9 @@ impl Journal {
             return Ok(apply());
         }
         self.open(&mut guard)?;
-        let f = guard.as_mut().expect("opened");
+        let f = guard
+            .as_mut()
+            .ok_or_else(|| std::io::Error::other("sync journal is not open"))?;
         if entries.len() < OVERLAP_BYTES {
             write_frame(f, entries)?;
             return Ok(apply());
