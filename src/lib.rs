@@ -13,6 +13,7 @@ pub mod error;
 pub mod gateway;
 pub mod login;
 pub mod metrics;
+pub mod origin;
 pub mod proxy;
 pub mod revocation;
 pub mod secrets;

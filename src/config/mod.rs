@@ -130,7 +130,11 @@ pub struct SyncConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Origin {
     Echo,
-    Http { base: http::Uri },
+    /// `authority` is the origin's `host:port`, the port filled in.
+    Http {
+        base: http::Uri,
+        authority: std::sync::Arc<str>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -710,7 +714,12 @@ fn parse_origin(s: &str) -> Result<Origin, String> {
     if uri.query().is_some() {
         return Err(format!("{s:?} must not have a query"));
     }
-    Ok(Origin::Http { base: uri })
+    let host = uri.host().unwrap_or_default();
+    let authority = format!("{host}:{}", uri.port_u16().unwrap_or(80)).into();
+    Ok(Origin::Http {
+        base: uri,
+        authority,
+    })
 }
 
 #[cfg(test)]

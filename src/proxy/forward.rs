@@ -66,11 +66,7 @@ pub async fn forward(
         ctx.scheme,
         original_host.as_ref(),
     );
-    let cookie = cookies::strip_for_origin(h, app.pass_gateway_cookies);
-    h.remove(header::COOKIE);
-    if let Some(c) = cookie.and_then(|c| HeaderValue::from_str(&c).ok()) {
-        h.insert(header::COOKIE, c);
-    }
+    cookies::strip_for_origin(h, app.pass_gateway_cookies);
     h.insert(headers::ASSERTION, auth.token.clone());
 
     // A cheap clone (shared bytes) of the request target.
@@ -90,8 +86,9 @@ pub async fn forward(
             }
             return Ok(super::echo::respond(&parts, req_body).await);
         }
-        Origin::Http { base } => base,
+        Origin::Http { base, authority } => (base, authority),
     };
+    let (base, authority) = base;
     parts.uri = origin_uri(base, path_and_query)?;
     parts.version = Version::HTTP_11;
     match (app.preserve_host, original_host) {
@@ -109,6 +106,21 @@ pub async fn forward(
     }
 
     let req = Request::from_parts(parts, req_body);
+    if !upgrade {
+        let target = crate::origin::Target {
+            authority,
+            connect_timeout: rt.config.origin_connect_timeout,
+        };
+        let resp = match tokio::time::timeout(app.origin_timeout, crate::origin::send(target, req))
+            .await
+        {
+            Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
+            Ok(Err(e)) => return Err(origin_failure(app, e, max)),
+            Ok(Ok(r)) => r,
+        };
+        return Ok(finish_response(gw, &auth, resp));
+    }
+    // Protocol upgrades go through hyper's client, which hands over both sides.
     let resp = match tokio::time::timeout(app.origin_timeout, gw.client.request(req)).await {
         Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
         Ok(Err(e)) => {
@@ -141,16 +153,45 @@ pub async fn forward(
         ));
         return Ok(Response::from_parts(rparts, body::empty()));
     }
-    headers::strip_response(&mut rparts.headers, false);
-    let streaming = !rparts.headers.contains_key(header::CONTENT_LENGTH);
-    let rbody = rbody.map_err(|e| Box::new(e) as BoxError).boxed_unsync();
-    let rbody = if streaming {
-        // Open-ended responses (event streams, long polls) end when their token is revoked.
-        Revocable::wrap(gw.clone(), auth.verified.clone(), rbody)
-    } else {
+    Ok(finish_response(
+        gw,
+        &auth,
+        Response::from_parts(rparts, body::incoming(rbody)),
+    ))
+}
+
+/// Strips the response's hop-by-hop headers; open-ended responses (event streams, long
+/// polls) are made to end when their token is revoked.
+fn finish_response(gw: &Arc<Gateway>, auth: &Authed<'_>, resp: Response<Body>) -> Response<Body> {
+    let (mut parts, rbody) = resp.into_parts();
+    headers::strip_response(&mut parts.headers, false);
+    let rbody = if parts.headers.contains_key(header::CONTENT_LENGTH) {
         rbody
+    } else {
+        Revocable::wrap(gw.clone(), auth.verified.clone(), rbody)
     };
-    Ok(Response::from_parts(rparts, rbody))
+    Response::from_parts(parts, rbody)
+}
+
+/// The gateway's answer when the origin exchange fails.
+fn origin_failure(app: &App, e: crate::origin::OriginError, max: u64) -> GatewayError {
+    use crate::origin::OriginError;
+    if let OriginError::RequestBody(b) = &e {
+        return if b.is::<http_body_util::LengthLimitError>() {
+            GatewayError::BodyTooLarge(max)
+        } else {
+            GatewayError::BadRequest("the request body ended early".into())
+        };
+    }
+    tracing::warn!(app = %app.name, error = %e, "origin request failed");
+    GatewayError::OriginUnavailable(
+        match e {
+            e if e.is_connect() => "connection refused or unreachable",
+            OriginError::Malformed(_) => "the origin sent a malformed response",
+            _ => "the origin closed the connection",
+        }
+        .into(),
+    )
 }
 
 /// The origin's URI for a request target: its scheme and authority, its base path (if

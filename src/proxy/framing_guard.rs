@@ -257,6 +257,15 @@ impl Tracker {
     /// Consumes head bytes up to and including the blank line that ends the
     /// head, if present. Returns how many bytes of `data` were used.
     fn feed_head(&mut self, data: &[u8]) -> usize {
+        // The usual case: a whole head arrives in one read. Parse it where it lies,
+        // without copying it; anything unusual takes the byte-wise path below.
+        if self.head.is_empty()
+            && let Some((len, verdict)) = inspect_in_place(data, self.max_head)
+        {
+            self.first_head = false;
+            self.apply(verdict);
+            return len;
+        }
         let mut used = 0;
         if self.head.is_empty() {
             // httparse skips blank lines before a request line; keeping them
@@ -300,6 +309,11 @@ impl Tracker {
         if self.head.capacity() > RETAINED_HEAD_CAPACITY {
             self.head.shrink_to(RETAINED_HEAD_CAPACITY);
         }
+        self.apply(verdict);
+    }
+
+    /// Acts on a head's verdict (`None`: httparse rejected the head).
+    fn apply(&mut self, verdict: Option<Verdict>) {
         match verdict {
             Some(Verdict::Ambiguous) => {
                 self.flag.set();
@@ -371,24 +385,52 @@ fn hex_value(b: u8) -> Option<u8> {
     }
 }
 
+/// Be at least as lenient as any hyper configuration: a head hyper rejects gets a 400
+/// anyway, but one we fail to parse would go unchecked.
+fn parser() -> httparse::ParserConfig {
+    let mut config = httparse::ParserConfig::default();
+    config
+        .allow_multiple_spaces_in_request_line_delimiters(true)
+        .ignore_invalid_headers_in_requests(true);
+    config
+}
+
+/// Headers parsed in place before falling back to the buffered path.
+const IN_PLACE_HEADERS: usize = 64;
+
+/// A head that arrived whole at the front of `data`: its length and verdict. `None`
+/// when it is incomplete, too large, has many headers or does not parse; the buffered
+/// path then decides exactly as before.
+fn inspect_in_place(data: &[u8], max_head: usize) -> Option<(usize, Option<Verdict>)> {
+    let mut headers = [const { std::mem::MaybeUninit::uninit() }; IN_PLACE_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match parser().parse_request_with_uninit_headers(&mut req, data, &mut headers) {
+        Ok(httparse::Status::Complete(n)) => n,
+        _ => return None,
+    };
+    let head = &data[..len];
+    // The buffered path ends a head at its first blank line; agree with it.
+    if len > max_head || !(head.ends_with(b"\n\n") || head.ends_with(b"\n\r\n")) {
+        return None;
+    }
+    Some((len, Some(verdict(&req))))
+}
+
 /// Parses a complete head. `None` means httparse rejected it (hyper will too).
 fn inspect_head(head: &[u8]) -> Option<Verdict> {
     // Every header occupies at least one line, so this many slots always fit.
     let lines = head.iter().filter(|b| **b == b'\n').count();
     let mut headers = vec![httparse::EMPTY_HEADER; lines];
     let mut req = httparse::Request::new(&mut headers);
-    // Be at least as lenient as any hyper configuration: a head hyper rejects
-    // gets a 400 anyway, but one we fail to parse would go unchecked.
-    let parsed = httparse::ParserConfig::default()
-        .allow_multiple_spaces_in_request_line_delimiters(true)
-        .ignore_invalid_headers_in_requests(true)
-        .parse_request(&mut req, head);
-    match parsed {
-        Ok(httparse::Status::Complete(_)) => {}
+    match parser().parse_request(&mut req, head) {
+        Ok(httparse::Status::Complete(_)) => Some(verdict(&req)),
         // Partial cannot happen after a blank line; treat it as unknown.
-        Ok(httparse::Status::Partial) | Err(_) => return None,
+        Ok(httparse::Status::Partial) | Err(_) => None,
     }
+}
 
+/// What a parsed head means for the bytes that follow it.
+fn verdict(req: &httparse::Request<'_, '_>) -> Verdict {
     let mut content_length: Option<u64> = None;
     let mut cl_lines = 0usize;
     let mut te_chunked: Option<bool> = None;
@@ -400,7 +442,7 @@ fn inspect_head(head: &[u8]) -> Option<Verdict> {
             cl_lines += 1;
             match parse_digits(h.value) {
                 Some(n) => content_length = Some(n),
-                None => return Some(Verdict::Ambiguous),
+                None => return Verdict::Ambiguous,
             }
         } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
             // As in hyper, only the last line's final coding decides.
@@ -417,23 +459,23 @@ fn inspect_head(head: &[u8]) -> Option<Verdict> {
     }
 
     if cl_lines > 1 {
-        return Some(Verdict::Ambiguous);
+        return Verdict::Ambiguous;
     }
     match (te_chunked, content_length) {
-        (Some(_), Some(_)) | (Some(false), None) => return Some(Verdict::Ambiguous),
+        (Some(_), Some(_)) | (Some(false), None) => return Verdict::Ambiguous,
         _ => {}
     }
     let is_connect = req
         .method
         .is_some_and(|m| m.as_bytes().eq_ignore_ascii_case(b"CONNECT"));
     if is_connect || (connection_upgrade && has_upgrade) {
-        return Some(Verdict::Tunnel);
+        return Verdict::Tunnel;
     }
-    Some(Verdict::Body(match (te_chunked, content_length) {
+    Verdict::Body(match (te_chunked, content_length) {
         (Some(_), _) => State::Chunked(Chunk::Start),
         (None, Some(n)) if n > 0 => State::Fixed(n),
         _ => State::Head,
-    }))
+    })
 }
 
 /// Content-Length as hyper reads it: one or more ASCII digits, nothing else.

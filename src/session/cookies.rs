@@ -2,8 +2,8 @@
 //! origin, and writing Set-Cookie values with the app's attributes.
 
 use crate::config::file::SameSite;
-use http::HeaderMap;
 use http::header::COOKIE;
+use http::{HeaderMap, HeaderValue};
 use std::time::Duration;
 
 pub const SESSION: &str = "portcullis_session";
@@ -32,15 +32,32 @@ pub struct GatewayCookies<'a> {
     pub any: bool,
 }
 
+/// Each `name=value` pair of a Cookie header value, both trimmed. Separators are found
+/// with memchr: the header is mostly one ~700-byte token, so a byte-wise split would be
+/// most of the cost of reading it.
 fn pairs(value: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    value.split(|&b| b == b';').filter_map(|p| {
-        let p = p.trim_ascii();
-        if p.is_empty() {
-            return None;
-        }
-        match p.iter().position(|&b| b == b'=') {
-            Some(i) => Some((p[..i].trim_ascii(), p[i + 1..].trim_ascii())),
-            None => Some((p, &p[..0])),
+    let mut rest = Some(value);
+    std::iter::from_fn(move || {
+        loop {
+            let r = rest?;
+            let p = match memchr::memchr(b';', r) {
+                Some(i) => {
+                    rest = Some(&r[i + 1..]);
+                    &r[..i]
+                }
+                None => {
+                    rest = None;
+                    r
+                }
+            };
+            let p = p.trim_ascii();
+            if p.is_empty() {
+                continue;
+            }
+            return Some(match memchr::memchr(b'=', p) {
+                Some(i) => (p[..i].trim_ascii(), p[i + 1..].trim_ascii()),
+                None => (p, &p[..0]),
+            });
         }
     })
 }
@@ -85,7 +102,10 @@ impl<'a> GatewayCookies<'a> {
                 if slot.is_some() {
                     return Err(CookieError::Duplicate);
                 }
-                if !token_chars(value) {
+                // The app token is checked byte for byte where it matters: on a cache
+                // hit it must equal a token already verified, on a miss it is decoded.
+                // Scanning its ~700 bytes here on every request would buy nothing.
+                if name != APP.as_bytes() && !token_chars(value) {
                     return Err(CookieError::Malformed);
                 }
                 *slot = Some(std::str::from_utf8(value).map_err(|_| CookieError::Malformed)?);
@@ -95,26 +115,39 @@ impl<'a> GatewayCookies<'a> {
     }
 }
 
-/// The Cookie header the origin sees: the binding cookie always removed, the other
-/// gateway cookies removed unless the app asks for them. `None` when nothing is left.
-pub fn strip_for_origin(headers: &HeaderMap, keep_gateway: bool) -> Option<String> {
-    let mut out = String::new();
+/// Rewrites the Cookie header for the origin: the binding cookie always removed, the
+/// other gateway cookies removed unless the app asks for them, several Cookie headers
+/// (HTTP/2) joined into one. A single header with no gateway cookie is left as it is.
+pub fn strip_for_origin(headers: &mut HeaderMap, keep_gateway: bool) {
+    let mut all = headers.get_all(COOKIE).iter();
+    let Some(first) = all.next() else {
+        return;
+    };
+    if all.next().is_none() && memchr::memmem::find(first.as_bytes(), PREFIX.as_bytes()).is_none() {
+        return;
+    }
+    let mut out = Vec::new();
     for h in headers.get_all(COOKIE) {
         for (name, value) in pairs(h.as_bytes()) {
             let ours = name.starts_with(PREFIX.as_bytes());
             if ours && (!keep_gateway || name == BINDING.as_bytes() || name == CSRF.as_bytes()) {
                 continue;
             }
-            // Header bytes came from a valid HeaderValue; lossy only for obs-text.
             if !out.is_empty() {
-                out.push_str("; ");
+                out.extend_from_slice(b"; ");
             }
-            out.push_str(&String::from_utf8_lossy(name));
-            out.push('=');
-            out.push_str(&String::from_utf8_lossy(value));
+            out.extend_from_slice(name);
+            out.push(b'=');
+            out.extend_from_slice(value);
         }
     }
-    (!out.is_empty()).then_some(out)
+    headers.remove(COOKIE);
+    // Joined from valid header values with "; ", so it is one as well.
+    if let Ok(v) = HeaderValue::from_bytes(&out)
+        && !out.is_empty()
+    {
+        headers.insert(COOKIE, v);
+    }
 }
 
 pub struct CookieSpec<'a> {
@@ -184,24 +217,38 @@ mod tests {
             GatewayCookies::parse(&h).unwrap_err(),
             CookieError::Duplicate
         );
-        let h = hm(&[b"portcullis_app=a\"b"]);
+        let h = hm(&[b"portcullis_binding=a\"b"]);
         assert_eq!(
             GatewayCookies::parse(&h).unwrap_err(),
             CookieError::Malformed
         );
+        // The app token's bytes are left to the verifier (see `token.rs`).
+        let h = hm(&[b"portcullis_app=a\"b"]);
+        assert_eq!(GatewayCookies::parse(&h).unwrap().app, Some("a\"b"));
         let h = hm(&[b"portcullis_app=\xff\xfe"]);
         assert!(GatewayCookies::parse(&h).is_err());
     }
 
     #[test]
     fn strips_binding_always() {
-        let h = hm(&[b"a=1; portcullis_binding=s; portcullis_app=t; b=2"]);
-        assert_eq!(strip_for_origin(&h, false).as_deref(), Some("a=1; b=2"));
+        let stripped = |raw: &[&[u8]], keep: bool| {
+            let mut h = hm(raw);
+            strip_for_origin(&mut h, keep);
+            assert!(h.get_all(COOKIE).iter().count() <= 1);
+            h.get(COOKIE).map(|v| v.to_str().unwrap().to_string())
+        };
+        let mixed: &[&[u8]] = &[b"a=1; portcullis_binding=s; portcullis_app=t; b=2"];
+        assert_eq!(stripped(mixed, false).as_deref(), Some("a=1; b=2"));
         assert_eq!(
-            strip_for_origin(&h, true).as_deref(),
+            stripped(mixed, true).as_deref(),
             Some("a=1; portcullis_app=t; b=2")
         );
-        let h = hm(&[b"portcullis_binding=s"]);
-        assert_eq!(strip_for_origin(&h, false), None);
+        assert_eq!(stripped(&[b"portcullis_binding=s"], false), None);
+        // Untouched when there is nothing of ours; joined when HTTP/2 split it.
+        assert_eq!(stripped(&[b"a=1;b=2"], false).as_deref(), Some("a=1;b=2"));
+        assert_eq!(
+            stripped(&[b"a=1", b"portcullis_app=t", b"b=2"], false).as_deref(),
+            Some("a=1; b=2")
+        );
     }
 }

@@ -223,7 +223,10 @@ fn check_times(c: &Claims, now_us: Micros) -> Result<(), TokenError> {
 
 /// The full check, done once per token: structure, header, key, signature, claims.
 pub fn verify_signature(keys: &KeyRing, token: &str, iss: &str) -> Result<Verified, TokenError> {
-    if token.bytes().filter(|&b| b == b'.').count() != 2 {
+    // Base64url segments and two dots, nothing else (the cookie parser leaves this
+    // check to here for app tokens).
+    let token_byte = |b: u8| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.';
+    if token.bytes().filter(|&b| b == b'.').count() != 2 || !token.bytes().all(token_byte) {
         return Err(TokenError::Malformed);
     }
     let header = jsonwebtoken::decode_header(token).map_err(|_| TokenError::Malformed)?;
@@ -326,5 +329,17 @@ mod tests {
                 .unwrap_err(),
             TokenError::Malformed
         );
+        // A genuine token with a byte that base64url does not have, even one the
+        // decoder might skip, is refused before any decoding.
+        for bad in [" ", "\"", "=", "+", "\u{e9}"] {
+            let mut odd = tok.clone();
+            odd.insert_str(tok.len() - 4, bad);
+            assert_eq!(
+                v.verify(&keys, &odd, "echo", "https://auth.test", us)
+                    .unwrap_err(),
+                TokenError::Malformed,
+                "{bad:?}"
+            );
+        }
     }
 }

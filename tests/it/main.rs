@@ -4,6 +4,7 @@ mod browser;
 mod cluster;
 mod common;
 mod origin;
+mod origin_wire;
 mod proxy;
 mod revocation;
 mod sessions;

@@ -1,0 +1,274 @@
+//! HTTP/1.1 message heads on the origin side: the request head written to the origin
+//! and the response head read back, with the response body's framing decided strictly
+//! (RFC 9112 §6.3), so an origin cannot make the gateway misread where a response ends.
+
+use super::OriginError;
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::response::Parts;
+use http::{Response, StatusCode};
+use std::mem::MaybeUninit;
+
+/// Most response headers accepted from an origin.
+const MAX_HEADERS: usize = 128;
+/// Interim (1xx) responses skipped before the final one.
+const MAX_INTERIM: usize = 8;
+
+/// How the response body is delimited on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    Empty,
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+pub struct Parsed {
+    pub parts: Parts,
+    pub framing: Framing,
+    /// Whether the connection may carry another request after this response.
+    pub keep_alive: bool,
+    /// What was read past the head: the start of the body.
+    pub rest: Bytes,
+}
+
+/// Appends `METHOD target HTTP/1.1`, the headers and the blank line to `out`.
+pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(
+        parts
+            .uri
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .as_bytes(),
+    );
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parses a complete response head at the front of `buf`, taking everything buffered;
+/// `None` (and `buf` untouched) when more bytes are needed. Interim 1xx responses are
+/// dropped. Header values share the buffer instead of being copied.
+pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, OriginError> {
+    if !has_blank_line(buf) {
+        return Ok(None);
+    }
+    let mut data: Bytes = buf.split().freeze();
+    for _ in 0..MAX_INTERIM {
+        let mut raw = [const { MaybeUninit::<httparse::Header>::uninit() }; MAX_HEADERS];
+        let mut resp = httparse::Response::new(&mut []);
+        let len = match httparse::ParserConfig::default()
+            .parse_response_with_uninit_headers(&mut resp, &data, &mut raw)
+        {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) => {
+                *buf = BytesMut::from(&data[..]);
+                return Ok(None);
+            }
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(OriginError::Malformed("too many headers"));
+            }
+            Err(_) => return Err(OriginError::Malformed("unparsable response head")),
+        };
+        let code = resp.code.unwrap_or(0);
+        if (100..200).contains(&code) {
+            if code == 101 {
+                return Err(OriginError::Malformed("a protocol switch nobody asked for"));
+            }
+            data = data.slice(len..);
+            if !has_blank_line(&data) {
+                *buf = BytesMut::from(&data[..]);
+                return Ok(None);
+            }
+            continue;
+        }
+        let status = StatusCode::from_u16(code)
+            .map_err(|_| OriginError::Malformed("status code out of range"))?;
+        let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        for h in resp.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| OriginError::Malformed("bad header name"))?;
+            let value = HeaderValue::from_maybe_shared(data.slice_ref(h.value))
+                .map_err(|_| OriginError::Malformed("bad header value"))?;
+            headers.append(name, value);
+        }
+        let minor_version = resp.version.unwrap_or(1);
+        let (framing, keep_alive) = framing(status, minor_version, &mut headers, is_head)?;
+        let (mut parts, ()) = Response::new(()).into_parts();
+        parts.status = status;
+        parts.headers = headers;
+        return Ok(Some(Parsed {
+            parts,
+            framing,
+            keep_alive,
+            rest: data.slice(len..),
+        }));
+    }
+    Err(OriginError::Malformed("too many interim responses"))
+}
+
+/// Whether a head could be complete: httparse accepts CRLF and bare LF line ends.
+fn has_blank_line(b: &[u8]) -> bool {
+    memchr::memmem::find(b, b"\n\r\n").is_some() || memchr::memmem::find(b, b"\n\n").is_some()
+}
+
+fn connection_has(h: &HeaderMap, token: &str) -> bool {
+    h.get_all(header::CONNECTION).iter().any(|v| {
+        v.as_bytes()
+            .split(|b| *b == b',')
+            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    })
+}
+
+/// The body's framing and whether the connection can be reused.
+fn framing(
+    status: StatusCode,
+    minor_version: u8,
+    h: &mut HeaderMap,
+    is_head: bool,
+) -> Result<(Framing, bool), OriginError> {
+    let mut keep_alive = if minor_version == 0 {
+        connection_has(h, "keep-alive")
+    } else {
+        !connection_has(h, "close")
+    };
+    if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
+        return Ok((Framing::Empty, keep_alive));
+    }
+    if h.contains_key(header::TRANSFER_ENCODING) {
+        let chunked = h
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .filter_map(|v| v.as_bytes().rsplit(|b| *b == b',').next())
+            .next_back()
+            .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if h.remove(header::CONTENT_LENGTH).is_some() {
+            // Both: Transfer-Encoding wins (RFC 9112 §6.3), and a connection that
+            // spoke so ambiguously is not used again.
+            keep_alive = false;
+        }
+        return Ok(if chunked {
+            (Framing::Chunked, keep_alive)
+        } else {
+            (Framing::UntilClose, false)
+        });
+    }
+    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
+    match lengths.next() {
+        None => Ok((Framing::UntilClose, false)),
+        Some(first) => {
+            let n = parse_length(first.as_bytes())?;
+            if lengths.any(|v| v.as_bytes() != first.as_bytes()) {
+                return Err(OriginError::Malformed("conflicting Content-Length"));
+            }
+            Ok((Framing::Length(n), keep_alive))
+        }
+    }
+}
+
+fn parse_length(b: &[u8]) -> Result<u64, OriginError> {
+    if b.is_empty() || b.len() > 19 || !b.iter().all(u8::is_ascii_digit) {
+        return Err(OriginError::Malformed("bad Content-Length"));
+    }
+    Ok(b.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(raw: &str) -> Result<Option<Parsed>, OriginError> {
+        parse_response(&mut BytesMut::from(raw), false)
+    }
+
+    #[test]
+    fn content_length_and_keep_alive() {
+        let p = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.framing, Framing::Length(5));
+        assert!(p.keep_alive);
+        assert_eq!(p.parts.headers["x-a"], "b");
+        let p = parse("HTTP/1.0 200 OK\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive);
+        let p = parse("HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 5\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn partial_heads_wait_for_more() {
+        assert!(parse("HTTP/1.1 200 OK\r\nContent-Len").unwrap().is_none());
+    }
+
+    #[test]
+    fn chunked_wins_over_length_and_closes() {
+        let p = parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.framing, Framing::Chunked);
+        assert!(!p.keep_alive);
+        assert!(!p.parts.headers.contains_key("content-length"));
+        let p = parse("HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(p.framing, Framing::UntilClose);
+    }
+
+    #[test]
+    fn bad_lengths_are_refused() {
+        for cl in ["-1", "5, 6", "", "0x10", "99999999999999999999"] {
+            let raw = format!("HTTP/1.1 200 OK\r\nContent-Length: {cl}\r\n\r\n");
+            assert!(parse(&raw).is_err(), "{cl:?}");
+        }
+        assert!(
+            parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n").is_err()
+        );
+        assert!(parse("HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n").is_ok());
+    }
+
+    #[test]
+    fn interim_responses_are_skipped_and_head_has_no_body() {
+        let mut b = BytesMut::from(
+            "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
+        );
+        let p = parse_response(&mut b, false).unwrap().unwrap();
+        assert_eq!(p.parts.status, 204);
+        assert_eq!(p.framing, Framing::Empty);
+        assert!(b.is_empty());
+        let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
+        assert_eq!(
+            parse_response(&mut b, true).unwrap().unwrap().framing,
+            Framing::Empty
+        );
+        assert!(parse("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn garbage_is_malformed() {
+        assert!(parse("SMTP ready\r\n\r\n").is_err());
+        assert!(parse("HTTP/1.1 200 OK\r\nBad Header\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn encodes_origin_form() {
+        let (mut parts, ()) = http::Request::new(()).into_parts();
+        parts.uri = "http://o:1/a?b=c".parse().unwrap();
+        parts
+            .headers
+            .insert(header::HOST, HeaderValue::from_static("o:1"));
+        let mut out = Vec::new();
+        encode_request(&parts, &mut out);
+        assert_eq!(out, b"GET /a?b=c HTTP/1.1\r\nhost: o:1\r\n\r\n");
+    }
+}
