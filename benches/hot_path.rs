@@ -17,6 +17,9 @@
 //! - `decision/cookie_parse_check_app_allows`: the whole authenticate + authorize step
 //!   (`GatewayCookies::parse` + `auth::check_app` + `App::allows`) on a real `Gateway`.
 //! - `decision/unauthenticated_no_cookie`: the same step for a request with no session.
+//! - `origin/parse_response_head`: reading nginx's response head (nine headers) off the
+//!   origin connection into a response.
+//! - `origin/encode_request_head`: writing a forwarded browser request's head.
 
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -344,8 +347,44 @@ fn bench_decision(c: &mut Criterion) {
     g.finish();
 }
 
+fn bench_origin(c: &mut Criterion) {
+    use bytes::BytesMut;
+    use portcullis::origin::head::{encode_request, parse_response};
+    let mut g = c.benchmark_group("origin");
+    let raw: &[u8] =
+        b"HTTP/1.1 200 OK\r\nServer: nginx/1.22.1\r\nDate: Sun, 22 Nov 2026 12:00:00 GMT\r\n\
+Content-Type: text/html\r\nContent-Length: 1024\r\nLast-Modified: Sun, 22 Nov 2026 11:00:00 GMT\r\n\
+Connection: keep-alive\r\nETag: \"6920a5f0-400\"\r\nAccept-Ranges: bytes\r\n\r\n";
+    let mut with_body = raw.to_vec();
+    with_body.extend_from_slice(&[b'x'; 1024]);
+    g.bench_function("parse_response_head", |b| {
+        b.iter_batched_ref(
+            || BytesMut::from(&with_body[..]),
+            |buf| black_box(parse_response(buf, false)),
+            BatchSize::SmallInput,
+        )
+    });
+    let token = "e".repeat(620);
+    let mut h = browser_headers(&token);
+    h.insert(header::HOST, HeaderValue::from_static("app.example.com"));
+    let mut req = http::Request::new(());
+    *req.uri_mut() = "/dashboard/reports?week=47".parse().unwrap();
+    *req.headers_mut() = h;
+    let (parts, ()) = req.into_parts();
+    let mut out = Vec::with_capacity(4096);
+    g.bench_function("encode_request_head", |b| {
+        b.iter(|| {
+            out.clear();
+            encode_request(black_box(&parts), &mut out);
+            black_box(out.len())
+        })
+    });
+    g.finish();
+}
+
 criterion_group!(
     benches,
+    bench_origin,
     bench_cookies,
     bench_tokens,
     bench_revocation,

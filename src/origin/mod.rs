@@ -6,7 +6,7 @@
 //! than all of the gateway's own checks.)
 
 mod body;
-mod head;
+pub mod head;
 mod pool;
 
 pub use body::OriginBody;

@@ -66,26 +66,43 @@ fn connection_has(h: &HeaderMap, token: &str) -> bool {
 /// Removes hop-by-hop headers, including every header the Connection header names.
 /// With `keep_upgrade`, `Connection: upgrade` and `Upgrade` survive (for tunnels).
 pub fn strip_hop_by_hop(h: &mut HeaderMap, keep_upgrade: bool) {
-    // Most messages carry none, or only `Connection`: one pass of cheap name
-    // comparisons instead of eight hashed removals.
-    if !h.keys().any(|k| HOP_BY_HOP.contains(k)) {
+    // Most messages carry none, or only `Connection: keep-alive`: one pass of cheap
+    // name comparisons finds which are there, and only those are removed.
+    let mut present = 0u8;
+    for k in h.keys() {
+        if let Some(i) = HOP_BY_HOP.iter().position(|n| n == k) {
+            present |= 1 << i;
+        }
+    }
+    if present == 0 {
         return;
     }
     let upgrade = keep_upgrade
         .then(|| h.get(header::UPGRADE).cloned())
         .flatten();
+    // Tokens that are hop-by-hop names themselves, or connection options rather than
+    // header names, need no lookup of their own.
     let named: Vec<HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|s| s.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .flat_map(|v| v.as_bytes().split(|b| *b == b','))
+        .map(<[u8]>::trim_ascii)
+        .filter(|t| {
+            !t.is_empty()
+                && !t.eq_ignore_ascii_case(b"close")
+                && !HOP_BY_HOP
+                    .iter()
+                    .any(|n| t.eq_ignore_ascii_case(n.as_str().as_bytes()))
+        })
+        .filter_map(|t| HeaderName::from_bytes(t).ok())
         .collect();
     for n in named {
         h.remove(n);
     }
-    for n in HOP_BY_HOP {
-        h.remove(n);
+    for (i, n) in HOP_BY_HOP.into_iter().enumerate() {
+        if present & (1 << i) != 0 {
+            h.remove(n);
+        }
     }
     if let Some(u) = upgrade {
         h.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
@@ -191,6 +208,21 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1);
         assert!(h.contains_key("x-kept"));
+        // Names listed in Connection go even when no other hop-by-hop header is left,
+        // in any case and spacing; an upgrade survives when asked to.
+        let mut h = hm(&[
+            ("connection", " X-A ,close,,Upgrade"),
+            ("x-a", "1"),
+            ("upgrade", "websocket"),
+            ("x-kept", "1"),
+        ]);
+        strip_hop_by_hop(&mut h, true);
+        assert!(!h.contains_key("x-a"));
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+        let mut h = hm(&[("x-kept", "1"), ("te", "trailers")]);
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h.len(), 1);
     }
 
     #[test]
