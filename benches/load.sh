@@ -3,7 +3,7 @@
 # with JWT verification, all on 127.0.0.1, in one run.
 #
 #   benches/load.sh [--quick] [--tls] [--duration SECONDS] [--repeat N] [--revoked N]
-#                   [--max-other PCT] [--no-build] [--keep]
+#                   [--max-other PCT] [--rate N] [--no-rate] [--no-build] [--keep]
 #
 # Each server runs one worker pinned to core 0 (`taskset -c 0`); wrk runs on core 1
 # (`-t1 -c64`, keep-alive). Scenarios:
@@ -18,7 +18,16 @@
 # is done again, at most twice), and the table gives requests/s, p50/p99 latency and
 # proxy CPU per request, each also as a ratio to nginx proxy_pass. --tls repeats the
 # proxies over TLS with one self-signed certificate.
-# A fixed-rate latency mode runs when oha or a rate-capable wrk (wrk2, `-R`) is installed.
+# Then a fixed-rate pass (skipped with --no-rate) offers --rate requests/s in total
+# (default 5000) to a), b), c) and d) (and their TLS variants with --tls) with oha
+# (`-c64 -q RATE --latency-correction`, latency counted from each request's scheduled
+# start, so a stalled server is not hidden), same pinning, headers, idle wait, --repeat
+# and --duration (after a 1 s warm-up in the same run, left out of the figures), and
+# prints p50/p99/p99.9, the latency each proxy adds over the direct origin, the achieved
+# rate and the share of non-2xx responses.
+# Tools: nginx, haproxy, wrk, jq, sqlite3 and the rest from Debian's packages (apt-get) when missing;
+# Debian has no oha, so it comes from crates.io (`cargo install oha --locked`, a few
+# minutes) into cargo's bin directory, which is added to PATH.
 # The whole script is one block, read before it runs: editing the file during a run is safe.
 {
 set -euo pipefail
@@ -34,6 +43,8 @@ IDLE_WAIT=60       # seconds at most to wait for an idle machine before each run
 IDLE_PCT=85        # both cores at least this idle over one second
 MAX_OTHER=10       # a run during which other processes used more CPU (% of both cores)...
 RETRIES=2          # ...is repeated up to this many times
+RATE=5000          # fixed-rate pass: requests/s in total (oha -q), over all 64 connections
+RATE_RUN=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
@@ -44,6 +55,8 @@ while [ $# -gt 0 ]; do
         --keep) KEEP=1 ;;
         --no-build) BUILD=0 ;;
         --max-other) MAX_OTHER="$2"; shift ;;
+        --rate) RATE="$2"; shift ;;
+        --no-rate) RATE_RUN=0 ;;
         -h|--help) sed -n '2,/^{$/p' "$0" | grep '^#' | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option: $1 (try --help)" >&2; exit 2 ;;
     esac
@@ -55,6 +68,9 @@ fi
 if [ "$DURATION" -gt 10 ]; then
     echo "--duration is capped at 10 s" >&2; DURATION=10
 fi
+case "$RATE" in
+    ''|*[!0-9]*|0) echo "--rate needs a positive whole number of requests/s" >&2; exit 2 ;;
+esac
 
 export PATH="$PATH:/usr/sbin:/sbin"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -72,6 +88,11 @@ install_tools() {
     command -v taskset >/dev/null || missing+=(util-linux)
     command -v ss >/dev/null || missing+=(iproute2)
     command -v pgrep >/dev/null || missing+=(procps)
+    # The fixed-rate pass reads oha's JSON report with jq and its per-request records with sqlite3.
+    if [ "$RATE_RUN" = 1 ]; then
+        command -v jq >/dev/null || missing+=(jq)
+        command -v sqlite3 >/dev/null || missing+=(sqlite3)
+    fi
     [ ${#missing[@]} -eq 0 ] && return 0
     log "installing ${missing[*]} (Debian packages)"
     local sudo=""
@@ -81,17 +102,29 @@ install_tools() {
     $sudo env DEBIAN_FRONTEND=noninteractive RUNLEVEL=1 apt-get install -y -qq \
         -o DPkg::Lock::Timeout=300 "${missing[@]}" >/dev/null
 }
+# Debian has no oha package: it is built from crates.io into cargo's bin directory (the
+# user's, not system-wide), and that directory goes on PATH since a login shell may not
+# have it there.
+install_oha() {
+    local bin="${CARGO_HOME:-$HOME/.cargo}/bin"
+    case ":$PATH:" in *":$bin:"*) ;; *) export PATH="$PATH:$bin" ;; esac
+    if ! command -v oha >/dev/null; then
+        command -v cargo >/dev/null || die "oha is missing and there is no cargo to install it with (or pass --no-rate)"
+        log "installing oha (cargo install oha --locked, from crates.io into $bin; a few minutes)"
+        cargo install oha --locked --quiet || die "cargo install oha --locked failed (or pass --no-rate)"
+        command -v oha >/dev/null || die "oha was installed but is not on PATH ($bin)"
+    fi
+    # Older oha releases had -j/--json instead of --output-format, and no --db-url; the
+    # parsing in rate_case follows oha 1.16 (its JSON report and its SQLite table).
+    local help opt; help=$(oha --help 2>&1)
+    for opt in --output-format --latency-correction --db-url; do
+        grep -q -- "$opt" <<<"$help" && continue
+        die "$(command -v oha) ($(oha --version)) has no $opt: cargo install oha --locked --force (or pass --no-rate)"
+    done
+}
 install_tools
+[ "$RATE_RUN" = 0 ] || install_oha
 [ "$(nproc)" -ge 2 ] || die "needs 2 cores (servers on core 0, wrk on core 1)"
-
-RATE_TOOL=""
-if command -v oha >/dev/null; then
-    RATE_TOOL=oha
-elif command -v wrk2 >/dev/null; then
-    RATE_TOOL=wrk2
-elif wrk --help 2>&1 | grep -q -- '-R'; then
-    RATE_TOOL=wrkR
-fi
 
 # ---------------------------------------------------------------- build
 if [ "$BUILD" = 1 ]; then
@@ -470,6 +503,15 @@ to_us() { # wrk latency like 612.00us / 1.23ms / 1.00s -> microseconds
     }'
 }
 
+other_load() { # cores_busy before, after, our ticks: CPU that processes outside this
+    # benchmark used on cores 0-1 during a run, in % of both cores
+    awk -v s0="$1" -v s1="$2" -v ours="$3" 'BEGIN {
+        split(s0, a, " "); split(s1, b, " ")
+        busy = b[1] - a[1]; total = b[2] - a[2]
+        o = (total > 0) ? 100 * (busy - ours) / total : 0
+        printf "%d", (o < 0) ? 0 : o }'
+}
+
 RESULTS="$WORK/results.txt"
 : >"$RESULTS"
 # run_case key label url proxy_pids... -- wrk header args...
@@ -493,13 +535,8 @@ run_case() {
         s1=$(cores_busy); w1=$(children_ticks)
         p1=$(cpu_ticks "${proxy_pids[@]}"); o1=$(cpu_ticks $origin_pids)
         out=$(cat "$WORK/wrk-$key-$r.txt")
-        # CPU that processes outside this benchmark used on cores 0-1 during the run.
         local other
-        other=$(awk -v s0="$s0" -v s1="$s1" -v ours=$(( (p1 - p0) + (o1 - o0) + (w1 - w0) )) 'BEGIN {
-            split(s0, a, " "); split(s1, b, " ")
-            busy = b[1] - a[1]; total = b[2] - a[2]
-            o = (total > 0) ? 100 * (busy - ours) / total : 0
-            printf "%d", (o < 0) ? 0 : o }')
+        other=$(other_load "$s0" "$s1" $(( (p1 - p0) + (o1 - o0) + (w1 - w0) )))
         local rps reqs p50 p99 non2xx errs
         rps=$(echo "$out" | awk '/^Requests\/sec:/ {print $2}')
         reqs=$(echo "$out" | awk '/requests in/ {print $1}')
@@ -599,36 +636,171 @@ if [ "$TLS" = 1 ]; then
     fi
 fi
 
-# ---------------------------------------------------------------- fixed rate (optional)
+# ---------------------------------------------------------------- fixed rate
+# An open-model load: oha offers RATE requests/s in total (-q counts all connections
+# together) whatever the server's answer time, and with --latency-correction times each
+# request from when it was due rather than from when a connection was free to send it, so
+# waiting behind a slow answer is counted (coordinated omission). At a rate every server
+# sustains, the latency is near each one's unloaded latency, and the difference to the
+# direct origin over the same transport is what the proxy adds.
+RATE_RESULTS="$WORK/rate.txt"
+: >"$RATE_RESULTS"
+# oha opens its 64 connections with its first 64 requests: over TLS those handshakes queue
+# on the server's one core and the requests due meanwhile wait tens of ms, which alone
+# would be the p99 of a 3 s run. So each run lasts RATE_WARMUP s longer and only requests
+# due after it are counted, from oha's per-request records (--db-url, SQLite).
+RATE_WARMUP=1
+OHA_DEADLINE="aborted due to deadline" # oha's error for the requests still open when -z ends
+# rate_case key label url proxy_pids... -- oha header args...
+rate_case() {
+    local key="$1" label="$2" url="$3"; shift 3
+    local proxy_pids=()
+    while [ "$1" != -- ]; do proxy_pids+=("$1"); shift; done
+    shift
+    local origin_pids; read -ra origin_pids <<<"$(instance_pids "$PID_origin")"
+    # Self-signed certificate; like wrk, oha sends no SNI to an IP address.
+    local tls=()
+    case "$url" in https:*) tls=(--insecure) ;; esac
+    local r=1 tries=0
+    while [ "$r" -le "$REPEAT" ]; do
+        local idle; idle=$(wait_idle)
+        local p0 o0 p1 o1 w0 w1 s0 s1 run="$WORK/oha-$key-$r-$tries"
+        p0=$(cpu_ticks "${proxy_pids[@]}"); o0=$(cpu_ticks "${origin_pids[@]}")
+        w0=$(children_ticks); s0=$(cores_busy)
+        # In the background and waited for, as wrk in run_case, so oha's CPU counts as ours.
+        taskset -c 1 oha --no-tui --output-format json -z "$((DURATION + RATE_WARMUP))s" -c 64 -q "$RATE" \
+            --latency-correction "${tls[@]}" --db-url "$run.db" "$@" "$url" >"$run.json" 2>"$run.err" &
+        wait $! || true
+        s1=$(cores_busy); w1=$(children_ticks)
+        p1=$(cpu_ticks "${proxy_pids[@]}"); o1=$(cpu_ticks "${origin_pids[@]}")
+        local other; other=$(other_load "$s0" "$s1" $(( (p1 - p0) + (o1 - o0) + (w1 - w0) )))
+        # Latency and achieved rate over the measured window, from the table oha 1.16 writes:
+        # oha(start_latency_correction = when the request was due, duration = end minus
+        # that, both in seconds since the run's start; one row per response). Percentiles
+        # taken as oha does: the value at index floor(p/100 * n) of the sorted durations.
+        local lat
+        lat=$(sqlite3 "$run.db" "SELECT duration FROM oha WHERE start_latency_correction >= $RATE_WARMUP
+                AND start_latency_correction < $((RATE_WARMUP + DURATION)) ORDER BY duration" 2>/dev/null \
+            | awk -v d="$DURATION" '
+                { v[NR] = $1 }
+                function p(q) { return v[int(q / 100 * NR) + 1] * 1e6 }
+                END { if (NR == 0) exit; printf "%.0f|%.0f|%.0f|%.0f|%d", NR / d, p(50), p(99), p(99.9), NR }') || lat=""
+        # Status codes and failures over the whole run, warm-up included, from oha's JSON
+        # report: statusCodeDistribution {"200": n}, errorDistribution {"message": n}.
+        local st
+        st=$(jq -r --arg dl "$OHA_DEADLINE" '
+            (.statusCodeDistribution | to_entries) as $st
+            | ($st | map(.value) | add // 0) as $n
+            | ($st | map(select(.key | startswith("2") | not) | .value) | add // 0) as $bad
+            | [ (if $n > 0 then 100 * $bad / $n else 0 end),
+                (.errorDistribution | to_entries | map(select(.key != $dl) | .value) | add // 0),
+                ($st | map("\(.key):\(.value)") | join(" "))
+              ] | map(tostring) | join("|")' "$run.json" 2>/dev/null) || st=""
+        if [ -z "$lat" ] || [ -z "$st" ]; then
+            die "$label: oha gave no responses: $(head -c 600 "$run.err" "$run.json")"
+        fi
+        local rps p50 p99 p999 n bad errs codes
+        IFS='|' read -r rps p50 p99 p999 n <<<"$lat"
+        IFS='|' read -r bad errs codes <<<"$st"
+        bad=$(awk -v b="$bad" 'BEGIN { printf "%.2f", b }')
+        if [ "$other" -gt "$MAX_OTHER" ] && [ "$tries" -lt "$RETRIES" ]; then
+            tries=$((tries + 1))
+            printf '    run %d disturbed (other load %s%% > %s%%, p99 %s us): repeating it\n' "$r" "$other" "$MAX_OTHER" "$p99" >&2
+            continue
+        fi
+        echo "$key|$label|$r|$rps|$p50|$p99|$p999|$bad|$errs|$n|$codes|$idle|$other" >>"$RATE_RESULTS"
+        [ "$bad" = 0.00 ] || log "WARNING: $label: $bad% of the responses were not 2xx ($codes)"
+        [ "$errs" = 0 ] || log "WARNING: $label: $errs requests failed: $(jq -c .errorDistribution "$run.json")"
+        printf '    run %d: %6s req/s  p50 %6s us  p99 %6s us  p99.9 %6s us  status %s  errors %s  idle before %s%%  other load %s%%\n' \
+            "$r" "$rps" "$p50" "$p99" "$p999" "$codes" "$errs" "$idle" "$other" >&2
+        r=$((r + 1)); tries=0
+    done
+}
+
+rate_table() { # reference key (the direct origin); keys in order
+    local ref="$1"; shift
+    # Median over the undisturbed runs, as in table().
+    rate_med() {
+        awk -F'|' -v k="$1" -v c="$2" -v max="$MAX_OTHER" '
+            $1 == k && $c != "-" { all[++n] = $c; if ($13 <= max) calm[++q] = $c }
+            END { if (q > 0) for (i = 1; i <= q; i++) print calm[i]; else for (i = 1; i <= n; i++) print all[i] }
+        ' "$RATE_RESULTS" | median
+    }
+    local ref_p50 ref_p99
+    ref_p50=$(rate_med "$ref" 5); ref_p99=$(rate_med "$ref" 6)
+    printf '\n%-44s %8s %6s %7s %7s %8s %7s %7s %7s %6s  %s\n' \
+        "scenario (median, $REPEAT x ${DURATION}s)" "req/s" "load" "p50 us" "p99 us" "p99.9 us" \
+        "+p50 us" "+p99 us" "non-2xx" "errors" "notes"
+    printf '%-44s %8s %6s %7s %7s %8s %7s %7s %7s %6s\n' \
+        "" "achieved" "of max" "" "" "" "(vs a)" "(vs a)" "worst" "total"
+    local k
+    for k in "$@"; do
+        grep -q "^$k|" "$RATE_RESULTS" || continue
+        local label rps p50 p99 p999 bad errs codes sat load notes=() d50="-" d99="-"
+        label=$(awk -F'|' -v k="$k" '$1 == k {print $2; exit}' "$RATE_RESULTS")
+        rps=$(rate_med "$k" 4); p50=$(rate_med "$k" 5); p99=$(rate_med "$k" 6); p999=$(rate_med "$k" 7)
+        bad=$(awk -F'|' -v k="$k" '$1 == k && $8 > m {m = $8} END {printf "%.2f", m}' "$RATE_RESULTS")
+        errs=$(awk -F'|' -v k="$k" '$1 == k {e += $9} END {print e + 0}' "$RATE_RESULTS")
+        codes=$(awk -F'|' -v k="$k" '$1 == k {v = $11} END {print v}' "$RATE_RESULTS")
+        if ! awk -F'|' -v k="$k" -v max="$MAX_OTHER" '$1 == k && $13 <= max {f = 1} END {exit !f}' "$RATE_RESULTS"; then
+            label="$label (!)"
+        fi
+        if [ "$k" != "$ref" ]; then
+            d50=$(awk -v a="$p50" -v b="$ref_p50" 'BEGIN { printf "%+d", a - b }')
+            d99=$(awk -v a="$p99" -v b="$ref_p99" 'BEGIN { printf "%+d", a - b }')
+        fi
+        # Below 95% of the target, the server (or oha) fell behind: the latency is queueing.
+        if awk -v a="$rps" -v t="$RATE" 'BEGIN { exit !(a < 0.95 * t) }'; then
+            notes+=("target not sustained")
+        fi
+        # The target as a share of the scenario's saturation rate in the table above: queueing,
+        # and so the tail, grows steeply as it nears 100%.
+        sat=$(awk -F'|' -v k="$k" '$1 == k {print $4}' "$RESULTS" | median)
+        load=$(awk -v s="$sat" -v t="$RATE" 'BEGIN { if (s != "-" && s > 0) printf "%.0f%%", 100 * t / s; else print "-" }')
+        if awk -v s="$sat" -v t="$RATE" 'BEGIN { exit !(s != "-" && s < t) }'; then
+            notes+=("above its saturation rate ($(printf '%.0f' "$sat") req/s)")
+        fi
+        [ "$bad" = 0.00 ] || notes+=("NOT 2xx: status $codes (last run)")
+        printf '%-44s %8s %6s %7s %7s %8s %7s %7s %6s%% %6s' "$label" "$rps" "$load" "$p50" "$p99" "$p999" \
+            "$d50" "$d99" "$bad" "$errs"
+        local note sep="  "
+        for note in "${notes[@]}"; do printf '%s%s' "$sep" "$note"; sep="; "; done
+        echo
+    done
+}
+
+scenarios_rate() {
+    local nginx_pids; read -ra nginx_pids <<<"$(instance_pids "$PID_nginx")"
+    rate_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    rate_case nginx "b) nginx proxy_pass (keepalive)" "http://127.0.0.1:$NGINX_PORT/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    rate_case haproxy "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    rate_case pc_auth "d) Portcullis, logged in (binding cookie)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    if [ "$TLS" = 1 ]; then
+        rate_case origin_tls "a) nginx origin direct, TLS" "https://127.0.0.1:$ORIGIN_TLS/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+        rate_case nginx_tls "b) nginx proxy_pass, TLS" "https://127.0.0.1:$NGINX_TLS/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+        rate_case haproxy_tls "c) haproxy $HAP_MODE, TLS" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+        rate_case pc_auth_tls "d) Portcullis, logged in, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    fi
+}
+
 fixed_rate() {
-    local rate="$1" label url out p50 p99
+    local ver; ver=$(oha --version | awk '{print $NF}')
+    log "fixed rate: $RATE req/s with oha $ver"
+    scenarios_rate
     echo
-    echo "Fixed rate $rate req/s with $RATE_TOOL (-c64, ${DURATION}s, latency corrected):"
-    while IFS='|' read -r label url hdr; do
-        wait_idle >/dev/null
-        case "$RATE_TOOL" in
-            oha)
-                local fmt=(-j)
-                oha --help 2>&1 | grep -q -- --output-format && fmt=(--output-format json)
-                out=$(taskset -c 1 oha --no-tui "${fmt[@]}" -z "${DURATION}s" -c 64 -q "$rate" --latency-correction \
-                    -H "Host: $APP_HOST" ${hdr:+-H "$hdr"} "$url" 2>/dev/null) || true
-                p50=$(echo "$out" | jq -r '.latencyPercentiles.p50 * 1e6 | floor' 2>/dev/null || echo "?")
-                p99=$(echo "$out" | jq -r '.latencyPercentiles.p99 * 1e6 | floor' 2>/dev/null || echo "?")
-                ;;
-            *)
-                local tool=wrk; [ "$RATE_TOOL" = wrk2 ] && tool=wrk2
-                out=$(taskset -c 1 "$tool" -t1 -c64 -d"${DURATION}s" -R "$rate" --latency \
-                    -H "Host: $APP_HOST" ${hdr:+-H "$hdr"} "$url" 2>&1) || true
-                p50=$(to_us "$(echo "$out" | awk '$1 ~ /^50(\.0+)?%$/ {print $2; exit}')")
-                p99=$(to_us "$(echo "$out" | awk '$1 ~ /^99(\.0+)?%$/ {print $2; exit}')")
-                ;;
-        esac
-        printf '  %-44s p50 %8s us  p99 %8s us\n' "$label" "$p50" "$p99"
-    done <<EOF
-b) nginx proxy_pass|http://127.0.0.1:$NGINX_PORT/|
-c) haproxy $HAP_MODE|http://127.0.0.1:$HAP_PORT/|Cookie: $COOKIE
-d) Portcullis, logged in|http://127.0.0.1:$PC_HTTP/|Cookie: $COOKIE
-EOF
+    echo "Fixed rate: $RATE req/s offered in total (oha $ver -q $RATE -c64 --latency-correction --no-tui on"
+    echo "core 1, keep-alive; same servers, URLs and headers as above). Latency runs from each request's"
+    echo "scheduled start, over the ${DURATION}s after a ${RATE_WARMUP}s warm-up (connection set-up) in the same run;"
+    echo "+p50/+p99 = what the proxy adds over a) on the same transport; req/s = answered requests due per"
+    echo "second of the window (below 95% of the target: not sustained); non-2xx = worst share in a run (must be 0)."
+    rate_table origin origin nginx haproxy pc_auth
+    if [ "$TLS" = 1 ]; then
+        echo
+        echo "TLS (origin hop plaintext; +p50/+p99 against a) over TLS):"
+        rate_table origin_tls origin_tls nginx_tls haproxy_tls pc_auth_tls
+    fi
+    echo "Per run: idle share before, other load during (as above; disturbed runs above $MAX_OTHER% are repeated)."
+    awk -F'|' '{ printf "  %-44s run %s: %6s req/s, p99 %6s us, idle before %3s%%, other load %3s%%\n", $2, $3, $4, $6, $12, $13 }' "$RATE_RESULTS"
 }
 
 # ---------------------------------------------------------------- report
@@ -654,15 +826,9 @@ echo "Per run: idle share of the busier core before the run; 'other load' = CPU 
 echo "this benchmark used on cores 0-1 during the run (% of both cores); above $MAX_OTHER% a run counts as disturbed."
 awk -F'|' '{ printf "  %-44s run %s: %8.0f req/s, idle before %3s%%, other load %3s%%, socket errors %s\n", $2, $3, $4, $11, $12, $10 }' "$RESULTS"
 
-if [ -n "$RATE_TOOL" ]; then
-    nginx_rps=$(awk -F'|' '$1 == "nginx" {print $4}' "$RESULTS" | median)
-    pc_rps=$(awk -F'|' '$1 == "pc_auth" {print $4}' "$RESULTS" | median)
-    # Half the slowest proxy's saturation rate: a load every proxy sustains.
-    rate=$(awk -v a="$nginx_rps" -v b="$pc_rps" 'BEGIN { m = (a < b) ? a : b; printf "%d", m / 2 }')
-    fixed_rate "$rate"
-else
-    echo
-    echo "Fixed-rate latency mode skipped: neither oha nor wrk2 is installed and this wrk has no -R."
+# After the saturation table, so that table is out even if this pass fails.
+if [ "$RATE_RUN" = 1 ]; then
+    fixed_rate
 fi
 exit 0
 }

@@ -120,10 +120,10 @@ pub async fn handle(
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
 ) -> Response<Body> {
-    let start = Instant::now();
     let rt = gw.runtime.load_full();
     let access = rt.config.log.access_log.then(|| {
         (
+            Instant::now(),
             req.method().clone(),
             req.headers()
                 .get(header::HOST)
@@ -154,7 +154,7 @@ pub async fn handle(
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
-    if let Some((method, host, path)) = access {
+    if let Some((start, method, host, path)) = access {
         tracing::info!(
             target: "portcullis::access",
             method = %method,
