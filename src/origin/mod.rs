@@ -110,9 +110,11 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
     head::encode_request(&parts, &mut wire);
     let is_head = parts.method == Method::HEAD;
 
-    // A bodyless request that meets a connection the origin had closed while it sat
-    // idle is sent once more on a new connection; one with a body is not (its body is
-    // gone).
+    // A request that meets a pooled connection the origin closed while it sat idle is
+    // sent once more on a new connection, if it has no body (that is gone) and is
+    // idempotent: the origin may instead have died while handling it, and only an
+    // idempotent request may then be repeated (RFC 9110 §9.2.2).
+    let retryable = matches!(framing, ReqFraming::None) && parts.method.is_idempotent();
     let mut pooled = pool::take(target.authority);
     loop {
         let reused = pooled.is_some();
@@ -123,7 +125,7 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
         match exchange(&mut c, &wire, &framing, &mut body, is_head).await {
             Ok(parsed) => return Ok(build(&target, c, parsed)),
             // The next round connects afresh, so this retries at most once.
-            Err(e) if reused && matches!(framing, ReqFraming::None) && e.is_stale_connection() => {
+            Err(e) if reused && retryable && e.is_stale_connection() => {
                 tracing::debug!(origin = %target.authority, error = %e, "pooled origin connection was stale; retrying");
             }
             Err(e) => return Err(e),

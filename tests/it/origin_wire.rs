@@ -41,6 +41,17 @@ impl Drop for RawOrigin {
 }
 
 impl RawOrigin {
+    /// How many requests for `path` arrived.
+    fn count(&self, path: &str) -> usize {
+        let line = format!(" {path} HTTP/1.1");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|s| s.head.lines().next().is_some_and(|l| l.ends_with(&line)))
+            .count()
+    }
+
     async fn start() -> RawOrigin {
         let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
@@ -188,6 +199,8 @@ async fn serve(mut s: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
                 true,
             ),
             "/garbage" => (vec![w("SMTP ready\r\n\r\n")], true),
+            // Takes the request and dies without answering.
+            "/die" => (vec![], true),
             "/truncated" => (
                 vec![w("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")],
                 true,
@@ -428,4 +441,33 @@ async fn request_bodies_reach_the_origin_framed() {
     assert_eq!(r.text().await.unwrap(), "0 cl=0");
     // Expect is the gateway's business with the client, not the origin's.
     assert_eq!(o.last().header("expect"), None);
+}
+
+#[tokio::test]
+async fn only_idempotent_requests_are_sent_twice() {
+    let (gw, o, cookie) = setup().await;
+    let c = http1(&gw);
+    // The origin takes the request on a kept-alive connection and dies: for GET the
+    // gateway cannot tell that from a connection closed while idle, so it tries once
+    // more on a new connection; a POST is never repeated.
+    assert_eq!(get(&c, &gw, &cookie, "/fixed").await.0, StatusCode::OK);
+    let r = c
+        .post(gw.url("other.localhost", "/die"))
+        .header("cookie", &cookie)
+        .header("accept", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(o.count("/die"), 1, "a POST was repeated");
+    assert_eq!(get(&c, &gw, &cookie, "/fixed").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&c, &gw, &cookie, "/die").await.0,
+        StatusCode::BAD_GATEWAY
+    );
+    assert_eq!(
+        o.count("/die"),
+        3,
+        "a GET on a reused connection is tried twice"
+    );
 }
