@@ -126,6 +126,26 @@ impl Metrics {
                 "Long-lived connections closed by a revocation.",
                 g(&self.tunnels_closed_on_revocation),
             ),
+            (
+                "portcullis_origin_connections_opened_total",
+                "New connections to origins (reused ones are not counted).",
+                g(&crate::origin::STATS.connects),
+            ),
+            (
+                "portcullis_origin_connect_failures_total",
+                "Connections to origins that failed or timed out.",
+                g(&crate::origin::STATS.connect_failures),
+            ),
+            (
+                "portcullis_origin_retries_total",
+                "Idempotent requests sent again after a kept-alive connection turned out closed.",
+                g(&crate::origin::STATS.retries),
+            ),
+            (
+                "portcullis_origin_malformed_responses_total",
+                "Origin responses refused as malformed (answered 502).",
+                g(&crate::origin::STATS.malformed),
+            ),
         ];
         for (name, help, v) in counters {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");

@@ -19,9 +19,30 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::io;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+
+/// Process-wide counts of the origin side's rare events, for the metrics page. Nothing
+/// here is touched on an ordinary request (a reused connection counts nothing).
+pub struct Stats {
+    pub connects: AtomicU64,
+    pub connect_failures: AtomicU64,
+    pub retries: AtomicU64,
+    pub malformed: AtomicU64,
+}
+
+pub static STATS: Stats = Stats {
+    connects: AtomicU64::new(0),
+    connect_failures: AtomicU64::new(0),
+    retries: AtomicU64::new(0),
+    malformed: AtomicU64::new(0),
+};
+
+fn count(c: &AtomicU64) {
+    c.fetch_add(1, Ordering::Relaxed);
+}
 
 /// Largest response head accepted from an origin.
 const MAX_HEAD: usize = 64 * 1024;
@@ -120,15 +141,30 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
         let reused = pooled.is_some();
         let mut c = match pooled.take() {
             Some(c) => c,
-            None => connect(&target).await?,
+            None => match connect(&target).await {
+                Ok(c) => {
+                    count(&STATS.connects);
+                    c
+                }
+                Err(e) => {
+                    count(&STATS.connect_failures);
+                    return Err(e);
+                }
+            },
         };
         match exchange(&mut c, &wire, &framing, &mut body, is_head).await {
             Ok(parsed) => return Ok(build(&target, c, parsed)),
             // The next round connects afresh, so this retries at most once.
             Err(e) if reused && retryable && e.is_stale_connection() => {
+                count(&STATS.retries);
                 tracing::debug!(origin = %target.authority, error = %e, "pooled origin connection was stale; retrying");
             }
-            Err(e) => return Err(e),
+            Err(e) => {
+                if matches!(e, OriginError::Malformed(_)) {
+                    count(&STATS.malformed);
+                }
+                return Err(e);
+            }
         }
     }
 }

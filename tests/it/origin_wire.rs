@@ -353,6 +353,22 @@ async fn broken_origin_responses_are_502_or_cut_short() {
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
     let (s, body) = get(&c, &gw, &cookie, "/garbage").await;
     assert_eq!(s, StatusCode::BAD_GATEWAY, "{body}");
+    // Counted on the metrics page (process-wide, so other tests may add to it).
+    let m = reqwest::get(gw.control_url("/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let malformed = m
+        .lines()
+        .find_map(|l| l.strip_prefix("portcullis_origin_malformed_responses_total "))
+        .and_then(|v| v.parse::<u64>().ok());
+    assert!(malformed.is_some_and(|n| n >= 2), "{m}");
+    assert!(
+        m.contains("portcullis_origin_connections_opened_total"),
+        "{m}"
+    );
     // A body shorter than its Content-Length is not passed off as complete.
     // (The connection is cut: before the head reached the client, or after.)
     let r = c
