@@ -18,11 +18,13 @@ use http::{Method, Request, Response};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, Sleep};
 
 /// Process-wide counts of the origin side's rare events, for the metrics page. Nothing
 /// here is touched on an ordinary request (a reused connection counts nothing).
@@ -44,6 +46,9 @@ fn count(c: &AtomicU64) {
     c.fetch_add(1, Ordering::Relaxed);
 }
 
+/// A new connection's timer before its first request sets it.
+const IDLE_DEADLINE: Duration = Duration::from_secs(3600);
+
 /// Largest response head accepted from an origin.
 const MAX_HEAD: usize = 64 * 1024;
 /// How much is read from the origin at a time.
@@ -55,6 +60,8 @@ pub enum OriginError {
     Connect(io::Error),
     #[error("connecting timed out")]
     ConnectTimeout,
+    #[error("no response head in time")]
+    Timeout,
     #[error("the origin closed the connection")]
     Closed,
     #[error("i/o with the origin: {0}")]
@@ -82,17 +89,22 @@ impl OriginError {
     }
 }
 
-/// One connection to an origin with its read buffer.
+/// One connection to an origin with its read buffer and its response-head timer.
 pub(crate) struct Conn {
     io: TcpStream,
     rbuf: BytesMut,
+    /// Reset for each request. Moving a registered timer's deadline later is a single
+    /// atomic update in tokio, where a timer per request would be inserted into and
+    /// removed from the timer wheel every time.
+    deadline: Pin<Box<Sleep>>,
 }
 
-/// Where requests go: the origin's `host:port` (also the pool's key) and how long a
-/// new connection may take.
+/// Where requests go: the origin's `host:port` (also the pool's key), how long a new
+/// connection may take, and how long the response head may take in all.
 pub struct Target<'a> {
     pub authority: &'a Arc<str>,
     pub connect_timeout: Duration,
+    pub response_timeout: Duration,
 }
 
 /// How the request body goes on the wire.
@@ -136,23 +148,36 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
     // idempotent: the origin may instead have died while handling it, and only an
     // idempotent request may then be repeated (RFC 9110 §9.2.2).
     let retryable = matches!(framing, ReqFraming::None) && parts.method.is_idempotent();
+    let deadline = Instant::now() + target.response_timeout;
     let mut pooled = pool::take(target.authority);
     loop {
         let reused = pooled.is_some();
         let mut c = match pooled.take() {
             Some(c) => c,
-            None => match connect(&target).await {
-                Ok(c) => {
+            None => match tokio::time::timeout_at(deadline, connect(&target)).await {
+                Ok(Ok(c)) => {
                     count(&STATS.connects);
                     c
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     count(&STATS.connect_failures);
                     return Err(e);
                 }
+                Err(_) => return Err(OriginError::Timeout),
             },
         };
-        match exchange(&mut c, &wire, &framing, &mut body, is_head).await {
+        c.deadline.as_mut().reset(deadline);
+        let Conn {
+            io,
+            rbuf,
+            deadline: timer,
+        } = &mut c;
+        let attempt = tokio::select! {
+            biased;
+            r = exchange(io, rbuf, &wire, &framing, &mut body, is_head) => r,
+            () = timer.as_mut() => Err(OriginError::Timeout),
+        };
+        match attempt {
             Ok(parsed) => return Ok(build(&target, c, parsed)),
             // The next round connects afresh, so this retries at most once.
             Err(e) if reused && retryable && e.is_stale_connection() => {
@@ -171,16 +196,17 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
 
 /// Writes the request and reads the response head.
 async fn exchange(
-    c: &mut Conn,
+    io: &mut TcpStream,
+    rbuf: &mut BytesMut,
     wire: &[u8],
     framing: &ReqFraming,
     body: &mut Body,
     is_head: bool,
 ) -> Result<head::Parsed, OriginError> {
     match framing {
-        ReqFraming::None => c.io.write_all(wire).await?,
+        ReqFraming::None => io.write_all(wire).await?,
         ReqFraming::Length | ReqFraming::Chunked => {
-            c.io.write_all(wire).await?;
+            io.write_all(wire).await?;
             let chunked = matches!(framing, ReqFraming::Chunked);
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(OriginError::RequestBody)?;
@@ -192,30 +218,30 @@ async fn exchange(
                 }
                 if chunked {
                     let size = format!("{:x}\r\n", data.len());
-                    c.io.write_all(size.as_bytes()).await?;
-                    c.io.write_all(&data).await?;
-                    c.io.write_all(b"\r\n").await?;
+                    io.write_all(size.as_bytes()).await?;
+                    io.write_all(&data).await?;
+                    io.write_all(b"\r\n").await?;
                 } else {
-                    c.io.write_all(&data).await?;
+                    io.write_all(&data).await?;
                 }
             }
             if chunked {
-                c.io.write_all(b"0\r\n\r\n").await?;
+                io.write_all(b"0\r\n\r\n").await?;
             }
         }
     }
-    c.rbuf.clear();
+    rbuf.clear();
     loop {
-        if !c.rbuf.is_empty()
-            && let Some(parsed) = head::parse_response(&mut c.rbuf, is_head)?
+        if !rbuf.is_empty()
+            && let Some(parsed) = head::parse_response(rbuf, is_head)?
         {
             return Ok(parsed);
         }
-        if c.rbuf.len() >= MAX_HEAD {
+        if rbuf.len() >= MAX_HEAD {
             return Err(OriginError::Malformed("response head too large"));
         }
-        c.rbuf.reserve(READ_CHUNK);
-        if c.io.read_buf(&mut c.rbuf).await? == 0 {
+        rbuf.reserve(READ_CHUNK);
+        if io.read_buf(rbuf).await? == 0 {
             return Err(OriginError::Closed);
         }
     }
@@ -273,6 +299,8 @@ async fn connect(target: &Target<'_>) -> Result<Conn, OriginError> {
                     return Ok(Conn {
                         io,
                         rbuf: BytesMut::with_capacity(READ_CHUNK),
+                        // Armed for real by the first request.
+                        deadline: Box::pin(tokio::time::sleep(IDLE_DEADLINE)),
                     });
                 }
                 Err(e) => last = Some(e),

@@ -110,13 +110,14 @@ pub async fn forward(
         let target = crate::origin::Target {
             authority,
             connect_timeout: rt.config.origin_connect_timeout,
+            response_timeout: app.origin_timeout,
         };
-        let resp = match tokio::time::timeout(app.origin_timeout, crate::origin::send(target, req))
-            .await
-        {
-            Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
-            Ok(Err(e)) => return Err(origin_failure(app, e, max)),
-            Ok(Ok(r)) => r,
+        let resp = match crate::origin::send(target, req).await {
+            Err(crate::origin::OriginError::Timeout) => {
+                return Err(GatewayError::OriginTimeout(app.origin_timeout));
+            }
+            Err(e) => return Err(origin_failure(app, e, max)),
+            Ok(r) => r,
         };
         return Ok(finish_response(gw, &auth, resp));
     }

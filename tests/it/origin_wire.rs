@@ -201,6 +201,11 @@ async fn serve(mut s: TcpStream, seen: Arc<Mutex<Vec<Seen>>>) {
             "/garbage" => (vec![w("SMTP ready\r\n\r\n")], true),
             // Takes the request and dies without answering.
             "/die" => (vec![], true),
+            // Takes the request and never answers (the connection stays open).
+            "/hang" => {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+                return;
+            }
             "/truncated" => (
                 vec![w("HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc")],
                 true,
@@ -248,7 +253,7 @@ name = "raw"
 hosts = ["other.localhost"]
 origin = "http://{}"
 allow_emails = ["*@example.com"]
-origin_timeout = "3s"
+origin_timeout = "1s"
 "#,
         origin.addr
     );
@@ -485,5 +490,23 @@ async fn only_idempotent_requests_are_sent_twice() {
         o.count("/die"),
         3,
         "a GET on a reused connection is tried twice"
+    );
+}
+
+#[tokio::test]
+async fn a_silent_origin_is_504_on_new_and_reused_connections() {
+    let (gw, o, cookie) = setup().await;
+    let c = http1(&gw);
+    // Each time on a connection the previous request left in the pool: its timer is
+    // re-armed for the new request, and the hung connection is not reused.
+    for _ in 0..2 {
+        assert_eq!(get(&c, &gw, &cookie, "/fixed").await.0, StatusCode::OK);
+        let (s, body) = get(&c, &gw, &cookie, "/hang").await;
+        assert_eq!(s, StatusCode::GATEWAY_TIMEOUT, "{body}");
+    }
+    assert_eq!(o.count("/hang"), 2);
+    assert_eq!(
+        get(&c, &gw, &cookie, "/fixed").await,
+        (StatusCode::OK, "hello".into())
     );
 }
