@@ -757,6 +757,18 @@ allow_groups = ["staff"]
     }
 
     #[test]
+    fn origin_authority_has_its_port() {
+        let authority = |s: &str| match parse_origin(s).unwrap() {
+            Origin::Http { authority, .. } => authority.to_string(),
+            Origin::Echo => unreachable!(),
+        };
+        assert_eq!(authority("http://127.0.0.1:3000/base"), "127.0.0.1:3000");
+        assert_eq!(authority("http://app.internal"), "app.internal:80");
+        assert_eq!(authority("http://[::1]:8080"), "[::1]:8080");
+        assert!(parse_origin("https://x").is_err());
+    }
+
+    #[test]
     fn bad_enum_names_the_field_path() {
         let s = format!("{BASE}same_site = \"sideways\"\n");
         let e = parse(&s).unwrap_err();

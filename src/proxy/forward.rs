@@ -77,7 +77,7 @@ pub async fn forward(
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let req_body: Body = Limited::new(incoming, max as usize).boxed_unsync();
 
-    let base = match &app.origin {
+    let (base, authority) = match &app.origin {
         Origin::Echo => {
             parts.uri = Uri::from(path_and_query);
             parts.version = Version::HTTP_11;
@@ -88,7 +88,6 @@ pub async fn forward(
         }
         Origin::Http { base, authority } => (base, authority),
     };
-    let (base, authority) = base;
     parts.uri = origin_uri(base, path_and_query)?;
     parts.version = Version::HTTP_11;
     match (app.preserve_host, original_host) {

@@ -55,13 +55,6 @@ fn chromedriver_binary() -> &'static str {
     CHROMEDRIVER
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("a free loopback port")
-        .port()
-}
-
 /// chromedriver, started by this test in its own process group. Dropping it kills the
 /// group (chromedriver and any Chromium it launched), also when a test panics.
 struct Driver {

@@ -94,14 +94,6 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 struct Cluster {
     nodes: Vec<Option<Gw>>,
     /// links[i][j]: how node i reaches node j.
@@ -927,6 +919,12 @@ impl Proc {
             c.wait().unwrap();
         }
     }
+    /// Whether the process has ended (it failed to start, say).
+    fn exited(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
     }
@@ -964,11 +962,15 @@ async fn a_node_killed_during_revocations_catches_up_before_it_reports_ready() {
     let ready3 = format!("http://{ctrl3_addr}/readyz");
     let rc = reqwest::Client::new();
     let mut node3 = Proc::spawn(&c.dir(2));
-    eventually(Duration::from_secs(20), "node 3 process ready", || {
-        let (rc, ready3) = (rc.clone(), ready3.clone());
-        async move { http_status(&rc, &ready3).await == 200 }
-    })
-    .await;
+    let t0 = Instant::now();
+    while http_status(&rc, &ready3).await != 200 {
+        assert!(
+            !node3.exited() && t0.elapsed() < Duration::from_secs(20),
+            "node 3 did not become ready:\n{}",
+            node3.log()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     c.wait_ready(0).await;
     c.wait_ready(1).await;
 
@@ -1033,7 +1035,7 @@ async fn a_node_killed_during_revocations_catches_up_before_it_reports_ready() {
             break r.json::<Value>().await.unwrap();
         }
         assert!(
-            t0.elapsed() < Duration::from_secs(20),
+            !node3.exited() && t0.elapsed() < Duration::from_secs(20),
             "node 3 not ready again:\n{}",
             node3.log()
         );

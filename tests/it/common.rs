@@ -431,3 +431,25 @@ pub fn cookie_header(jar: &reqwest::cookie::Jar, url: &str) -> String {
         .and_then(|h| h.to_str().ok().map(str::to_string))
         .unwrap_or_default()
 }
+
+/// A port for a server started later by number (a child process, chromedriver). Binding
+/// port 0 and closing would hand out a port from the kernel's ephemeral range, which
+/// any other test's listener or outgoing connection (to an origin, a peer) may take
+/// before the server binds it. Ports below that range (32768 and up) are only ever
+/// taken by number, so this picks one there that is free now.
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let seed = std::process::id().wrapping_mul(2_654_435_761) ^ nanos;
+    for _ in 0..2000 {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 20_000 + (seed.wrapping_add(n.wrapping_mul(7_919)) % 12_000) as u16;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port between 20000 and 32000");
+}
