@@ -114,9 +114,14 @@ pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed
     Err(OriginError::Malformed("too many interim responses"))
 }
 
-/// Whether a head could be complete: httparse accepts CRLF and bare LF line ends.
+/// Whether a head could be complete: httparse accepts CRLF and bare LF line ends. Stops
+/// at the first blank line, so a body already in the buffer is not scanned.
 fn has_blank_line(b: &[u8]) -> bool {
-    memchr::memmem::find(b, b"\n\r\n").is_some() || memchr::memmem::find(b, b"\n\n").is_some()
+    memchr::memchr_iter(b'\n', b).any(|i| match b.get(i + 1) {
+        Some(b'\n') => true,
+        Some(b'\r') => b.get(i + 2) == Some(&b'\n'),
+        _ => false,
+    })
 }
 
 fn connection_has(h: &HeaderMap, token: &str) -> bool {
@@ -209,6 +214,20 @@ mod tests {
     #[test]
     fn partial_heads_wait_for_more() {
         assert!(parse("HTTP/1.1 200 OK\r\nContent-Len").unwrap().is_none());
+        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n\r").unwrap().is_none());
+        assert!(parse("HTTP/1.1 200 OK\r\nA: b\r\n").unwrap().is_none());
+    }
+
+    #[test]
+    fn blank_line_ends_a_head_with_either_line_end() {
+        assert!(has_blank_line(b"HTTP/1.1 200 OK\r\n\r\n"));
+        assert!(has_blank_line(b"HTTP/1.1 200 OK\n\n"));
+        assert!(has_blank_line(b"HTTP/1.1 200 OK\nA: b\n\r\nbody\n\n"));
+        assert!(!has_blank_line(b"HTTP/1.1 200 OK\r\nA: b\r\n\r"));
+        assert!(!has_blank_line(b"HTTP/1.1 200 OK\r\nA: b\r\n"));
+        assert!(!has_blank_line(b"\r\n"));
+        let p = parse("HTTP/1.1 204 No Content\nA: b\n\n").unwrap().unwrap();
+        assert_eq!(p.parts.headers["a"], "b");
     }
 
     #[test]
