@@ -114,9 +114,14 @@ pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed
     Err(OriginError::Malformed("too many interim responses"))
 }
 
-/// Whether a head could be complete: httparse accepts CRLF and bare LF line ends. Stops
-/// at the first blank line, so a body already in the buffer is not scanned.
+/// Whether a head could be complete: httparse accepts CRLF and bare LF line ends. The
+/// usual CRLF head is found with one prebuilt searcher; a bare-LF one walks the lines.
 fn has_blank_line(b: &[u8]) -> bool {
+    static CRLF_BLANK_LINE: std::sync::LazyLock<memchr::memmem::Finder<'static>> =
+        std::sync::LazyLock::new(|| memchr::memmem::Finder::new(b"\r\n\r\n"));
+    if CRLF_BLANK_LINE.find(b).is_some() {
+        return true;
+    }
     memchr::memchr_iter(b'\n', b).any(|i| match b.get(i + 1) {
         Some(b'\n') => true,
         Some(b'\r') => b.get(i + 2) == Some(&b'\n'),

@@ -11,7 +11,10 @@ use jsonwebtoken::{Algorithm, Validation};
 use moka::sync::Cache;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// Tokens longer than this are refused before any parsing.
@@ -145,9 +148,40 @@ impl moka::Expiry<Key, Arc<Verified>> for ExpireAtExp {
 /// Verifies tokens, caching verified claims keyed by the exact token string so no other
 /// token can hit an entry. Bounded in size; entries leave no later than the token's exp,
 /// and every hit re-checks exp against the injected clock.
+///
+/// Two levels: a small cache per worker thread answers the hits, so a hit touches no
+/// shared state; the shared cache behind it (moka records every read in a shared queue
+/// and now and then takes its housekeeping lock) holds every verified token, so each
+/// token's signature is still checked once per node, not once per thread.
 pub struct Verifier {
     cache: Cache<Key, Arc<Verified>, foldhash::fast::RandomState>,
+    /// Tells the per-thread caches whose entries they hold (tests run several gateways
+    /// in one process; one verifier's entries must never answer for another).
+    id: u64,
+    /// Bumped when entries are dropped (`clear`, `forget`): the per-thread caches start
+    /// over when they see a new value.
+    epoch: AtomicU64,
 }
+
+/// Entries one thread keeps before it starts over.
+const LOCAL_CAPACITY: usize = 4096;
+
+/// One worker thread's cache in front of the shared one.
+struct Local {
+    owner: u64,
+    epoch: u64,
+    map: HashMap<Key, Arc<Verified>, foldhash::fast::RandomState>,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Local> = RefCell::new(Local {
+        owner: 0,
+        epoch: 0,
+        map: HashMap::default(),
+    });
+}
+
+static NEXT_VERIFIER_ID: AtomicU64 = AtomicU64::new(1);
 
 impl Verifier {
     pub fn new(capacity: u64) -> Self {
@@ -156,6 +190,8 @@ impl Verifier {
                 .max_capacity(capacity)
                 .expire_after(ExpireAtExp)
                 .build_with_hasher(foldhash::fast::RandomState::default()),
+            id: NEXT_VERIFIER_ID.fetch_add(1, Ordering::Relaxed),
+            epoch: AtomicU64::new(0),
         }
     }
 
@@ -165,10 +201,46 @@ impl Verifier {
 
     pub fn clear(&self) {
         self.cache.invalidate_all();
+        self.epoch.fetch_add(1, Ordering::AcqRel);
     }
 
     pub fn forget(&self, token: &str) {
         self.cache.invalidate(cache_key(token));
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// This thread's cached verification of exactly `token`, if any.
+    fn local_get(&self, key: &str, token: &str, epoch: u64) -> Option<Arc<Verified>> {
+        LOCAL.with(|l| {
+            let mut l = l.try_borrow_mut().ok()?;
+            if l.owner != self.id || l.epoch != epoch {
+                l.map.clear();
+                l.owner = self.id;
+                l.epoch = epoch;
+                return None;
+            }
+            l.map
+                .get(key)
+                .filter(|v| v.assertion.as_bytes() == token.as_bytes())
+                .cloned()
+        })
+    }
+
+    /// Keeps a verified token in this thread's cache, unless entries were dropped since
+    /// `epoch` was read (the verification may predate a key leaving the ring).
+    fn local_put(&self, key: &str, v: &Arc<Verified>, epoch: u64) {
+        LOCAL.with(|l| {
+            let Ok(mut l) = l.try_borrow_mut() else {
+                return;
+            };
+            if l.owner != self.id || l.epoch != epoch {
+                return;
+            }
+            if l.map.len() >= LOCAL_CAPACITY {
+                l.map.clear();
+            }
+            l.map.insert(key.into(), v.clone());
+        });
     }
 
     /// Verifies `token` for audience `aud`. Returns whether the cache answered.
@@ -187,16 +259,24 @@ impl Verifier {
             return Err(TokenError::TooLarge);
         }
         let key = cache_key(token);
-        let (v, hit) = match self.cache.get(key) {
-            Some(v) if v.assertion.as_bytes() == token.as_bytes() => (v, true),
-            // Same signature segment, different token: verify it from scratch and
-            // leave the genuine entry where it is.
-            Some(_) => (Arc::new(verify_signature(keys, token, iss)?), false),
-            None => {
-                let v = Arc::new(verify_signature(keys, token, iss)?);
-                self.cache.insert(key.into(), v.clone());
-                (v, false)
-            }
+        let epoch = self.epoch.load(Ordering::Acquire);
+        let (v, hit) = match self.local_get(key, token, epoch) {
+            Some(v) => (v, true),
+            None => match self.cache.get(key) {
+                Some(v) if v.assertion.as_bytes() == token.as_bytes() => {
+                    self.local_put(key, &v, epoch);
+                    (v, true)
+                }
+                // Same signature segment, different token: verify it from scratch and
+                // leave the genuine entry where it is.
+                Some(_) => (Arc::new(verify_signature(keys, token, iss)?), false),
+                None => {
+                    let v = Arc::new(verify_signature(keys, token, iss)?);
+                    self.cache.insert(key.into(), v.clone());
+                    self.local_put(key, &v, epoch);
+                    (v, false)
+                }
+            },
         };
         check_times(&v.claims, now_us)?;
         if v.claims.aud != aud {
@@ -341,5 +421,39 @@ mod tests {
                 "{bad:?}"
             );
         }
+    }
+
+    #[test]
+    fn thread_caches_belong_to_one_verifier_and_follow_clear() {
+        let (da, db) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        let (ka, kb) = (
+            KeyRing::load_or_create(da.path()).unwrap(),
+            KeyRing::load_or_create(db.path()).unwrap(),
+        );
+        let now = 1_900_000_000i64;
+        let us = now * 1_000_000;
+        let tok = sign(&ka, &claims(now)).unwrap();
+        let (va, vb) = (Verifier::new(100), Verifier::new(100));
+        let check = |v: &Verifier, k: &KeyRing| v.verify(k, &tok, "echo", "https://auth.test", us);
+        assert!(!check(&va, &ka).unwrap().1);
+        assert!(check(&va, &ka).unwrap().1);
+        // Same thread, another gateway with other keys: its own verdict, not va's entry.
+        assert_eq!(check(&vb, &kb).unwrap_err(), TokenError::UnknownKey);
+        assert!(check(&va, &ka).unwrap().1);
+        // Another thread is answered by the shared cache: no second signature check.
+        std::thread::scope(|s| {
+            s.spawn(|| assert!(check(&va, &ka).unwrap().1));
+        });
+        va.clear();
+        assert!(
+            !check(&va, &ka).unwrap().1,
+            "clear reaches this thread's cache"
+        );
+        assert!(check(&va, &ka).unwrap().1);
+        va.forget(&tok);
+        assert!(
+            !check(&va, &ka).unwrap().1,
+            "forget reaches this thread's cache"
+        );
     }
 }
