@@ -92,15 +92,19 @@ pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed
         let status = StatusCode::from_u16(code)
             .map_err(|_| OriginError::Malformed("status code out of range"))?;
         let mut headers = HeaderMap::with_capacity(resp.headers.len());
+        let mut seen = FramingHeaders::default();
         for h in resp.headers.iter() {
             let name = HeaderName::from_bytes(h.name.as_bytes())
                 .map_err(|_| OriginError::Malformed("bad header name"))?;
+            if !seen.note(&name, h.value) {
+                continue;
+            }
             let value = HeaderValue::from_maybe_shared(data.slice_ref(h.value))
                 .map_err(|_| OriginError::Malformed("bad header value"))?;
             headers.append(name, value);
         }
         let minor_version = resp.version.unwrap_or(1);
-        let (framing, keep_alive) = framing(status, minor_version, &mut headers, is_head)?;
+        let (framing, keep_alive) = framing(status, minor_version, &seen, &mut headers, is_head)?;
         let (mut parts, ()) = Response::new(()).into_parts();
         parts.status = status;
         parts.headers = headers;
@@ -129,39 +133,74 @@ fn has_blank_line(b: &[u8]) -> bool {
     })
 }
 
-fn connection_has(h: &HeaderMap, token: &str) -> bool {
-    h.get_all(header::CONNECTION).iter().any(|v| {
-        v.as_bytes()
-            .split(|b| *b == b',')
-            .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
-    })
+/// What the framing decision needs from the response headers, noted while they are
+/// read so no header is looked up again afterwards.
+#[derive(Default)]
+struct FramingHeaders<'a> {
+    close: bool,
+    keep_alive: bool,
+    /// The last `Transfer-Encoding` value.
+    transfer_encoding: Option<&'a [u8]>,
+    /// The first `Content-Length` value, and whether another one differs from it.
+    content_length: Option<&'a [u8]>,
+    conflicting_lengths: bool,
+}
+
+impl<'a> FramingHeaders<'a> {
+    /// Notes one header; `false` when it need not be kept: a `Connection` header that
+    /// only says `close` or `keep-alive` (hop-by-hop, and read here). One that names
+    /// other headers is kept, so forwarding can drop those too.
+    fn note(&mut self, name: &HeaderName, value: &'a [u8]) -> bool {
+        if name == header::CONNECTION {
+            let mut only_ours = true;
+            for t in value.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if t.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                } else if !t.is_empty() {
+                    only_ours = false;
+                }
+            }
+            return !only_ours;
+        }
+        if name == header::TRANSFER_ENCODING {
+            self.transfer_encoding = Some(value);
+        } else if name == header::CONTENT_LENGTH {
+            match self.content_length {
+                None => self.content_length = Some(value),
+                Some(first) => self.conflicting_lengths |= first != value,
+            }
+        }
+        true
+    }
 }
 
 /// The body's framing and whether the connection can be reused.
 fn framing(
     status: StatusCode,
     minor_version: u8,
+    seen: &FramingHeaders<'_>,
     h: &mut HeaderMap,
     is_head: bool,
 ) -> Result<(Framing, bool), OriginError> {
     let mut keep_alive = if minor_version == 0 {
-        connection_has(h, "keep-alive")
+        seen.keep_alive
     } else {
-        !connection_has(h, "close")
+        !seen.close
     };
     if is_head || status == StatusCode::NO_CONTENT || status == StatusCode::NOT_MODIFIED {
         return Ok((Framing::Empty, keep_alive));
     }
-    if h.contains_key(header::TRANSFER_ENCODING) {
-        let chunked = h
-            .get_all(header::TRANSFER_ENCODING)
-            .iter()
-            .filter_map(|v| v.as_bytes().rsplit(|b| *b == b',').next())
-            .next_back()
+    if let Some(te) = seen.transfer_encoding {
+        let chunked = te
+            .rsplit(|b| *b == b',')
+            .next()
             .is_some_and(|t| t.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        if h.remove(header::CONTENT_LENGTH).is_some() {
+        if seen.content_length.is_some() {
             // Both: Transfer-Encoding wins (RFC 9112 §6.3), and a connection that
             // spoke so ambiguously is not used again.
+            h.remove(header::CONTENT_LENGTH);
             keep_alive = false;
         }
         return Ok(if chunked {
@@ -170,12 +209,11 @@ fn framing(
             (Framing::UntilClose, false)
         });
     }
-    let mut lengths = h.get_all(header::CONTENT_LENGTH).iter();
-    match lengths.next() {
+    match seen.content_length {
         None => Ok((Framing::UntilClose, false)),
         Some(first) => {
-            let n = parse_length(first.as_bytes())?;
-            if lengths.any(|v| v.as_bytes() != first.as_bytes()) {
+            let n = parse_length(first)?;
+            if seen.conflicting_lengths {
                 return Err(OriginError::Malformed("conflicting Content-Length"));
             }
             Ok((Framing::Length(n), keep_alive))
@@ -214,6 +252,30 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!p.keep_alive);
+    }
+
+    #[test]
+    fn connection_header_is_read_and_kept_only_when_it_names_headers() {
+        let p = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(p.keep_alive);
+        assert!(!p.parts.headers.contains_key("connection"));
+        let p = parse("HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(p.keep_alive);
+        let p = parse(
+            "HTTP/1.1 200 OK\r\nConnection: x-trace, close\r\nX-Trace: 1\r\nContent-Length: 0\r\n\r\n",
+        )
+        .unwrap()
+        .unwrap();
+        assert!(!p.keep_alive);
+        assert_eq!(p.parts.headers["connection"], "x-trace, close");
+        let p = parse("HTTP/1.1 200 OK\r\nConnection: keep-alive\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert!(!p.keep_alive, "close anywhere wins");
     }
 
     #[test]
