@@ -53,10 +53,43 @@ pub fn encode_request(parts: &http::request::Parts, out: &mut Vec<u8>) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// The header names of the last response read on a connection, in order. An origin
+/// sends the same names in the same order response after response: comparing the bytes
+/// with the last response's is cheaper than parsing and classifying each name again.
+#[derive(Default)]
+pub struct HeaderNames(Vec<(Box<[u8]>, HeaderName)>);
+
+/// Names remembered per connection.
+const REMEMBERED_NAMES: usize = 32;
+
+impl HeaderNames {
+    /// The name of the response's `i`th header, spelled `raw` on the wire.
+    fn get(&mut self, i: usize, raw: &[u8]) -> Result<HeaderName, OriginError> {
+        if let Some((seen, name)) = self.0.get(i)
+            && **seen == *raw
+        {
+            return Ok(name.clone());
+        }
+        let name =
+            HeaderName::from_bytes(raw).map_err(|_| OriginError::Malformed("bad header name"))?;
+        if let Some(slot) = self.0.get_mut(i) {
+            *slot = (raw.into(), name.clone());
+        } else if i == self.0.len() && i < REMEMBERED_NAMES {
+            self.0.push((raw.into(), name.clone()));
+        }
+        Ok(name)
+    }
+}
+
 /// Parses a complete response head at the front of `buf`, taking everything buffered;
 /// `None` (and `buf` untouched) when more bytes are needed. Interim 1xx responses are
-/// dropped. Header values share the buffer instead of being copied.
-pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed>, OriginError> {
+/// dropped. Header values share the buffer instead of being copied; `names` carries the
+/// connection's header names from one response to the next.
+pub fn parse_response(
+    buf: &mut BytesMut,
+    names: &mut HeaderNames,
+    is_head: bool,
+) -> Result<Option<Parsed>, OriginError> {
     if !has_blank_line(buf) {
         return Ok(None);
     }
@@ -93,9 +126,8 @@ pub fn parse_response(buf: &mut BytesMut, is_head: bool) -> Result<Option<Parsed
             .map_err(|_| OriginError::Malformed("status code out of range"))?;
         let mut headers = HeaderMap::with_capacity(resp.headers.len());
         let mut seen = FramingHeaders::default();
-        for h in resp.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| OriginError::Malformed("bad header name"))?;
+        for (i, h) in resp.headers.iter().enumerate() {
+            let name = names.get(i, h.name.as_bytes())?;
             if !seen.note(&name, h.value) {
                 continue;
             }
@@ -233,7 +265,7 @@ mod tests {
     use super::*;
 
     fn parse(raw: &str) -> Result<Option<Parsed>, OriginError> {
-        parse_response(&mut BytesMut::from(raw), false)
+        parse_response(&mut BytesMut::from(raw), &mut HeaderNames::default(), false)
     }
 
     #[test]
@@ -276,6 +308,40 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!p.keep_alive, "close anywhere wins");
+    }
+
+    #[test]
+    fn header_names_are_remembered_by_position_and_bytes() {
+        let mut names = HeaderNames::default();
+        let mut read = |raw: &str| {
+            parse_response(&mut BytesMut::from(raw), &mut names, false)
+                .unwrap()
+                .unwrap()
+                .parts
+                .headers
+        };
+        let first =
+            "HTTP/1.1 200 OK\r\nContent-Type: a\r\nX-Custom: b\r\nContent-Length: 0\r\n\r\n";
+        for _ in 0..2 {
+            let h = read(first);
+            assert_eq!(h["content-type"], "a");
+            assert_eq!(h["x-custom"], "b");
+        }
+        // Other names, or the same in another case, at the same places.
+        let h =
+            read("HTTP/1.1 200 OK\r\nX-Custom: c\r\ncontent-type: d\r\nContent-Length: 0\r\n\r\n");
+        assert_eq!(h["x-custom"], "c");
+        assert_eq!(h["content-type"], "d");
+        assert_eq!(h.len(), 3);
+        assert!(
+            parse_response(
+                &mut BytesMut::from("HTTP/1.1 200 OK\r\nX-Custom: c\r\nBad Name: e\r\n\r\n"),
+                &mut names,
+                false
+            )
+            .is_err()
+        );
+        assert_eq!(names.0[0].1, "x-custom");
     }
 
     #[test]
@@ -328,13 +394,18 @@ mod tests {
         let mut b = BytesMut::from(
             "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\nHTTP/1.1 204 No Content\r\n\r\n",
         );
-        let p = parse_response(&mut b, false).unwrap().unwrap();
+        let p = parse_response(&mut b, &mut HeaderNames::default(), false)
+            .unwrap()
+            .unwrap();
         assert_eq!(p.parts.status, 204);
         assert_eq!(p.framing, Framing::Empty);
         assert!(b.is_empty());
         let mut b = BytesMut::from("HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n");
         assert_eq!(
-            parse_response(&mut b, true).unwrap().unwrap().framing,
+            parse_response(&mut b, &mut HeaderNames::default(), true)
+                .unwrap()
+                .unwrap()
+                .framing,
             Framing::Empty
         );
         assert!(parse("HTTP/1.1 101 Switching Protocols\r\n\r\n").is_err());

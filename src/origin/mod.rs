@@ -93,6 +93,7 @@ impl OriginError {
 pub(crate) struct Conn {
     io: TcpStream,
     rbuf: BytesMut,
+    names: head::HeaderNames,
     /// Reset for each request. Moving a registered timer's deadline later is a single
     /// atomic update in tokio, where a timer per request would be inserted into and
     /// removed from the timer wheel every time.
@@ -170,11 +171,12 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
         let Conn {
             io,
             rbuf,
+            names,
             deadline: timer,
         } = &mut c;
         let attempt = tokio::select! {
             biased;
-            r = exchange(io, rbuf, &wire, &framing, &mut body, is_head) => r,
+            r = exchange(io, rbuf, names, &wire, &framing, &mut body, is_head) => r,
             () = timer.as_mut() => Err(OriginError::Timeout),
         };
         match attempt {
@@ -198,6 +200,7 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
 async fn exchange(
     io: &mut TcpStream,
     rbuf: &mut BytesMut,
+    names: &mut head::HeaderNames,
     wire: &[u8],
     framing: &ReqFraming,
     body: &mut Body,
@@ -233,7 +236,7 @@ async fn exchange(
     rbuf.clear();
     loop {
         if !rbuf.is_empty()
-            && let Some(parsed) = head::parse_response(rbuf, is_head)?
+            && let Some(parsed) = head::parse_response(rbuf, names, is_head)?
         {
             return Ok(parsed);
         }
@@ -299,6 +302,7 @@ async fn connect(target: &Target<'_>) -> Result<Conn, OriginError> {
                     return Ok(Conn {
                         io,
                         rbuf: BytesMut::with_capacity(READ_CHUNK),
+                        names: head::HeaderNames::default(),
                         // Armed for real by the first request.
                         deadline: Box::pin(tokio::time::sleep(IDLE_DEADLINE)),
                     });
