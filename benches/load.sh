@@ -16,8 +16,8 @@
 # Each run waits for the machine to be idle (bounded), is repeated (median kept; a run
 # during which other processes took more than --max-other % of the two cores, default 10,
 # is done again, at most twice), and the table gives requests/s, p50/p99 latency and
-# proxy CPU per request, each also as a ratio to nginx proxy_pass. --tls repeats the
-# proxies over TLS with one self-signed certificate.
+# proxy CPU per request (and the kernel's share of it: stime), each also as a ratio to
+# nginx proxy_pass. --tls repeats the proxies over TLS with one self-signed certificate.
 # Then a fixed-rate pass (skipped with --no-rate) offers --rate requests/s in total
 # (default 5000) to a), b), c) and d) (and their TLS variants with --tls) with oha
 # (`-c64 -q RATE --latency-correction`, latency counted from each request's scheduled
@@ -459,6 +459,14 @@ cpu_ticks() { # pids...: utime+stime of the processes and their children threads
     done
     echo "$t"
 }
+sys_ticks() { # pids...: stime alone (time in the kernel on their behalf), in ticks
+    local t=0 p v
+    for p in "$@"; do
+        v=$(awk '{sub(/.*\) /, ""); print $13}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        t=$((t + v))
+    done
+    echo "$t"
+}
 instance_pids() { # master pid: itself and its children (nginx workers)
     echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"
 }
@@ -526,14 +534,14 @@ run_case() {
     local r=1 tries=0
     while [ "$r" -le "$REPEAT" ]; do
         local idle; idle=$(wait_idle)
-        local p0 o0 p1 o1 w0 w1 s0 s1 out
-        p0=$(cpu_ticks "${proxy_pids[@]}"); o0=$(cpu_ticks $origin_pids)
+        local p0 o0 p1 o1 w0 w1 s0 s1 k0 k1 out
+        p0=$(cpu_ticks "${proxy_pids[@]}"); o0=$(cpu_ticks $origin_pids); k0=$(sys_ticks "${proxy_pids[@]}")
         w0=$(children_ticks); s0=$(cores_busy)
         # In the background and waited for here, so wrk's CPU lands in this shell's cutime.
         taskset -c 1 wrk -t1 -c64 -d"${DURATION}s" --latency "$@" "$url" >"$WORK/wrk-$key-$r.txt" 2>&1 &
         wait $! || true
         s1=$(cores_busy); w1=$(children_ticks)
-        p1=$(cpu_ticks "${proxy_pids[@]}"); o1=$(cpu_ticks $origin_pids)
+        p1=$(cpu_ticks "${proxy_pids[@]}"); o1=$(cpu_ticks $origin_pids); k1=$(sys_ticks "${proxy_pids[@]}")
         out=$(cat "$WORK/wrk-$key-$r.txt")
         local other
         other=$(other_load "$s0" "$s1" $(( (p1 - p0) + (o1 - o0) + (w1 - w0) )))
@@ -545,7 +553,7 @@ run_case() {
         non2xx=$(echo "$out" | awk '/Non-2xx/ {print $NF}'); non2xx=${non2xx:-0}
         errs=$(echo "$out" | awk '/Socket errors/ {gsub(/,/, ""); print $4 + $6 + $8 + $10}'); errs=${errs:-0}
         [ -n "$rps" ] && [ -n "$reqs" ] && [ "$reqs" -gt 0 ] || { echo "$out" >&2; die "$label: wrk failed"; }
-        local pcpu ocpu
+        local pcpu ocpu kcpu
         if [ "$other" -gt "$MAX_OTHER" ] && [ "$tries" -lt "$RETRIES" ]; then
             tries=$((tries + 1))
             printf '    run %d disturbed (other load %s%% > %s%%, %.0f req/s): repeating it\n' "$r" "$other" "$MAX_OTHER" "$rps" >&2
@@ -553,13 +561,14 @@ run_case() {
         fi
         pcpu=$(awk -v a="$p0" -v b="$p1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
         ocpu=$(awk -v a="$o0" -v b="$o1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
-        echo "$key|$label|$r|$rps|$p50|$p99|$pcpu|$ocpu|$non2xx|$errs|$idle|$other" >>"$RESULTS"
+        kcpu=$(awk -v a="$k0" -v b="$k1" -v n="$reqs" -v hz="$HZ" 'BEGIN { printf "%.1f", (b - a) * 1e6 / hz / n }')
+        echo "$key|$label|$r|$rps|$p50|$p99|$pcpu|$ocpu|$non2xx|$errs|$idle|$other|$kcpu" >>"$RESULTS"
         case "$key" in
             pc_401*) ;;
             *) [ "$non2xx" = 0 ] || log "WARNING: $label: $non2xx responses were not 2xx/3xx" ;;
         esac
-        printf '    run %d: %8.0f req/s  p50 %6s us  p99 %6s us  proxy %5s us/req  origin %5s us/req  non-2xx %s  idle before %s%%  other load %s%%\n' \
-            "$r" "$rps" "$p50" "$p99" "$pcpu" "$ocpu" "$non2xx" "$idle" "$other" >&2
+        printf '    run %d: %8.0f req/s  p50 %6s us  p99 %6s us  proxy %5s us/req (kernel %5s)  origin %5s us/req  non-2xx %s  idle before %s%%  other load %s%%\n' \
+            "$r" "$rps" "$p50" "$p99" "$pcpu" "$kcpu" "$ocpu" "$non2xx" "$idle" "$other" >&2
         r=$((r + 1)); tries=0
     done
 }
@@ -579,27 +588,28 @@ table() { # keys in order; reference key
     }
     local ref_rps ref_p50 ref_p99 ref_cpu
     ref_rps=$(m "$ref" 4); ref_p50=$(m "$ref" 5); ref_p99=$(m "$ref" 6); ref_cpu=$(m "$ref" 7)
-    printf '\n%-44s %9s %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' \
-        "scenario (median, $REPEAT x ${DURATION}s)" "req/s" "p50 us" "p99 us" "proxy CPU" "origin CPU" \
+    printf '\n%-44s %9s %8s %8s %10s %10s %10s %7s %7s %7s %7s %8s\n' \
+        "scenario (median, $REPEAT x ${DURATION}s)" "req/s" "p50 us" "p99 us" "proxy CPU" "of which" "origin CPU" \
         "x rps" "x p50" "x p99" "x CPU" "non-2xx"
-    printf '%-44s %9s %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' \
-        "" "" "" "" "us/req" "us/req" "(vs b)" "(vs b)" "(vs b)" "(vs b)" "last run"
+    printf '%-44s %9s %8s %8s %10s %10s %10s %7s %7s %7s %7s %8s\n' \
+        "" "" "" "" "us/req" "kernel" "us/req" "(vs b)" "(vs b)" "(vs b)" "(vs b)" "last run"
     local k
     for k in "$@"; do
         grep -q "^$k|" "$RESULTS" || continue
-        local label rps p50 p99 cpu ocpu non
+        local label rps p50 p99 cpu kcpu ocpu non
         label=$(awk -F'|' -v k="$k" '$1 == k {print $2; exit}' "$RESULTS")
         rps=$(m "$k" 4); p50=$(m "$k" 5); p99=$(m "$k" 6); cpu=$(m "$k" 7); ocpu=$(m "$k" 8)
+        kcpu=$(m "$k" 13)
         non=$(awk -F'|' -v k="$k" '$1 == k {v = $9} END {print v}' "$RESULTS")
         if ! awk -F'|' -v k="$k" -v max="$MAX_OTHER" '$1 == k && $12 <= max {f = 1} END {exit !f}' "$RESULTS"; then
             label="$label (!)"
         fi
         ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }'; }
-        local cpu_show="$cpu" cr
+        local cpu_show="$cpu" kcpu_show="$kcpu" cr
         cr=$(ratio "$cpu" "$ref_cpu")
-        case "$k" in origin*) cpu_show="-"; cr="-" ;; esac
-        printf '%-44s %9.0f %8s %8s %10s %10s %7s %7s %7s %7s %8s\n' "$label" "$rps" "$p50" "$p99" \
-            "$cpu_show" "$ocpu" "$(ratio "$rps" "$ref_rps")" "$(ratio "$p50" "$ref_p50")" \
+        case "$k" in origin*) cpu_show="-"; kcpu_show="-"; cr="-" ;; esac
+        printf '%-44s %9.0f %8s %8s %10s %10s %10s %7s %7s %7s %7s %8s\n' "$label" "$rps" "$p50" "$p99" \
+            "$cpu_show" "$kcpu_show" "$ocpu" "$(ratio "$rps" "$ref_rps")" "$(ratio "$p50" "$ref_p50")" \
             "$(ratio "$p99" "$ref_p99")" "$cr" "$non"
     done
 }
@@ -607,7 +617,7 @@ table() { # keys in order; reference key
 H_APP=(-H "Host: $APP_HOST")
 H_BROWSER=(-H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*;q=0.8" -H "Accept-Language: en-GB,en;q=0.9")
 
-cpu_note="CPU = utime+stime from /proc/<pid>/stat (resolution 1/$HZ s) over the run / requests"
+cpu_note="CPU = utime+stime from /proc/<pid>/stat (resolution 1/$HZ s) over the run / requests; 'of which kernel' = stime alone"
 log "Portcullis: $workers; $REVOKED revocation entries; haproxy mode: $HAP_MODE"
 
 scenarios_plain() {
