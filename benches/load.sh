@@ -451,22 +451,17 @@ if [ "$HAP_MODE" = jwt ]; then
 fi
 
 # ---------------------------------------------------------------- measuring
-cpu_ticks() { # pids...: utime+stime of the processes and their children threads, in ticks
-    local t=0 p v
+stat_ticks() { # fields pids...: the sum over the processes (threads included) of an awk
+    # expression over /proc/<pid>/stat after the name ($12 utime, $13 stime), in ticks
+    local fields="$1" t=0 p v; shift
     for p in "$@"; do
-        v=$(awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$p/stat" 2>/dev/null || echo 0)
+        v=$(awk '{sub(/.*\) /, ""); print '"$fields"'}' "/proc/$p/stat" 2>/dev/null || echo 0)
         t=$((t + v))
     done
     echo "$t"
 }
-sys_ticks() { # pids...: stime alone (time in the kernel on their behalf), in ticks
-    local t=0 p v
-    for p in "$@"; do
-        v=$(awk '{sub(/.*\) /, ""); print $13}' "/proc/$p/stat" 2>/dev/null || echo 0)
-        t=$((t + v))
-    done
-    echo "$t"
-}
+cpu_ticks() { stat_ticks '$12 + $13' "$@"; } # utime+stime
+sys_ticks() { stat_ticks '$13' "$@"; }       # stime: time in the kernel on their behalf
 instance_pids() { # master pid: itself and its children (nginx workers)
     echo "$1 $(pgrep -P "$1" | tr '\n' ' ')"
 }
