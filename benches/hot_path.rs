@@ -15,7 +15,7 @@
 //!   headers (framing check, hop-by-hop strip, gateway headers, X-Forwarded-*, cookie
 //!   strip, assertion header).
 //! - `decision/cookie_parse_check_app_allows`: the whole authenticate + authorize step
-//!   (`GatewayCookies::parse` + `auth::check_app` + `App::allows`) on a real `Gateway`.
+//!   (`GatewayCookies::parse` + `Authenticator::check_app` + `App::allows`) on a real node.
 //! - `decision/unauthenticated_no_cookie`: the same step for a request with no session.
 //! - `origin/parse_response_head`: reading nginx's response head (nine headers) off the
 //!   origin connection into a response.
@@ -25,12 +25,12 @@ use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::{Config, Secrets};
-use portcullis::gateway::Gateway;
 use portcullis::proxy::headers::{
     ASSERTION, check_framing, set_forwarded, strip_gateway_headers, strip_hop_by_hop,
 };
 use portcullis::revocation::Scope;
 use portcullis::revocation::set::RevocationSet;
+use portcullis::server::Node;
 use portcullis::session::cookies::{GatewayCookies, strip_for_origin};
 use portcullis::session::keys::KeyRing;
 use portcullis::session::token::{Claims, Verifier, binding_claim, sign, verify_signature};
@@ -305,9 +305,9 @@ fn bench_decision(c: &mut Criterion) {
     let text = config_text("http://127.0.0.1:9", &hash);
     std::fs::write(&path, &text).unwrap();
     let config = Config::parse(&text, &path, Secrets::Create).expect("config");
-    let gw: Arc<Gateway> =
-        Gateway::new(config, Arc::new(SystemClock) as Arc<dyn Clock>).expect("gateway");
-    let rt = gw.runtime.load_full();
+    let gw: Arc<Node> =
+        Node::build(config, Arc::new(SystemClock) as Arc<dyn Clock>).expect("gateway");
+    let rt = gw.live.load_full();
     let app = rt.app_for_host("app.localhost").expect("app").clone();
     let claims = app_claims(
         &app.name,
@@ -316,7 +316,7 @@ fn bench_decision(c: &mut Criterion) {
         "demo@example.com",
         &["staff"],
     );
-    let token = sign(&gw.keys.load(), &claims).unwrap();
+    let token = sign(&gw.auth.keys(), &claims).unwrap();
     // Some realistic revocation state.
     fill_revocations(&gw.revocations, 10_000, gw.now_us() - 3_600_000_000);
     let headers = browser_headers(&token);
@@ -330,7 +330,7 @@ fn bench_decision(c: &mut Criterion) {
         let Ok(cookies) = GatewayCookies::parse(h) else {
             return false;
         };
-        match portcullis::auth::check_app(&gw, &rt, &app, &cookies) {
+        match gw.auth.check_app(&rt, &app, &cookies) {
             Ok(v) => app.allows(&v.claims.email, &v.claims.groups),
             Err(_) => false,
         }

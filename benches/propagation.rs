@@ -24,10 +24,9 @@ use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::{Config, Secrets};
 use portcullis::revocation::Scope;
 use portcullis::server::{self, Handle};
-use portcullis::session::token::{self, Claims};
+use portcullis::session::token::Claims;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 const PEER_TOKEN: &str = "bench-peer-token-0123456789abcdef";
@@ -96,8 +95,8 @@ fn copy_dir(from: &Path, to: &Path) {
 
 fn mint(h: &Handle) -> (String, String) {
     let gw = &h.gateway;
-    let rt = gw.runtime.load();
-    let iat_us = gw.ticker.tick();
+    let rt = gw.live.load();
+    let iat_us = gw.auth.tick();
     let iat = iat_us.div_euclid(1_000_000);
     let sid = portcullis::secrets::random_b64(16);
     let claims = Claims {
@@ -114,7 +113,7 @@ fn mint(h: &Handle) -> (String, String) {
         iat_us,
         bnd: None,
     };
-    (token::sign(&gw.keys.load(), &claims).expect("sign"), sid)
+    (gw.auth.sign(&claims).expect("sign"), sid)
 }
 
 fn client() -> reqwest::Client {
@@ -206,8 +205,10 @@ async fn run() {
         portcullis::sync::wire::put_entry(&mut seed, Scope::Session, &sid, now - i as i64);
     }
     for d in &dirs {
-        let j = portcullis::sync::journal::Journal::new(&d.join("state"));
-        std::fs::create_dir_all(d.join("state")).unwrap();
+        let ticker = portcullis::clock::Ticker::new(Arc::new(SystemClock));
+        let set = portcullis::revocation::set::RevocationSet::new();
+        let (j, _) =
+            portcullis::sync::journal::Journal::open(&d.join("state"), &set, &ticker, 0).unwrap();
         j.append_then(&seed, || ()).unwrap();
     }
     drop(seed);
@@ -228,7 +229,7 @@ async fn run() {
         );
     }
     for n in &nodes {
-        while !n.gateway.ready.load(Ordering::SeqCst) {
+        while !n.gateway.sync.is_ready() {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -291,13 +292,13 @@ async fn run() {
         );
         let t0 = Instant::now();
         let fresh = start(&dir, &toml).await;
-        while !fresh.gateway.ready.load(Ordering::SeqCst) {
+        while !fresh.gateway.sync.is_ready() {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
         let took = t0.elapsed();
         let got = fresh.gateway.revocations.len();
         let same = fresh.gateway.revocations.digest() == set.digest();
-        let on_disk = fresh.gateway.revlog.len_bytes().unwrap_or(0)
+        let on_disk = fresh.gateway.engine.log().len_bytes().unwrap_or(0)
             + std::fs::metadata(portcullis::sync::journal::path_in(&fresh.gateway.state_dir))
                 .map_or(0, |m| m.len());
         println!(

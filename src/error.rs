@@ -1,6 +1,8 @@
 //! Every way a request can fail, and the one place each becomes an HTTP response.
 
-use crate::proxy::body::{self, Body};
+use crate::web::body::{self, Body};
+use crate::web::html;
+use crate::web::router::{Miss, allow_header};
 use http::{HeaderValue, Response, StatusCode, header};
 
 /// How an unauthenticated request is answered.
@@ -39,7 +41,7 @@ pub enum GatewayError {
     #[error("not found")]
     NotFound,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed(Vec<http::Method>),
     #[error("refusing to serve: {0}")]
     Unavailable(String),
     #[error("internal error: {0}")]
@@ -59,6 +61,14 @@ impl GatewayError {
         }
     }
 
+    /// A route table's miss as the error it is.
+    pub fn from_miss(miss: Miss) -> Self {
+        match miss {
+            Miss::NotFound => GatewayError::NotFound,
+            Miss::MethodNotAllowed(allowed) => GatewayError::MethodNotAllowed(allowed),
+        }
+    }
+
     pub fn status(&self) -> StatusCode {
         match self {
             GatewayError::BadFraming(_) | GatewayError::BadRequest(_) => StatusCode::BAD_REQUEST,
@@ -72,7 +82,7 @@ impl GatewayError {
                 Challenge::Json => StatusCode::UNAUTHORIZED,
             },
             GatewayError::Forbidden { .. } => StatusCode::FORBIDDEN,
-            GatewayError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            GatewayError::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -99,7 +109,7 @@ impl GatewayError {
                 &serde_json::json!({ "error": reason, "login_url": login_url }),
             ),
             GatewayError::Forbidden { email, app } => {
-                body::html(status, crate::login::pages::forbidden(email, app))
+                html::html(status, html::forbidden(email, app))
             }
             GatewayError::Internal(detail) => {
                 tracing::error!(detail, "internal error");
@@ -107,6 +117,11 @@ impl GatewayError {
             }
             other => body::text(status, other.to_string()),
         };
+        if let GatewayError::MethodNotAllowed(allowed) = &self
+            && let Ok(v) = HeaderValue::from_str(&allow_header(allowed))
+        {
+            resp.headers_mut().insert(header::ALLOW, v);
+        }
         if matches!(
             self,
             GatewayError::BadFraming(_) | GatewayError::BadRequest(_)

@@ -1,8 +1,15 @@
 //! Portcullis: an identity-aware reverse proxy with cluster-wide instant revocation.
 //!
-//! The request path is a pipeline of plain functions (`proxy::route` → `auth` →
-//! policy → `proxy::forward`); state lives in [`gateway::Gateway`], and the server in
-//! [`server`] wires listeners, reload and shutdown around it.
+//! Modules in layers; each uses only the ones listed before it:
+//! - leaves: [`clock`], [`secrets`], [`timefmt`], [`store`] (durable record log),
+//!   [`web`] (HTTP building blocks), [`metrics`];
+//! - [`config`], [`tls`], [`session`] (keys, tokens, cookies, registry), [`audit`],
+//!   [`origin`] (the HTTP/1 origin client), [`error`];
+//! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`];
+//! - [`sync`] (the peer backend), [`login`] (sign-in flows);
+//! - [`proxy`] (the data plane), [`control`] (the control port);
+//! - [`server`]: builds the node's services and runs the listeners.
+#![forbid(unsafe_code)]
 
 pub mod audit;
 pub mod auth;
@@ -10,14 +17,17 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod error;
-pub mod gateway;
 pub mod login;
 pub mod metrics;
 pub mod origin;
 pub mod proxy;
 pub mod revocation;
+pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod session;
+pub mod store;
 pub mod sync;
+pub mod timefmt;
 pub mod tls;
+pub mod web;

@@ -4,9 +4,11 @@ use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use http::Method;
 use portcullis::config::{Config, Secrets};
-use portcullis::control::client::{ControlClient, table};
+use portcullis::control::client::ControlClient;
+use portcullis::session::keys::KeyRing;
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::sync::Arc;
 
 // mimalloc's per-thread free lists make the request path's short-lived allocations
@@ -147,221 +149,199 @@ fn init_tracing(config: Option<&Config>) {
     }
 }
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = Cli::parse();
     match real_main(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("portcullis: {e:#}");
-            std::process::ExitCode::FAILURE
+            ExitCode::FAILURE
         }
     }
 }
 
-fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
+fn real_main(cli: Cli) -> Result<ExitCode> {
+    let config = cli.config;
     match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match Config::load(&cli.config, Secrets::ReadOnly) {
-            Ok(c) => {
-                println!(
-                    "{}: ok ({} apps, {} users, {} peers)",
-                    cli.config.display(),
-                    c.apps.len(),
-                    c.users.len(),
-                    c.sync.peers.len()
-                );
-                Ok(std::process::ExitCode::SUCCESS)
-            }
-            Err(e) => {
-                eprintln!("{e}");
-                Ok(std::process::ExitCode::FAILURE)
-            }
-        },
-        Command::HashPassword => {
-            let mut s = String::new();
-            std::io::stdin().read_to_string(&mut s)?;
-            let pw = s.strip_suffix('\n').unwrap_or(&s);
-            let pw = pw.strip_suffix('\r').unwrap_or(pw);
-            if pw.is_empty() {
-                bail!("empty password on stdin");
-            }
-            let h =
-                portcullis::login::users::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?;
-            println!("{h}");
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Command::Run => {
-            let config =
-                Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
-            init_tracing(Some(&config));
-            let rt = runtime(config.workers)?;
-            rt.block_on(async {
-                let handle =
-                    portcullis::server::start(config, Arc::new(portcullis::clock::SystemClock))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                portcullis::server::run_until_signal(handle).await;
-                Ok::<_, anyhow::Error>(())
-            })?;
-            Ok(std::process::ExitCode::SUCCESS)
-        }
+        Command::Check => check(&config),
+        Command::HashPassword => hash_password(),
+        Command::Run => run(&config),
         Command::Revoke {
             target,
             reason,
             conn,
-        } => {
-            let (scope, t) = match target {
-                RevokeTarget { user: Some(u), .. } => ("user", u),
-                RevokeTarget { app: Some(a), .. } => ("app", a),
-                RevokeTarget {
-                    session: Some(s), ..
-                } => ("session", s),
-                RevokeTarget { group: Some(g), .. } => ("group", g),
-                _ => ("all", String::new()),
-            };
-            let client = client(&cli.config, &conn)?;
-            let body = serde_json::json!({"scope": scope, "target": t, "reason": reason});
-            let out = block(client.call(Method::POST, "/v1/revocations", Some(body)))?;
-            if conn.json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                println!(
-                    "revoked {} {} (id {}): tokens issued before {} are refused; {} sessions ended; {} of {} peers confirmed",
-                    out["scope"].as_str().unwrap_or("?"),
-                    out["target"].as_str().unwrap_or(""),
-                    out["id"].as_str().unwrap_or("?"),
-                    out["not_before"].as_str().unwrap_or("?"),
-                    out["sessions_revoked"],
-                    out["peers_acked"],
-                    out["peers"],
-                );
-            }
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Command::Selftest { timeout, conn } => {
-            let client = client(&cli.config, &conn)?;
-            let body = serde_json::json!({"timeout_ms": timeout.as_millis() as u64});
-            let out = block(client.call(Method::POST, "/v1/selftest", Some(body)))?;
-            let (text, ok) = portcullis::sync::selftest::render(&out);
-            if conn.json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-            } else {
-                print!("{text}");
-            }
-            Ok(if ok {
-                std::process::ExitCode::SUCCESS
-            } else {
-                std::process::ExitCode::FAILURE
-            })
-        }
-        Command::Sessions { user, conn } => {
-            let client = client(&cli.config, &conn)?;
-            let path = match &user {
-                Some(u) => format!(
-                    "/v1/sessions?{}",
-                    form_urlencoded::Serializer::new(String::new())
-                        .append_pair("user", u)
-                        .finish()
-                ),
-                None => "/v1/sessions".into(),
-            };
-            let out = block(client.call(Method::GET, &path, None))?;
-            if conn.json {
-                println!("{}", serde_json::to_string_pretty(&out)?);
-                return Ok(std::process::ExitCode::SUCCESS);
-            }
-            let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
-            let rows: Vec<Vec<String>> = out["sessions"]
-                .as_array()
-                .map(|a| {
-                    a.iter()
-                        .map(|x| {
-                            let apps: Vec<String> = x["apps"]
-                                .as_array()
-                                .map(|a| a.iter().map(s).collect())
-                                .unwrap_or_default();
-                            vec![
-                                s(&x["sid"]),
-                                s(&x["user"]),
-                                apps.join(","),
-                                s(&x["ip"]),
-                                s(&x["created"]),
-                                s(&x["last_seen"]),
-                                s(&x["node"]),
-                                s(&x["user_agent"]).chars().take(40).collect(),
-                            ]
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            print!(
-                "{}",
-                table(
-                    &[
-                        "SID",
-                        "USER",
-                        "APPS",
-                        "IP",
-                        "CREATED",
-                        "LAST SEEN",
-                        "NODE",
-                        "USER AGENT"
-                    ],
-                    &rows
-                )
-            );
-            Ok(std::process::ExitCode::SUCCESS)
-        }
-        Command::Keys { action } => {
-            let config =
-                Config::load(&cli.config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))?;
-            let dir = config.state_dir.join("keys");
-            match action {
-                KeysAction::Rotate => {
-                    let kid = portcullis::session::keys::KeyRing::rotate(&dir)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    println!(
-                        "new signing key {kid} is active; reload or restart the nodes (SIGHUP) to use it"
-                    );
-                }
-                KeysAction::List => {
-                    let ring = portcullis::session::keys::KeyRing::load(&dir)
-                        .map_err(|e| anyhow::anyhow!("{e}"))?;
-                    let mut kids: Vec<&String> = ring.kids().collect();
-                    kids.sort();
-                    for k in kids {
-                        println!(
-                            "{k}{}",
-                            if k == ring.active_kid() {
-                                "  (active)"
-                            } else {
-                                ""
-                            }
-                        );
-                    }
-                }
-            }
-            Ok(std::process::ExitCode::SUCCESS)
-        }
+        } => revoke(&config, target, reason, &conn),
+        Command::Selftest { timeout, conn } => selftest(&config, timeout, &conn),
+        Command::Sessions { user, conn } => sessions(&config, user, &conn),
+        Command::Keys { action } => keys(&config, action),
         Command::Audit {
             action: AuditAction::Verify { file },
-        } => {
-            let path = match file {
-                Some(f) => f,
-                None => Config::load(&cli.config, Secrets::ReadOnly)
-                    .map_err(|e| anyhow::anyhow!("{e}"))?
-                    .state_dir
-                    .join("audit.log"),
-            };
-            match portcullis::audit::verify_chain(&path) {
-                Ok(r) => {
-                    println!("{}: chain intact ({} lines)", path.display(), r.lines);
-                    Ok(std::process::ExitCode::SUCCESS)
-                }
-                Err(e) => {
-                    eprintln!("{}: {e}", path.display());
-                    Ok(std::process::ExitCode::FAILURE)
-                }
+        } => audit_verify(&config, file),
+    }
+}
+
+fn load(config: &Path) -> Result<Config> {
+    Config::load(config, Secrets::ReadOnly).map_err(|e| anyhow::anyhow!("{e}"))
+}
+
+fn check(config: &Path) -> Result<ExitCode> {
+    match Config::load(config, Secrets::ReadOnly) {
+        Ok(c) => {
+            println!(
+                "{}: ok ({} apps, {} users, {} peers)",
+                config.display(),
+                c.apps.len(),
+                c.users.len(),
+                c.sync.peers.len()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
+}
+
+fn hash_password() -> Result<ExitCode> {
+    let mut s = String::new();
+    std::io::stdin().read_to_string(&mut s)?;
+    let pw = s.strip_suffix('\n').unwrap_or(&s);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        bail!("empty password on stdin");
+    }
+    let h = portcullis::login::users::hash_password(pw).map_err(|e| anyhow::anyhow!("{e}"))?;
+    println!("{h}");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run(config: &Path) -> Result<ExitCode> {
+    let config = Config::load(config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
+    init_tracing(Some(&config));
+    let rt = runtime(config.workers)?;
+    rt.block_on(async {
+        let clock = Arc::new(portcullis::clock::SystemClock);
+        let handle = portcullis::server::start(config, clock)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        portcullis::server::run_until_signal(handle).await;
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn revoke(
+    config: &Path,
+    target: RevokeTarget,
+    reason: String,
+    conn: &ConnArgs,
+) -> Result<ExitCode> {
+    let (scope, t) = match target {
+        RevokeTarget { user: Some(u), .. } => ("user", u),
+        RevokeTarget { app: Some(a), .. } => ("app", a),
+        RevokeTarget {
+            session: Some(s), ..
+        } => ("session", s),
+        RevokeTarget { group: Some(g), .. } => ("group", g),
+        _ => ("all", String::new()),
+    };
+    let client = client(config, conn)?;
+    let body = serde_json::json!({"scope": scope, "target": t, "reason": reason});
+    let out = block(client.call(Method::POST, "/v1/revocations", Some(body)))?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        println!(
+            "revoked {} {} (id {}): tokens issued before {} are refused; {} sessions ended; {} of {} peers confirmed",
+            out["scope"].as_str().unwrap_or("?"),
+            out["target"].as_str().unwrap_or(""),
+            out["id"].as_str().unwrap_or("?"),
+            out["not_before"].as_str().unwrap_or("?"),
+            out["sessions_revoked"],
+            out["peers_acked"],
+            out["peers"],
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn selftest(config: &Path, timeout: std::time::Duration, conn: &ConnArgs) -> Result<ExitCode> {
+    let client = client(config, conn)?;
+    let body = serde_json::json!({"timeout_ms": timeout.as_millis() as u64});
+    let out = block(client.call(Method::POST, "/v1/selftest", Some(body)))?;
+    let (text, ok) = portcullis::control::client::render_selftest(&out);
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{text}");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+fn sessions(config: &Path, user: Option<String>, conn: &ConnArgs) -> Result<ExitCode> {
+    let client = client(config, conn)?;
+    let path = match &user {
+        Some(u) => format!(
+            "/v1/sessions?{}",
+            form_urlencoded::Serializer::new(String::new())
+                .append_pair("user", u)
+                .finish()
+        ),
+        None => "/v1/sessions".into(),
+    };
+    let out = block(client.call(Method::GET, &path, None))?;
+    if conn.json {
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        print!("{}", portcullis::control::client::render_sessions(&out));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn keys(config: &Path, action: KeysAction) -> Result<ExitCode> {
+    let dir = load(config)?.state_dir.join("keys");
+    match action {
+        KeysAction::Rotate => {
+            let kid = KeyRing::rotate(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            println!(
+                "new signing key {kid} is active; reload or restart the nodes (SIGHUP) to use it"
+            );
+        }
+        KeysAction::List => {
+            let ring = KeyRing::load(&dir).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut kids: Vec<&String> = ring.kids().collect();
+            kids.sort();
+            for k in kids {
+                let active = if k == ring.active_kid() {
+                    "  (active)"
+                } else {
+                    ""
+                };
+                println!("{k}{active}");
             }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn audit_verify(config: &Path, file: Option<PathBuf>) -> Result<ExitCode> {
+    let path = match file {
+        Some(f) => f,
+        None => load(config)?.state_dir.join("audit.log"),
+    };
+    match portcullis::audit::verify_chain(&path) {
+        Ok(r) => {
+            println!("{}: chain intact ({} lines)", path.display(), r.lines);
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => {
+            eprintln!("{}: {e}", path.display());
+            Ok(ExitCode::FAILURE)
         }
     }
 }
@@ -393,7 +373,7 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     }
 }
 
-fn client(config: &std::path::Path, conn: &ConnArgs) -> Result<ControlClient> {
+fn client(config: &Path, conn: &ConnArgs) -> Result<ControlClient> {
     let cfg = if conn.url.is_some() && conn.token.is_some() {
         None
     } else {

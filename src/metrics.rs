@@ -1,7 +1,13 @@
-//! Counters and gauges, rendered as Prometheus text on the control port. Plain atomics:
-//! the request path only ever does relaxed increments.
+//! Counters the request path and the engines bump (plain relaxed atomics), and the one
+//! writer of Prometheus text every metrics producer uses. A leaf: what the counters
+//! mean and which labels they get is decided by whoever renders the page (the control
+//! port), so nothing here knows about scopes, peers or origins.
+//!
+//! Hand-written rather than `prometheus-client`: the counters must stay single atomic
+//! increments on the request path, and the page mixes them with values read at scrape
+//! time (set sizes, peer ages); a 60-line writer keeps the classic text format exactly.
 
-use std::fmt::Write;
+use std::fmt::{Display, Write};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -14,7 +20,7 @@ pub enum Outcome {
     Error,
 }
 
-const OUTCOMES: [(Outcome, &str); 6] = [
+pub const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Proxied, "proxied"),
     (Outcome::Unauthenticated, "unauthenticated"),
     (Outcome::Forbidden, "forbidden"),
@@ -23,9 +29,11 @@ const OUTCOMES: [(Outcome, &str); 6] = [
     (Outcome::Error, "error"),
 ];
 
+/// The gateway's own counters.
 #[derive(Default)]
 pub struct Metrics {
     outcomes: [AtomicU64; 6],
+    /// Revocations taken, indexed by `revocation::Scope as usize`.
     pub revocations: [AtomicU64; 5],
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
@@ -42,126 +50,121 @@ impl Metrics {
         self.outcomes[o as usize].fetch_add(1, Ordering::Relaxed);
     }
 
+    pub fn outcomes(&self, o: Outcome) -> u64 {
+        self.outcomes[o as usize].load(Ordering::Relaxed)
+    }
+
     pub fn cache(&self, hit: bool) {
-        if hit {
-            self.cache_hits.fetch_add(1, Ordering::Relaxed);
+        let c = if hit {
+            &self.cache_hits
         } else {
-            self.cache_misses.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    pub fn revoked(&self, scope: crate::revocation::Scope) {
-        self.revocations[scope as usize].fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Prometheus text; `extra` appends gauges that live elsewhere.
-    pub fn render(&self, extra: &[(&str, &str, f64)]) -> String {
-        let mut s = String::new();
-        let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
-        let _ = writeln!(
-            s,
-            "# HELP portcullis_requests_total Data-plane requests by outcome."
-        );
-        let _ = writeln!(s, "# TYPE portcullis_requests_total counter");
-        for (o, name) in OUTCOMES {
-            let _ = writeln!(
-                s,
-                "portcullis_requests_total{{outcome=\"{name}\"}} {}",
-                g(&self.outcomes[o as usize])
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP portcullis_revocations_total Revocations taken, by scope."
-        );
-        let _ = writeln!(s, "# TYPE portcullis_revocations_total counter");
-        for scope in crate::revocation::Scope::ALL {
-            let _ = writeln!(
-                s,
-                "portcullis_revocations_total{{scope=\"{}\"}} {}",
-                scope.as_str(),
-                g(&self.revocations[scope as usize])
-            );
-        }
-        let hits = g(&self.cache_hits);
-        let misses = g(&self.cache_misses);
-        let rate = if hits + misses == 0 {
-            0.0
-        } else {
-            hits as f64 / (hits + misses) as f64
+            &self.cache_misses
         };
-        let counters = [
-            (
-                "portcullis_token_cache_hits_total",
-                "Token checks answered by the cache.",
-                hits,
-            ),
-            (
-                "portcullis_token_cache_misses_total",
-                "Token checks that verified a signature.",
-                misses,
-            ),
-            (
-                "portcullis_login_success_total",
-                "Successful logins.",
-                g(&self.login_success),
-            ),
-            (
-                "portcullis_login_failures_total",
-                "Failed logins.",
-                g(&self.login_failures),
-            ),
-            (
-                "portcullis_login_throttled_total",
-                "Logins refused by rate limits or lockout.",
-                g(&self.login_throttled),
-            ),
-            (
-                "portcullis_config_reload_failures_total",
-                "Config reloads refused.",
-                g(&self.config_reload_failures),
-            ),
-            (
-                "portcullis_tunnels_closed_on_revocation_total",
-                "Long-lived connections closed by a revocation.",
-                g(&self.tunnels_closed_on_revocation),
-            ),
-            (
-                "portcullis_origin_connections_opened_total",
-                "New connections to origins (reused ones are not counted).",
-                g(&crate::origin::STATS.connects),
-            ),
-            (
-                "portcullis_origin_connect_failures_total",
-                "Connections to origins that failed or timed out.",
-                g(&crate::origin::STATS.connect_failures),
-            ),
-            (
-                "portcullis_origin_retries_total",
-                "Idempotent requests sent again after a kept-alive connection turned out closed.",
-                g(&crate::origin::STATS.retries),
-            ),
-            (
-                "portcullis_origin_malformed_responses_total",
-                "Origin responses refused as malformed (answered 502).",
-                g(&crate::origin::STATS.malformed),
-            ),
-        ];
-        for (name, help, v) in counters {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}");
+        c.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a revocation of the scope with index `scope` (`Scope as usize`).
+    pub fn revoked(&self, scope: usize) {
+        if let Some(c) = self.revocations.get(scope) {
+            c.fetch_add(1, Ordering::Relaxed);
         }
-        let _ = writeln!(
-            s,
-            "# HELP portcullis_token_cache_hit_ratio Share of token checks answered by the cache.\n# TYPE portcullis_token_cache_hit_ratio gauge\nportcullis_token_cache_hit_ratio {rate}"
-        );
-        let _ = writeln!(
-            s,
-            "# HELP portcullis_config_generation The live config generation.\n# TYPE portcullis_config_generation gauge\nportcullis_config_generation {}",
-            g(&self.config_generation)
-        );
-        for (name, help, v) in extra {
-            let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
+    }
+}
+
+/// Reads a counter.
+pub fn get(a: &AtomicU64) -> u64 {
+    a.load(Ordering::Relaxed)
+}
+
+/// Prometheus text exposition format (version 0.0.4).
+#[derive(Default)]
+pub struct Writer {
+    out: String,
+}
+
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Counter,
+    Gauge,
+}
+
+impl Writer {
+    fn head(&mut self, name: &str, help: &str, kind: Kind) {
+        let kind = match kind {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+        };
+        let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    pub fn counter(&mut self, name: &str, help: &str, value: u64) {
+        self.head(name, help, Kind::Counter);
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
+    pub fn gauge(&mut self, name: &str, help: &str, value: impl Display) {
+        self.head(name, help, Kind::Gauge);
+        let _ = writeln!(self.out, "{name} {value}");
+    }
+
+    /// A metric with one sample per label set.
+    pub fn family<'a, V: Display>(
+        &mut self,
+        name: &str,
+        help: &str,
+        kind: Kind,
+        samples: impl IntoIterator<Item = (&'a [(&'a str, &'a str)], V)>,
+    ) {
+        self.head(name, help, kind);
+        for (labels, value) in samples {
+            self.out.push_str(name);
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", escape(v));
+            }
+            let _ = writeln!(self.out, "}} {value}");
         }
-        s
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Label values escape backslash, double quote and newline.
+fn escape(v: &str) -> std::borrow::Cow<'_, str> {
+    if !v.contains(['\\', '"', '\n']) {
+        return v.into();
+    }
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_the_text_format() {
+        let mut w = Writer::default();
+        w.counter("a_total", "A things.", 3);
+        w.gauge("b", "B.", -1.5);
+        w.family(
+            "c",
+            "C.",
+            Kind::Gauge,
+            [(&[("peer", "x\"y")][..], 1), (&[("peer", "z")][..], 0)],
+        );
+        assert_eq!(
+            w.finish(),
+            "# HELP a_total A things.\n# TYPE a_total counter\na_total 3\n\
+             # HELP b B.\n# TYPE b gauge\nb -1.5\n\
+             # HELP c C.\n# TYPE c gauge\nc{peer=\"x\\\"y\"} 1\nc{peer=\"z\"} 0\n"
+        );
     }
 }

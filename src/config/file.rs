@@ -281,13 +281,7 @@ pub enum LogFormat {
     Json,
 }
 
-#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "lowercase")]
-pub enum SameSite {
-    None,
-    Lax,
-    Strict,
-}
+pub use crate::web::cookie::SameSite;
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
 pub enum Unauthenticated {

@@ -129,3 +129,98 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     }
     out
 }
+
+/// Text for `portcullis selftest`: the report as a table, and whether it passed.
+pub fn render_selftest(v: &serde_json::Value) -> (String, bool) {
+    let ok = v["ok"].as_bool().unwrap_or(false);
+    let mut out = format!(
+        "self-test from {} at {}: {} (canary {} session {}, {:.1} ms)\n",
+        v["node"].as_str().unwrap_or("?"),
+        v["started"].as_str().unwrap_or("?"),
+        if ok { "PASS" } else { "FAIL" },
+        v["user"].as_str().unwrap_or("?"),
+        v["sid"].as_str().unwrap_or("?"),
+        v["duration_ms"].as_f64().unwrap_or(0.0),
+    );
+    let yes = |b: &serde_json::Value| {
+        if b.as_bool() == Some(true) {
+            "yes"
+        } else {
+            "no"
+        }
+    };
+    out.push_str(&format!(
+        "this node: accepted before {}, refused after {}\n",
+        yes(&v["local_accepted_before"]),
+        yes(&v["local_refused_after"])
+    ));
+    let rows: Vec<Vec<String>> = v["peers"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|p| {
+                    vec![
+                        p["peer"].as_str().unwrap_or("?").to_string(),
+                        if p["ok"].as_bool() == Some(true) {
+                            "ok"
+                        } else {
+                            "FAIL"
+                        }
+                        .to_string(),
+                        p["propagation_ms"]
+                            .as_f64()
+                            .map_or("-".into(), |ms| format!("{ms:.2} ms")),
+                        p["error"].as_str().unwrap_or("").to_string(),
+                    ]
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if rows.is_empty() {
+        out.push_str("no peers configured\n");
+    } else {
+        out.push_str(&table(&["PEER", "RESULT", "REFUSED AFTER", "ERROR"], &rows));
+    }
+    if let Some(e) = v["error"].as_str() {
+        out.push_str(&format!("error: {e}\n"));
+    }
+    (out, ok)
+}
+
+/// Text for `portcullis sessions`: one row per session.
+pub fn render_sessions(out: &serde_json::Value) -> String {
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or("").to_string();
+    let row = |x: &serde_json::Value| {
+        let apps: Vec<String> = x["apps"]
+            .as_array()
+            .map(|a| a.iter().map(s).collect())
+            .unwrap_or_default();
+        vec![
+            s(&x["sid"]),
+            s(&x["user"]),
+            apps.join(","),
+            s(&x["ip"]),
+            s(&x["created"]),
+            s(&x["last_seen"]),
+            s(&x["node"]),
+            s(&x["user_agent"]).chars().take(40).collect(),
+        ]
+    };
+    let rows: Vec<Vec<String>> = out["sessions"]
+        .as_array()
+        .map(|a| a.iter().map(row).collect())
+        .unwrap_or_default();
+    table(
+        &[
+            "SID",
+            "USER",
+            "APPS",
+            "IP",
+            "CREATED",
+            "LAST SEEN",
+            "NODE",
+            "USER AGENT",
+        ],
+        &rows,
+    )
+}

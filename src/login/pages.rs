@@ -1,24 +1,7 @@
-//! The HTML the gateway itself shows: login form, signed-in and signed-out pages, the
-//! 403 page and the hop page that finishes a hand-off for SameSite=Strict apps.
+//! The auth domain's own pages: the login form, the signed-in page, and the hop page
+//! that finishes a hand-off for SameSite=Strict apps.
 
-use crate::proxy::body::esc;
-
-fn page(title: &str, body: &str) -> String {
-    format!(
-        r#"<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{title}</title>
-<style>
-body{{font-family:system-ui,-apple-system,Segoe UI,sans-serif;background:#f4f5f7;color:#1d2330;margin:0}}
-main{{max-width:26rem;margin:8vh auto;background:#fff;padding:2rem 2.2rem;border-radius:10px;box-shadow:0 2px 12px rgba(0,0,0,.08)}}
-h1{{font-size:1.35rem;margin:0 0 1.2rem}} label{{display:block;margin:.8rem 0 .3rem;font-weight:600}}
-input{{width:100%;box-sizing:border-box;padding:.6rem;border:1px solid #c5cad3;border-radius:6px;font-size:1rem}}
-button{{margin-top:1.2rem;width:100%;padding:.7rem;border:0;border-radius:6px;background:#2451b2;color:#fff;font-size:1rem;cursor:pointer}}
-.err{{background:#fdecec;color:#8a1c1c;padding:.6rem .8rem;border-radius:6px}} .muted{{color:#5b6475;font-size:.9rem}}
-</style></head><body><main>{body}</main></body></html>"#,
-        title = esc(title),
-    )
-}
+use crate::web::html::{esc, page};
 
 pub struct LoginForm<'a> {
     pub action: &'a str,
@@ -70,34 +53,6 @@ pub fn signed_in(email: &str, apps: &[(String, String)]) -> String {
 <form method="post" action="/logout"><button type="submit">Sign out</button></form>"#,
             esc(email)
         ),
-    )
-}
-
-pub fn signed_out(login_url: &str) -> String {
-    page(
-        "Signed out",
-        &format!(
-            r#"<h1>Signed out</h1><p>Your session has ended on the server, for every application.</p><p><a href="{}">Sign in again</a></p>"#,
-            esc(login_url)
-        ),
-    )
-}
-
-pub fn forbidden(email: &str, app: &str) -> String {
-    page(
-        "Access denied",
-        &format!(
-            r#"<h1>Access denied</h1><p><b>{}</b> is signed in but is not allowed to use <b>{}</b>.</p><p class="muted">Ask an administrator to add you to this application's policy.</p>"#,
-            esc(email),
-            esc(app)
-        ),
-    )
-}
-
-pub fn error(title: &str, message: &str) -> String {
-    page(
-        title,
-        &format!("<h1>{}</h1><p>{}</p>", esc(title), esc(message)),
     )
 }
 

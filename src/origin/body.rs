@@ -4,7 +4,7 @@
 
 use super::head::Framing;
 use super::{Conn, OriginError, READ_CHUNK, pool};
-use crate::proxy::body::BoxError;
+use crate::web::body::BoxError;
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::{Frame, SizeHint};
 use std::io;

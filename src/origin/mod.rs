@@ -11,7 +11,7 @@ mod pool;
 
 pub use body::OriginBody;
 
-use crate::proxy::body::{self as gbody, Body, BoxError};
+use crate::web::body::{self as gbody, Body, BoxError};
 use bytes::BytesMut;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response};

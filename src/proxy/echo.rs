@@ -1,7 +1,8 @@
 //! `origin = "builtin:echo"`: answers with what an origin would receive (method, path,
 //! headers, body size) as JSON, or as a readable page for browsers.
 
-use super::body::{self, Body, esc};
+use crate::web::body::{self, Body};
+use crate::web::html::esc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use http::request::Parts;
@@ -45,10 +46,10 @@ pub async fn respond(parts: &Parts, mut req_body: Body) -> Response<Body> {
     let path = parts.uri.path().to_string();
     let query = parts.uri.query().map(str::to_string);
     if wants_html {
-        return body::html_with_csp(
+        return crate::web::html::html_with_csp(
             StatusCode::OK,
             page(parts, &headers, identity.as_ref(), body_bytes),
-            body::APP_PAGE_CSP,
+            crate::web::html::APP_PAGE_CSP,
         );
     }
     body::json(

@@ -2,14 +2,16 @@
 //! (or to the built-in echo), stream both bodies, tunnel upgrades, and close long-lived
 //! streams whose token is revoked.
 
-use super::ReqCtx;
-use super::body::{self, Body, BoxError};
-use super::headers;
+use super::{DataPlane, headers};
 use crate::config::{App, Origin};
 use crate::error::GatewayError;
-use crate::gateway::{Gateway, Runtime};
+use crate::metrics::Metrics;
+use crate::revocation::set::RevocationSet;
+use crate::runtime::Runtime;
 use crate::session::cookies;
 use crate::session::token::Verified;
+use crate::web::body::{self, Body, BoxError};
+use crate::web::ctx::ReqCtx;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
@@ -18,11 +20,26 @@ use http::{Request, Response, StatusCode, Uri, Version};
 use http_body::Frame;
 use http_body_util::{BodyExt, Limited};
 use hyper::upgrade::OnUpgrade;
-use hyper_util::rt::TokioIo;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+
+/// Protocol upgrades (WebSocket) go through hyper's client, which hands over both
+/// sides of the upgraded connection.
+pub type UpgradeClient = Client<HttpConnector, Body>;
+
+pub fn upgrade_client(connect_timeout: std::time::Duration) -> UpgradeClient {
+    let mut connector = HttpConnector::new();
+    connector.set_connect_timeout(Some(connect_timeout));
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(0)
+        .build(connector)
+}
 
 /// Who the request is forwarded for: its verified token and the raw assertion.
 pub struct Authed<'a> {
@@ -31,7 +48,7 @@ pub struct Authed<'a> {
 }
 
 pub async fn forward(
-    gw: &Arc<Gateway>,
+    dp: &DataPlane,
     rt: &Runtime,
     app: &Arc<App>,
     ctx: &ReqCtx,
@@ -118,10 +135,10 @@ pub async fn forward(
             Err(e) => return Err(origin_failure(app, e, max)),
             Ok(r) => r,
         };
-        return Ok(finish_response(gw, &auth, resp));
+        return Ok(finish_response(dp, &auth, resp));
     }
     // Protocol upgrades go through hyper's client, which hands over both sides.
-    let resp = match tokio::time::timeout(app.origin_timeout, gw.client.request(req)).await {
+    let resp = match tokio::time::timeout(app.origin_timeout, dp.upgrades.request(req)).await {
         Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
         Ok(Err(e)) => {
             let what = if e.is_connect() {
@@ -146,7 +163,8 @@ pub async fn forward(
         };
         headers::strip_response(&mut rparts.headers, true);
         tokio::spawn(tunnel(
-            gw.clone(),
+            dp.set.clone(),
+            dp.metrics.clone(),
             auth.verified.clone(),
             client_up,
             origin_up,
@@ -154,7 +172,7 @@ pub async fn forward(
         return Ok(Response::from_parts(rparts, body::empty()));
     }
     Ok(finish_response(
-        gw,
+        dp,
         &auth,
         Response::from_parts(rparts, body::incoming(rbody)),
     ))
@@ -162,13 +180,18 @@ pub async fn forward(
 
 /// Strips the response's hop-by-hop headers; open-ended responses (event streams, long
 /// polls) are made to end when their token is revoked.
-fn finish_response(gw: &Arc<Gateway>, auth: &Authed<'_>, resp: Response<Body>) -> Response<Body> {
+fn finish_response(dp: &DataPlane, auth: &Authed<'_>, resp: Response<Body>) -> Response<Body> {
     let (mut parts, rbody) = resp.into_parts();
     headers::strip_response(&mut parts.headers, false);
     let rbody = if parts.headers.contains_key(header::CONTENT_LENGTH) {
         rbody
     } else {
-        Revocable::wrap(gw.clone(), auth.verified.clone(), rbody)
+        Revocable::wrap(
+            dp.set.clone(),
+            dp.metrics.clone(),
+            auth.verified.clone(),
+            rbody,
+        )
     };
     Response::from_parts(parts, rbody)
 }
@@ -213,7 +236,13 @@ fn origin_uri(base: &Uri, path_and_query: PathAndQuery) -> Result<Uri, GatewayEr
 
 /// Copies bytes both ways between the upgraded client and origin connections until
 /// either side closes, or until the token that opened the tunnel is revoked.
-async fn tunnel(gw: Arc<Gateway>, v: Arc<Verified>, client: OnUpgrade, origin: OnUpgrade) {
+async fn tunnel(
+    set: Arc<RevocationSet>,
+    metrics: Arc<Metrics>,
+    v: Arc<Verified>,
+    client: OnUpgrade,
+    origin: OnUpgrade,
+) {
     let (client, origin) = match tokio::try_join!(client, origin) {
         Ok(pair) => pair,
         Err(e) => {
@@ -223,15 +252,15 @@ async fn tunnel(gw: Arc<Gateway>, v: Arc<Verified>, client: OnUpgrade, origin: O
     };
     let mut client = TokioIo::new(client);
     let mut origin = TokioIo::new(origin);
-    let mut changes = gw.revocations.subscribe();
+    let mut changes = set.subscribe();
     let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
     tokio::pin!(copy);
     loop {
         tokio::select! {
             _ = &mut copy => return,
             changed = changes.changed() => {
-                if changed.is_err() || gw.revocations.check(&v.claims, true).is_some() {
-                    gw.metrics.tunnels_closed_on_revocation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if changed.is_err() || set.check(&v.claims, true).is_some() {
+                    metrics.tunnels_closed_on_revocation.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     tracing::info!(sid = %v.claims.sid, user = %v.claims.email, "closing a tunnel: its token was revoked");
                     return;
                 }
@@ -245,7 +274,8 @@ type Wait = Pin<Box<dyn Future<Output = tokio::sync::watch::Receiver<u64>> + Sen
 /// A response body that ends with an error as soon as its token is revoked.
 struct Revocable {
     inner: Body,
-    gw: Arc<Gateway>,
+    set: Arc<RevocationSet>,
+    metrics: Arc<Metrics>,
     v: Arc<Verified>,
     wait: Wait,
 }
@@ -260,9 +290,16 @@ fn arm(mut rx: tokio::sync::watch::Receiver<u64>) -> Wait {
 }
 
 impl Revocable {
-    fn wrap(gw: Arc<Gateway>, v: Arc<Verified>, inner: Body) -> Body {
-        let wait = arm(gw.revocations.subscribe());
-        Revocable { inner, gw, v, wait }.boxed_unsync()
+    fn wrap(set: Arc<RevocationSet>, metrics: Arc<Metrics>, v: Arc<Verified>, inner: Body) -> Body {
+        let wait = arm(set.subscribe());
+        Revocable {
+            inner,
+            set,
+            metrics,
+            v,
+            wait,
+        }
+        .boxed_unsync()
     }
 }
 
@@ -275,9 +312,8 @@ impl http_body::Body for Revocable {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         while let Poll::Ready(rx) = self.wait.as_mut().poll(cx) {
-            if self.gw.revocations.check(&self.v.claims, true).is_some() {
-                self.gw
-                    .metrics
+            if self.set.check(&self.v.claims, true).is_some() {
+                self.metrics
                     .tunnels_closed_on_revocation
                     .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 return Poll::Ready(Some(Err("token revoked".into())));

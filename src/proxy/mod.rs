@@ -1,22 +1,37 @@
-//! The data plane's request pipeline: route by host, authenticate, authorize, forward,
-//! respond. Each step is a plain function; `handle` strings them together and writes
-//! the access log line.
+//! The data plane: every request to the HTTPS (or plaintext) listener.
+//!
+//! The pipeline, in order (each step a plain method on [`DataPlane`]):
+//! [`DataPlane::handle`] (access log, connection-close rule) → `context` (framing guard
+//! verdict, Host, SNI match, scheme) → `route` (auth domain → [`Login::auth_domain`],
+//! `/.portcullis/` → [`Login::reserved`], else the app by host) → `authenticate`
+//! ([`Authenticator::check_app`]: cookies, token, binding, revocation) → `authorize`
+//! (the app's policy) → [`forward::forward`] (headers, origin exchange, streaming) →
+//! errors become responses in [`GatewayError::into_response`].
+//!
+//! [`DataPlane`] holds what a request may touch and nothing else: the live config,
+//! the authenticator, the sign-in flows, the session registry (last seen), the
+//! revocation set (to end open streams), the cluster's freshness, and the counters.
 
-pub mod body;
 pub mod echo;
 pub mod forward;
 pub mod framing_guard;
 pub mod headers;
-pub mod reserved;
 
-use crate::auth::{self, AuthFailure};
+use crate::auth::{AuthFailure, Authenticator};
 use crate::config::App;
 use crate::config::file::Unauthenticated;
 use crate::error::{Challenge, GatewayError};
-use crate::gateway::{Gateway, Runtime};
-use crate::metrics::Outcome;
+use crate::login::Login;
+use crate::metrics::{Metrics, Outcome};
+use crate::revocation::Freshness;
+use crate::revocation::set::RevocationSet;
+use crate::runtime::{Live, Runtime};
 use crate::session::cookies::GatewayCookies;
-use body::Body;
+use crate::session::registry::Registry;
+use crate::session::token::Verified;
+use crate::web::body::Body;
+use crate::web::ctx::ReqCtx;
+use http::request::Parts;
 use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
@@ -55,44 +70,6 @@ impl ConnInfo {
     }
 }
 
-/// Per-request facts the steps share.
-#[derive(Debug, Clone)]
-pub struct ReqCtx {
-    /// The scheme the client used (a trusted TLS terminator may say https).
-    pub scheme: &'static str,
-    pub host: String,
-    pub port: Option<u16>,
-    pub public_port: Option<u16>,
-    pub peer: SocketAddr,
-    pub peer_ip: http::HeaderValue,
-    pub trusted: bool,
-}
-
-impl ReqCtx {
-    /// `scheme://host[:port]` as the client reaches `host`: redirects keep the client's
-    /// scheme and port unless `public_port` says otherwise.
-    pub fn origin_for(&self, host: &str) -> String {
-        let default = if self.scheme == "https" { 443 } else { 80 };
-        match self.public_port.or(self.port) {
-            Some(p) if p != default => format!("{}://{host}:{p}", self.scheme),
-            _ => format!("{}://{host}", self.scheme),
-        }
-    }
-
-    /// The full URL of this request as the client sees it.
-    pub fn url(&self, path_and_query: &str) -> String {
-        format!("{}{}", self.origin_for(&self.host), path_and_query)
-    }
-}
-
-/// The auth domain's authorize URL that sends the browser back to `return_to`.
-pub fn login_url(ctx: &ReqCtx, rt: &Runtime, return_to: &str) -> String {
-    let q: String = form_urlencoded::Serializer::new(String::new())
-        .append_pair("return_to", return_to)
-        .finish();
-    format!("{}/authorize?{q}", ctx.origin_for(&rt.config.auth_domain))
-}
-
 /// Redirect for browser navigations, 401 JSON for AJAX and API clients.
 pub fn challenge(app: &App, h: &HeaderMap) -> Challenge {
     match app.unauthenticated {
@@ -115,58 +92,226 @@ pub fn challenge(app: &App, h: &HeaderMap) -> Challenge {
     }
 }
 
-pub async fn handle(
-    gw: Arc<Gateway>,
-    conn: Arc<ConnInfo>,
-    req: Request<Incoming>,
-) -> Response<Body> {
-    let rt = gw.runtime.load_full();
-    let access = rt.config.log.access_log.then(|| {
-        (
-            Instant::now(),
-            req.method().clone(),
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().host())
-                .unwrap_or("")
-                .to_string(),
-            req.uri().path().to_string(),
-        )
-    });
-    let mut user: Option<String> = None;
-    // The framing guard stops watching a connection after an upgrade request; when the
-    // upgrade does not happen, the connection must not carry more requests.
-    let close_unless_upgraded =
-        req.version() == http::Version::HTTP_11 && headers::is_upgrade(req.headers());
-    let mut resp = match route(&gw, &rt, &conn, req, &mut user).await {
-        Ok(r) => r,
-        Err(e) => {
-            gw.metrics.outcome(match &e {
-                GatewayError::Unauthenticated { .. } => Outcome::Unauthenticated,
-                GatewayError::Forbidden { .. } => Outcome::Forbidden,
-                _ => Outcome::Error,
-            });
-            e.into_response()
+/// What the data plane is built from.
+pub struct DataPlane {
+    live: Arc<Live>,
+    auth: Arc<Authenticator>,
+    login: Arc<Login>,
+    sessions: Arc<Registry>,
+    set: Arc<RevocationSet>,
+    freshness: Arc<dyn Freshness>,
+    metrics: Arc<Metrics>,
+    upgrades: forward::UpgradeClient,
+}
+
+pub struct DataPlaneParts {
+    pub live: Arc<Live>,
+    pub auth: Arc<Authenticator>,
+    pub login: Arc<Login>,
+    pub sessions: Arc<Registry>,
+    pub set: Arc<RevocationSet>,
+    pub freshness: Arc<dyn Freshness>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl DataPlane {
+    pub fn new(p: DataPlaneParts) -> Self {
+        let connect_timeout = p.live.load().config.origin_connect_timeout;
+        Self {
+            live: p.live,
+            auth: p.auth,
+            login: p.login,
+            sessions: p.sessions,
+            set: p.set,
+            freshness: p.freshness,
+            metrics: p.metrics,
+            upgrades: forward::upgrade_client(connect_timeout),
         }
-    };
-    if close_unless_upgraded && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        resp.headers_mut()
-            .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
-    if let Some((start, method, host, path)) = access {
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            host = %host,
-            path = %path,
-            status = resp.status().as_u16(),
-            duration_us = start.elapsed().as_micros() as u64,
-            user = user.as_deref().unwrap_or("-"),
-            peer = %conn.peer.ip(),
-        );
+
+    pub fn live(&self) -> &Arc<Live> {
+        &self.live
     }
-    resp
+
+    /// One request, start to finish: the pipeline, then the access log line.
+    pub async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
+        let rt = self.live.load_full();
+        let access = rt.config.log.access_log.then(|| {
+            (
+                Instant::now(),
+                req.method().clone(),
+                req.headers()
+                    .get(header::HOST)
+                    .and_then(|h| h.to_str().ok())
+                    .or_else(|| req.uri().host())
+                    .unwrap_or("")
+                    .to_string(),
+                req.uri().path().to_string(),
+            )
+        });
+        let mut user: Option<String> = None;
+        // The framing guard stops watching a connection after an upgrade request; when the
+        // upgrade does not happen, the connection must not carry more requests.
+        let close_unless_upgraded =
+            req.version() == http::Version::HTTP_11 && headers::is_upgrade(req.headers());
+        let mut resp = match self.route(&rt, &conn, req, &mut user).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics.outcome(match &e {
+                    GatewayError::Unauthenticated { .. } => Outcome::Unauthenticated,
+                    GatewayError::Forbidden { .. } => Outcome::Forbidden,
+                    _ => Outcome::Error,
+                });
+                e.into_response()
+            }
+        };
+        if close_unless_upgraded && resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
+            resp.headers_mut()
+                .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
+        }
+        if let Some((start, method, host, path)) = access {
+            tracing::info!(
+                target: "portcullis::access",
+                method = %method,
+                host = %host,
+                path = %path,
+                status = resp.status().as_u16(),
+                duration_us = start.elapsed().as_micros() as u64,
+                user = user.as_deref().unwrap_or("-"),
+                peer = %conn.peer.ip(),
+            );
+        }
+        resp
+    }
+
+    /// What the request says about itself and its connection, checked: framing, Host,
+    /// SNI, and the scheme the client used.
+    fn context(
+        &self,
+        rt: &Runtime,
+        conn: &ConnInfo,
+        req: &Request<Incoming>,
+    ) -> Result<ReqCtx, GatewayError> {
+        if conn.framing.as_ref().is_some_and(|f| f.is_set()) {
+            return Err(GatewayError::BadFraming(
+                "Content-Length with Transfer-Encoding, or a repeated or malformed Content-Length",
+            ));
+        }
+        headers::check_framing(req.headers())?;
+        let (host, port) = request_host(req)?;
+        if let Some(sni) = &conn.sni
+            && !sni.eq_ignore_ascii_case(&host)
+        {
+            return Err(GatewayError::Misdirected);
+        }
+        let trusted = rt.is_trusted(conn.peer.ip());
+        let forwarded_https = trusted
+            && req
+                .headers()
+                .get("x-forwarded-proto")
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
+        Ok(ReqCtx {
+            scheme: if conn.tls || forwarded_https {
+                "https"
+            } else {
+                "http"
+            },
+            host,
+            port,
+            public_port: rt.config.public_port,
+            peer: conn.peer,
+            peer_ip: conn.peer_ip.clone(),
+            trusted,
+        })
+    }
+
+    async fn route(
+        &self,
+        rt: &Arc<Runtime>,
+        conn: &ConnInfo,
+        req: Request<Incoming>,
+        user: &mut Option<String>,
+    ) -> Result<Response<Body>, GatewayError> {
+        let ctx = self.context(rt, conn, &req)?;
+        if ctx.host == rt.config.auth_domain {
+            self.metrics.outcome(Outcome::Gateway);
+            return self.login.auth_domain(rt, &ctx, req).await;
+        }
+        let Some(app) = rt.app_for_host(&ctx.host).cloned() else {
+            return Err(GatewayError::UnknownHost(ctx.host));
+        };
+        if req.uri().path().starts_with("/.portcullis/") {
+            self.metrics.outcome(Outcome::Gateway);
+            return self.login.reserved(rt, &app, &ctx, req).await;
+        }
+        if let Some(reason) = self.freshness.stale_reason() {
+            return Err(GatewayError::Unavailable(reason));
+        }
+        let (parts, body) = req.into_parts();
+        let verified = self.authenticate(rt, &app, &ctx, &parts)?;
+        self.authorize(&app, &verified, user)?;
+        if let Some(s) = verified
+            .session
+            .get_or_init(|| self.sessions.get(&verified.claims.sid))
+        {
+            s.touch(self.auth.now_us());
+        }
+        // Only the access log reads it: no copy of the email per request without one.
+        if rt.config.log.access_log {
+            *user = Some(verified.claims.email.clone());
+        }
+        let token = verified.assertion.clone();
+        let authed = forward::Authed {
+            verified: &verified,
+            token: &token,
+        };
+        let resp = forward::forward(self, rt, &app, &ctx, parts, body, authed).await?;
+        self.metrics.outcome(Outcome::Proxied);
+        Ok(resp)
+    }
+
+    /// The app token on the request, verified and not revoked; otherwise the challenge
+    /// (a redirect to sign in, or a 401 for API clients).
+    fn authenticate(
+        &self,
+        rt: &Runtime,
+        app: &App,
+        ctx: &ReqCtx,
+        parts: &Parts,
+    ) -> Result<Arc<Verified>, GatewayError> {
+        let checked = GatewayCookies::parse(&parts.headers)
+            .map_err(AuthFailure::from)
+            .and_then(|c| self.auth.check_app(rt, app, &c));
+        checked.map_err(|failure| {
+            if matches!(failure, AuthFailure::Revoked(_)) {
+                self.metrics.outcome(Outcome::Revoked);
+            }
+            let here = ctx.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
+            GatewayError::unauthenticated(
+                failure.code(),
+                ctx.login_url(&rt.config.auth_domain, &here),
+                challenge(app, &parts.headers),
+            )
+        })
+    }
+
+    /// The app's policy: is this user let in?
+    fn authorize(
+        &self,
+        app: &App,
+        v: &Verified,
+        user: &mut Option<String>,
+    ) -> Result<(), GatewayError> {
+        let claims = &v.claims;
+        if app.allows(&claims.email, &claims.groups) {
+            return Ok(());
+        }
+        *user = Some(claims.email.clone());
+        Err(GatewayError::Forbidden {
+            email: claims.email.clone(),
+            app: app.name.clone(),
+        })
+    }
 }
 
 /// Host and port from the Host header (HTTP/1) or the authority (HTTP/2).
@@ -193,110 +338,4 @@ fn request_host<B>(req: &Request<B>) -> Result<(String, Option<u16>), GatewayErr
         _ => (raw, None),
     };
     Ok((host.trim_end_matches('.').to_ascii_lowercase(), port))
-}
-
-async fn route(
-    gw: &Arc<Gateway>,
-    rt: &Arc<Runtime>,
-    conn: &ConnInfo,
-    req: Request<Incoming>,
-    user: &mut Option<String>,
-) -> Result<Response<Body>, GatewayError> {
-    if conn.framing.as_ref().is_some_and(|f| f.is_set()) {
-        return Err(GatewayError::BadFraming(
-            "Content-Length with Transfer-Encoding, or a repeated or malformed Content-Length",
-        ));
-    }
-    headers::check_framing(req.headers())?;
-    let (host, port) = request_host(&req)?;
-    if let Some(sni) = &conn.sni
-        && !sni.eq_ignore_ascii_case(&host)
-    {
-        return Err(GatewayError::Misdirected);
-    }
-    let trusted = rt.is_trusted(conn.peer.ip());
-    let forwarded_https = trusted
-        && req
-            .headers()
-            .get("x-forwarded-proto")
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"https"));
-    let ctx = ReqCtx {
-        scheme: if conn.tls || forwarded_https {
-            "https"
-        } else {
-            "http"
-        },
-        host,
-        port,
-        public_port: rt.config.public_port,
-        peer: conn.peer,
-        peer_ip: conn.peer_ip.clone(),
-        trusted,
-    };
-    if ctx.host == rt.config.auth_domain {
-        gw.metrics.outcome(Outcome::Gateway);
-        return crate::login::handle(gw, rt, &ctx, req).await;
-    }
-    let Some(app) = rt.app_for_host(&ctx.host).cloned() else {
-        return Err(GatewayError::UnknownHost(ctx.host));
-    };
-    if req.uri().path().starts_with("/.portcullis/") {
-        gw.metrics.outcome(Outcome::Gateway);
-        return reserved::handle(gw, rt, &app, &ctx, req).await;
-    }
-    if let Some(reason) = crate::sync::stale_reason(gw) {
-        return Err(GatewayError::Unavailable(reason));
-    }
-    let (parts, body) = req.into_parts();
-    let checked = GatewayCookies::parse(&parts.headers)
-        .map_err(AuthFailure::from)
-        .and_then(|c| auth::check_app(gw, rt, &app, &c));
-    let verified = match checked {
-        Ok(v) => v,
-        Err(failure) => {
-            if matches!(failure, AuthFailure::Revoked(_)) {
-                gw.metrics.outcome(Outcome::Revoked);
-            }
-            let here = ctx.url(parts.uri.path_and_query().map_or("/", |p| p.as_str()));
-            return Err(GatewayError::unauthenticated(
-                failure.code(),
-                login_url(&ctx, rt, &here),
-                challenge(&app, &parts.headers),
-            ));
-        }
-    };
-    let claims = &verified.claims;
-    if !app.allows(&claims.email, &claims.groups) {
-        *user = Some(claims.email.clone());
-        return Err(GatewayError::Forbidden {
-            email: claims.email.clone(),
-            app: app.name.clone(),
-        });
-    }
-    if let Some(s) = verified
-        .session
-        .get_or_init(|| gw.registry.get(&claims.sid))
-    {
-        s.touch(gw.now_us());
-    }
-    // Only the access log reads it: no copy of the email per request without one.
-    if rt.config.log.access_log {
-        *user = Some(claims.email.clone());
-    }
-    let token = verified.assertion.clone();
-    let resp = forward::forward(
-        gw,
-        rt,
-        &app,
-        &ctx,
-        parts,
-        body,
-        forward::Authed {
-            verified: &verified,
-            token: &token,
-        },
-    )
-    .await?;
-    gw.metrics.outcome(Outcome::Proxied);
-    Ok(resp)
 }

@@ -1,11 +1,22 @@
 //! Taking a revocation: validate, stamp, make durable (fsync), enforce here, end the
-//! matching sessions, audit, then hand it to peer sync. The caller hears back only
-//! after the revocation is durable on this node and enforced here.
+//! matching sessions, then write the audit lines and hand it to the cluster (the
+//! [`Notifier`]) at the same time. The caller hears back only after the revocation is
+//! durable on this node and enforced here. Revocations from other nodes take the same
+//! step ([`Engine::accept`]): durable first, then enforced.
+//!
+//! The engine knows no HTTP and no cluster backend: it holds the set, the log, the
+//! session registry, the audit log and a notifier, and nothing else.
 
+use super::log::RevocationLog;
+use super::set::RevocationSet;
 use super::{RevocationRecord, Scope};
-use crate::audit::AuditEvent;
-use crate::gateway::Gateway;
+use crate::audit::{AuditEvent, AuditLog};
+use crate::clock::{Micros, Ticker};
+use crate::metrics::Metrics;
+use crate::session::registry::Registry;
+use futures_util::future::BoxFuture;
 use serde::Serialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 #[derive(Debug, Clone)]
@@ -36,6 +47,30 @@ pub enum RevokeError {
     Invalid(String),
     #[error("cannot make the revocation durable: {0}")]
     Durability(String),
+}
+
+/// What the cluster said about revocations handed to it.
+#[derive(Debug, Default)]
+pub struct Propagation {
+    pub acked: usize,
+    pub peers: usize,
+    /// Sessions each revocation ended on the other nodes, by revocation id.
+    pub remote_sessions: HashMap<String, u64>,
+}
+
+/// Hands freshly taken revocations to the other nodes (peer push, Redis, ...) and
+/// resolves when as many have confirmed as the backend's ack policy asks.
+pub trait Notifier: Send + Sync {
+    fn publish<'a>(&'a self, records: &'a [RevocationRecord]) -> BoxFuture<'a, Propagation>;
+}
+
+/// A single node: nobody to tell.
+pub struct Alone;
+
+impl Notifier for Alone {
+    fn publish<'a>(&'a self, _: &'a [RevocationRecord]) -> BoxFuture<'a, Propagation> {
+        Box::pin(async { Propagation::default() })
+    }
 }
 
 const MAX_TARGET: usize = 512;
@@ -79,118 +114,245 @@ pub fn normalize_reason(reason: &str) -> Result<String, RevokeError> {
     })
 }
 
-pub async fn revoke(gw: &Arc<Gateway>, req: RevokeRequest) -> Result<RevokeOutcome, RevokeError> {
-    let mut out = revoke_batch(gw, vec![req], "revoke").await?;
-    out.pop()
-        .ok_or_else(|| RevokeError::Durability("no outcome".into()))
+/// Is `target` already in the form [`normalize`] gives for `scope`? (Checked without
+/// allocating: a pull can carry a million entries.)
+pub fn canonical(scope: Scope, target: &str) -> bool {
+    if scope == Scope::All {
+        return target == "*";
+    }
+    !target.is_empty()
+        && target.len() <= MAX_TARGET
+        && target.trim() == target
+        && !target.chars().any(char::is_control)
+        && (scope != Scope::User || !target.bytes().any(|b| b.is_ascii_uppercase()))
 }
 
-/// Revokes several entries with one fsync; every entry gets its own audit line.
-pub async fn revoke_batch(
-    gw: &Arc<Gateway>,
-    reqs: Vec<RevokeRequest>,
-    action: &'static str,
-) -> Result<Vec<RevokeOutcome>, RevokeError> {
-    let mut records = Vec::with_capacity(reqs.len());
-    for r in &reqs {
-        records.push(RevocationRecord {
-            id: crate::secrets::random_b64(12),
-            scope: r.scope,
-            target: normalize(r.scope, &r.target)?,
-            not_before_us: 0,
-            reason: normalize_reason(&r.reason)?,
-            actor: r.actor.clone(),
-            node: gw.node_id.clone(),
-        });
-    }
-    for rec in &mut records {
-        rec.not_before_us = gw.ticker.tick();
-    }
-    let writer = gw.clone();
-    let durable = records.clone();
-    tokio::task::spawn_blocking(move || writer.revlog.append(&durable))
-        .await
-        .map_err(|e| RevokeError::Durability(e.to_string()))?
-        .map_err(|e| RevokeError::Durability(e.to_string()))?;
-
-    let now = gw.now_us();
-    let mut outcomes = Vec::with_capacity(records.len());
-    let mut events = Vec::with_capacity(records.len());
-    for rec in &records {
-        gw.revocations
-            .apply(rec.scope, &rec.target, rec.not_before_us);
-        let sessions_revoked = end_sessions(gw, rec, now);
-        gw.metrics.revoked(rec.scope);
-        tracing::warn!(
-            id = %rec.id, scope = rec.scope.as_str(), target = %rec.target,
-            reason = %rec.reason, actor = %rec.actor, sessions_revoked,
-            "revocation enforced"
-        );
-        events.push(AuditEvent {
-            time_us: rec.not_before_us,
-            actor: rec.actor.clone(),
-            action: action.to_string(),
-            scope: Some(rec.scope.as_str().to_string()),
-            target: Some(rec.target.clone()),
-            reason: Some(rec.reason.clone()),
-            sessions_revoked: Some(sessions_revoked),
-            node: rec.node.clone(),
-            id: rec.id.clone(),
-        });
-        outcomes.push(RevokeOutcome {
-            id: rec.id.clone(),
-            scope: rec.scope,
-            target: rec.target.clone(),
-            not_before_us: rec.not_before_us,
-            not_before: crate::audit::format_rfc3339_millis(rec.not_before_us),
-            sessions_revoked,
-            peers_acked: 0,
-            peers: 0,
-        });
-    }
-    // The audit lines and the push are independent: peers need not wait for the
-    // audit log's fsync.
-    let (_, acked) = tokio::join!(audit(gw, events), crate::sync::push(gw, &records));
-    for o in &mut outcomes {
-        o.peers_acked = acked.acked;
-        o.peers = acked.peers;
-        o.sessions_revoked += acked.remote_sessions.get(&o.id).copied().unwrap_or(0);
-    }
-    Ok(outcomes)
+pub struct Engine {
+    node_id: String,
+    ticker: Arc<Ticker>,
+    set: Arc<RevocationSet>,
+    log: Arc<RevocationLog>,
+    sessions: Arc<Registry>,
+    audit: Arc<AuditLog>,
+    notifier: Arc<dyn Notifier>,
+    metrics: Arc<Metrics>,
 }
 
-/// Ends this node's sessions that the revocation covers and counts them (for `app`,
-/// counts the sessions that used the app; their global sessions live on).
-pub(crate) fn end_sessions(gw: &Gateway, rec: &RevocationRecord, now: i64) -> u64 {
-    let t = rec.target.as_str();
-    let nb = rec.not_before_us;
-    match rec.scope {
-        Scope::Session => gw.registry.end_matching(nb, now, true, |s| s.sid == t),
-        Scope::User => gw.registry.end_matching(nb, now, true, |s| s.user == t),
-        Scope::Group => gw
-            .registry
-            .end_matching(nb, now, true, |s| s.groups.iter().any(|g| g == t)),
-        Scope::App => gw
-            .registry
-            .end_matching(nb, now, false, |s| s.apps().iter().any(|a| a == t)),
-        Scope::All => gw.registry.end_matching(nb, now, true, |_| true),
-    }
+/// What the engine is built from.
+pub struct Parts {
+    pub node_id: String,
+    pub ticker: Arc<Ticker>,
+    pub set: Arc<RevocationSet>,
+    pub log: Arc<RevocationLog>,
+    pub sessions: Arc<Registry>,
+    pub audit: Arc<AuditLog>,
+    pub notifier: Arc<dyn Notifier>,
+    pub metrics: Arc<Metrics>,
 }
 
-/// Writes audit lines; the revocation already holds, so a failure here is loud but
-/// does not undo it.
-pub async fn audit(gw: &Arc<Gateway>, events: Vec<AuditEvent>) {
-    let writer = gw.clone();
-    let res = tokio::task::spawn_blocking(move || {
-        for ev in &events {
-            writer.audit.append(ev)?;
+impl Engine {
+    pub fn new(p: Parts) -> Self {
+        Self {
+            node_id: p.node_id,
+            ticker: p.ticker,
+            set: p.set,
+            log: p.log,
+            sessions: p.sessions,
+            audit: p.audit,
+            notifier: p.notifier,
+            metrics: p.metrics,
         }
-        Ok::<(), crate::audit::AuditError>(())
-    })
-    .await;
-    match res {
-        Ok(Ok(())) => {}
-        Ok(Err(e)) => tracing::error!(error = %e, "cannot write the audit log"),
-        Err(e) => tracing::error!(error = %e, "audit writer failed"),
+    }
+
+    pub fn node_id(&self) -> &str {
+        &self.node_id
+    }
+
+    pub fn set(&self) -> &RevocationSet {
+        &self.set
+    }
+
+    pub fn log(&self) -> &Arc<RevocationLog> {
+        &self.log
+    }
+
+    pub fn now_us(&self) -> Micros {
+        self.ticker.now_us()
+    }
+
+    /// Makes later instants of this node come after `us` (learnt from elsewhere).
+    pub fn observe(&self, us: Micros) {
+        self.ticker.observe(us);
+    }
+
+    pub async fn revoke(&self, req: RevokeRequest) -> Result<RevokeOutcome, RevokeError> {
+        let mut out = self.revoke_batch(vec![req], "revoke").await?;
+        out.pop()
+            .ok_or_else(|| RevokeError::Durability("no outcome".into()))
+    }
+
+    /// Revokes several entries with one fsync; every entry gets its own audit line.
+    pub async fn revoke_batch(
+        &self,
+        reqs: Vec<RevokeRequest>,
+        action: &'static str,
+    ) -> Result<Vec<RevokeOutcome>, RevokeError> {
+        let records = self.stamp(&reqs)?;
+        self.make_durable(records.clone()).await?;
+        let mut outcomes = Vec::with_capacity(records.len());
+        let mut events = Vec::with_capacity(records.len());
+        for rec in &records {
+            let sessions_revoked = self.enforce(rec);
+            self.metrics.revoked(rec.scope as usize);
+            tracing::warn!(
+                id = %rec.id, scope = rec.scope.as_str(), target = %rec.target,
+                reason = %rec.reason, actor = %rec.actor, sessions_revoked,
+                "revocation enforced"
+            );
+            events.push(audit_event(rec, action, sessions_revoked));
+            outcomes.push(outcome(rec, sessions_revoked));
+        }
+        // The audit lines and the propagation are independent: other nodes need not
+        // wait for the audit log's fsync.
+        let (_, sent) = tokio::join!(self.audit(events), self.notifier.publish(&records));
+        for o in &mut outcomes {
+            o.peers_acked = sent.acked;
+            o.peers = sent.peers;
+            o.sessions_revoked += sent.remote_sessions.get(&o.id).copied().unwrap_or(0);
+        }
+        Ok(outcomes)
+    }
+
+    /// Validates the requests and gives each an id and a fresh instant.
+    fn stamp(&self, reqs: &[RevokeRequest]) -> Result<Vec<RevocationRecord>, RevokeError> {
+        let mut records = Vec::with_capacity(reqs.len());
+        for r in reqs {
+            records.push(RevocationRecord {
+                id: crate::secrets::random_b64(12),
+                scope: r.scope,
+                target: normalize(r.scope, &r.target)?,
+                not_before_us: 0,
+                reason: normalize_reason(&r.reason)?,
+                actor: r.actor.clone(),
+                node: self.node_id.clone(),
+            });
+        }
+        for rec in &mut records {
+            rec.not_before_us = self.ticker.tick();
+        }
+        Ok(records)
+    }
+
+    async fn make_durable(&self, records: Vec<RevocationRecord>) -> Result<(), RevokeError> {
+        let log = self.log.clone();
+        tokio::task::spawn_blocking(move || log.append(&records))
+            .await
+            .map_err(|e| RevokeError::Durability(e.to_string()))?
+            .map_err(|e| RevokeError::Durability(e.to_string()))
+    }
+
+    /// Puts `rec` in force here and ends the sessions it covers.
+    fn enforce(&self, rec: &RevocationRecord) -> u64 {
+        self.set.apply(rec.scope, &rec.target, rec.not_before_us);
+        self.end_sessions(rec, self.now_us())
+    }
+
+    /// Revocations another node took: the ones that move this node's set forward are
+    /// made durable in the revocation log, then enforced. Returns how many moved the set
+    /// forward and the sessions each ended here.
+    pub async fn accept(
+        &self,
+        records: Vec<RevocationRecord>,
+    ) -> Result<(usize, HashMap<String, u64>), RevokeError> {
+        let fresh: Vec<RevocationRecord> = records
+            .into_iter()
+            .filter(|r| {
+                canonical(r.scope, &r.target)
+                    && self
+                        .set
+                        .get(r.scope, &r.target)
+                        .is_none_or(|have| have < r.not_before_us)
+            })
+            .collect();
+        let mut ended = HashMap::new();
+        if fresh.is_empty() {
+            return Ok((0, ended));
+        }
+        self.make_durable(fresh.clone()).await?;
+        let mut moved = 0;
+        for rec in &fresh {
+            self.ticker.observe(rec.not_before_us);
+            if self.set.apply(rec.scope, &rec.target, rec.not_before_us) {
+                moved += 1;
+            }
+            ended.insert(rec.id.clone(), self.end_sessions(rec, self.now_us()));
+        }
+        Ok((moved, ended))
+    }
+
+    /// Ends this node's sessions that the revocation covers and counts them (for `app`,
+    /// counts the sessions that used the app; their global sessions live on).
+    fn end_sessions(&self, rec: &RevocationRecord, now: Micros) -> u64 {
+        let t = rec.target.as_str();
+        let nb = rec.not_before_us;
+        let reg = &self.sessions;
+        match rec.scope {
+            Scope::Session => reg.end_matching(nb, now, true, |s| s.sid == t),
+            Scope::User => reg.end_matching(nb, now, true, |s| s.user == t),
+            Scope::Group => reg.end_matching(nb, now, true, |s| s.groups.iter().any(|g| g == t)),
+            Scope::App => reg.end_matching(nb, now, false, |s| s.apps().iter().any(|a| a == t)),
+            Scope::All => reg.end_matching(nb, now, true, |_| true),
+        }
+    }
+
+    /// Ends this node's live sessions that the set now revokes (one pass over the
+    /// registry, however many entries arrived): after entries were merged in bulk.
+    pub fn end_revoked_sessions(&self) -> u64 {
+        let set = &self.set;
+        let now = self.now_us();
+        self.sessions.end_matching(i64::MAX, now, true, |s| {
+            set.revokes_session(&s.sid, &s.user, &s.groups, s.created_us)
+        })
+    }
+
+    /// Writes audit lines; the revocation already holds, so a failure here is loud but
+    /// does not undo it.
+    pub async fn audit(&self, events: Vec<AuditEvent>) {
+        let audit = self.audit.clone();
+        let res =
+            tokio::task::spawn_blocking(move || events.iter().try_for_each(|ev| audit.append(ev)))
+                .await;
+        match res {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot write the audit log"),
+            Err(e) => tracing::error!(error = %e, "audit writer failed"),
+        }
+    }
+}
+
+fn audit_event(rec: &RevocationRecord, action: &str, sessions_revoked: u64) -> AuditEvent {
+    AuditEvent {
+        time_us: rec.not_before_us,
+        actor: rec.actor.clone(),
+        action: action.to_string(),
+        scope: Some(rec.scope.as_str().to_string()),
+        target: Some(rec.target.clone()),
+        reason: Some(rec.reason.clone()),
+        sessions_revoked: Some(sessions_revoked),
+        node: rec.node.clone(),
+        id: rec.id.clone(),
+    }
+}
+
+fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
+    RevokeOutcome {
+        id: rec.id.clone(),
+        scope: rec.scope,
+        target: rec.target.clone(),
+        not_before_us: rec.not_before_us,
+        not_before: crate::timefmt::format_rfc3339_millis(rec.not_before_us),
+        sessions_revoked,
+        peers_acked: 0,
+        peers: 0,
     }
 }

@@ -1,26 +1,18 @@
-//! Append-only durable log of [`RevocationRecord`]s.
+//! Append-only durable log of [`RevocationRecord`]s, on [`crate::store::RecordLog`].
 //!
-//! Format: one record per line, `<crc32 of json as 8 lowercase hex> <json>\n`.
-//! The CRC lets replay tell a torn or bit-rotted record from a good one, so a
-//! crash mid-write never stops the proxy from starting.
-
-use std::fs::{self, File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard, PoisonError};
+//! Format: one record per line, `<crc32 of json as 8 lowercase hex> <json>\n`. The CRC
+//! lets replay tell a torn or bit-rotted record from a good one, so a crash mid-write
+//! never stops the proxy from starting.
 
 use crate::revocation::RevocationRecord;
+use crate::store::{Framing, RecordLog, StoreError, Sync};
+use std::path::Path;
 
 /// Errors from the revocation log.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
-    #[error("revocation log: {op} {}: {source}", path.display())]
-    Io {
-        op: &'static str,
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("revocation log: {0}")]
+    Store(#[from] StoreError),
     #[error("revocation log: encoding record: {0}")]
     Encode(#[from] serde_json::Error),
 }
@@ -32,273 +24,95 @@ pub struct CompactStats {
     pub dropped: usize,
 }
 
-/// Handle to an open revocation log. Cheap to share behind an `Arc`; all
-/// methods block on file I/O, so call them from `spawn_blocking`.
+/// Handle to an open revocation log. Cheap to share behind an `Arc`; all methods block
+/// on file I/O, so call them from `spawn_blocking`.
 #[derive(Debug)]
 pub struct RevocationLog {
-    path: PathBuf,
-    file: Mutex<File>,
+    log: RecordLog,
 }
 
-fn io_err(op: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LogError {
-    move |source| LogError::Io {
-        op,
-        path: path.to_path_buf(),
-        source,
-    }
-}
+const FRAMING: Framing = Framing::CheckedLines;
 
-/// Opens for read + append so every write lands at the end, even after a
-/// truncation or a handle swap.
-fn open_append(path: &Path, create_new: bool) -> std::io::Result<File> {
-    let mut opts = OpenOptions::new();
-    opts.read(true).append(true);
-    if create_new {
-        opts.create_new(true);
-    } else {
-        opts.create(true);
-    }
-    opts.open(path)
-}
-
-fn encode_into(buf: &mut Vec<u8>, rec: &RevocationRecord) -> Result<(), LogError> {
-    let json = serde_json::to_vec(rec)?;
-    let crc = crc32fast::hash(&json);
-    buf.extend_from_slice(format!("{crc:08x} ").as_bytes());
-    buf.extend_from_slice(&json);
-    buf.push(b'\n');
-    Ok(())
-}
-
-/// Decodes one line (without its newline); `Err` carries why it was rejected.
-fn decode_line(line: &[u8]) -> Result<RevocationRecord, String> {
-    if line.len() < 10 || line[8] != b' ' {
-        return Err("malformed line".to_owned());
-    }
-    let (crc_hex, json) = (&line[..8], &line[9..]);
-    let actual = format!("{:08x}", crc32fast::hash(json));
-    if crc_hex != actual.as_bytes() {
-        return Err(format!(
-            "crc mismatch (stored {}, computed {actual})",
-            String::from_utf8_lossy(crc_hex)
-        ));
-    }
-    serde_json::from_slice(json).map_err(|e| format!("bad json: {e}"))
-}
-
-struct Replay {
-    records: Vec<RevocationRecord>,
-    /// Byte offset just past the last good record.
-    good_end: usize,
-}
-
-/// Parses the whole log, skipping (with a warning) anything that does not
-/// decode. Never fails: a damaged log must not block startup.
-fn replay(data: &[u8], path: &Path) -> Replay {
-    let mut records = Vec::new();
-    let mut good_end = 0;
-    let mut pos = 0;
-    while pos < data.len() {
-        let rest = &data[pos..];
-        let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
-            tracing::warn!(
-                path = %path.display(),
-                offset = pos,
-                bytes = rest.len(),
-                "revocation log: skipping torn final record (no trailing newline)"
-            );
-            break;
-        };
-        match decode_line(&rest[..nl]) {
-            Ok(rec) => {
-                records.push(rec);
-                good_end = pos + nl + 1;
+/// Decodes the records, skipping (with a warning) any that is not a revocation.
+fn decode(path: &Path, payloads: Vec<Vec<u8>>) -> Vec<RevocationRecord> {
+    payloads
+        .iter()
+        .filter_map(|p| match serde_json::from_slice(p) {
+            Ok(r) => Some(r),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "revocation log: skipping an unreadable record");
+                None
             }
-            Err(why) => tracing::warn!(
-                path = %path.display(),
-                offset = pos,
-                reason = %why,
-                "revocation log: skipping corrupt record"
-            ),
-        }
-        pos += nl + 1;
-    }
-    Replay { records, good_end }
+        })
+        .collect()
 }
 
 impl RevocationLog {
-    /// Opens (creating if needed) the log and replays every valid record in
-    /// order. Damaged trailing bytes are truncated so later appends start on
-    /// a clean line.
+    /// Opens (creating if needed) the log and replays every valid record in order.
+    /// Damaged trailing bytes are truncated so later appends start on a clean line.
     pub fn open(path: &Path) -> Result<(RevocationLog, Vec<RevocationRecord>), LogError> {
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            fs::create_dir_all(parent).map_err(io_err("create dir", parent))?;
-        }
-        let mut file = open_append(path, false).map_err(io_err("open", path))?;
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).map_err(io_err("read", path))?;
-
-        let Replay { records, good_end } = replay(&data, path);
-        if good_end < data.len() {
-            // Only trailing damage is cut; corrupt records in the middle stay
-            // on disk so the good records after them are not lost.
-            tracing::warn!(
-                path = %path.display(),
-                from = data.len(),
-                to = good_end,
-                "revocation log: truncating damaged tail"
-            );
-            file.set_len(good_end as u64)
-                .map_err(io_err("truncate", path))?;
-            file.sync_data().map_err(io_err("sync", path))?;
-        }
+        let (log, payloads) = RecordLog::open(path, FRAMING)?;
+        let records = decode(path, payloads);
         tracing::debug!(path = %path.display(), records = records.len(), "revocation log replayed");
-        let log = RevocationLog {
-            path: path.to_path_buf(),
-            file: Mutex::new(file),
-        };
-        Ok((log, records))
+        Ok((RevocationLog { log }, records))
     }
 
     /// Path of the log file.
     pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn lock(&self) -> MutexGuard<'_, File> {
-        // A panic while holding the lock (e.g. in a `compact` predicate) leaves
-        // the file consistent, and refusing revocations forever would be worse.
-        self.file.lock().unwrap_or_else(PoisonError::into_inner)
+        self.log.path()
     }
 
     /// Appends `recs` in a single write and returns only once they are durable.
     pub fn append(&self, recs: &[RevocationRecord]) -> Result<(), LogError> {
-        if recs.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::with_capacity(recs.len() * 256);
-        for rec in recs {
-            encode_into(&mut buf, rec)?;
-        }
-        let mut file = self.lock();
-        let before = file.metadata().map_err(io_err("stat", &self.path))?.len();
-        let res = file.write_all(&buf).and_then(|()| file.sync_data());
-        if let Err(source) = res {
-            // A partial write would glue onto the next record and corrupt it;
-            // roll back so the log stays line-aligned.
-            if let Err(e) = file.set_len(before) {
-                tracing::error!(path = %self.path.display(), error = %e, "revocation log: rollback after failed append failed");
-            }
-            return Err(LogError::Io {
-                op: "append",
-                path: self.path.clone(),
-                source,
-            });
-        }
-        Ok(())
+        let payloads = recs
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(self.log.append(&payloads, Sync::Durable)?)
     }
 
     /// Current size of the log in bytes (for metrics).
     pub fn len_bytes(&self) -> Result<u64, LogError> {
-        let file = self.lock();
-        Ok(file.metadata().map_err(io_err("stat", &self.path))?.len())
+        Ok(self.log.len_bytes())
     }
 
-    /// Rewrites the log keeping only records for which `keep` returns true.
-    ///
-    /// Holds the lock for the whole operation and re-reads the file under it,
-    /// so records appended concurrently are never lost.
+    /// Rewrites the log keeping only records for which `keep` returns true. Re-reads
+    /// the file under the append lock, so records appended concurrently are never lost.
     pub fn compact(
         &self,
         keep: impl Fn(&RevocationRecord) -> bool,
     ) -> Result<CompactStats, LogError> {
-        let mut file = self.lock();
-
-        let mut data = Vec::new();
-        file.seek(SeekFrom::Start(0))
-            .map_err(io_err("seek", &self.path))?;
-        file.read_to_end(&mut data)
-            .map_err(io_err("read", &self.path))?;
-        let records = replay(&data, &self.path).records;
-
-        let mut buf = Vec::with_capacity(data.len());
-        let mut stats = CompactStats {
-            kept: 0,
-            dropped: 0,
-        };
-        for rec in &records {
-            if keep(rec) {
-                encode_into(&mut buf, rec)?;
-                stats.kept += 1;
-            } else {
-                stats.dropped += 1;
-            }
-        }
-
-        let tmp = tmp_path(&self.path);
-        match fs::remove_file(&tmp) {
-            Ok(()) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => return Err(io_err("remove stale", &tmp)(e)),
-        }
-        let new_file = write_tmp(&tmp, &buf).inspect_err(|_| {
-            let _ = fs::remove_file(&tmp);
+        let path = self.log.path().to_path_buf();
+        let stats = self.log.rewrite(|payloads| {
+            payloads
+                .into_iter()
+                .filter(|p| serde_json::from_slice::<RevocationRecord>(p).is_ok_and(|r| keep(&r)))
+                .collect()
         })?;
-        if let Err(e) = fs::rename(&tmp, &self.path) {
-            let _ = fs::remove_file(&tmp);
-            return Err(io_err("rename", &tmp)(e));
-        }
-        // Swap immediately after the rename: the old handle now points at an
-        // unlinked inode, and appends to it would be silently lost.
-        *file = new_file;
-        sync_parent_dir(&self.path)?;
-
+        let out = CompactStats {
+            kept: stats.records_after,
+            dropped: stats.records_before - stats.records_after,
+        };
         tracing::info!(
-            path = %self.path.display(),
-            kept = stats.kept,
-            dropped = stats.dropped,
-            bytes_before = data.len(),
-            bytes_after = buf.len(),
+            path = %path.display(), kept = out.kept, dropped = out.dropped,
+            bytes_before = stats.bytes_before, bytes_after = stats.bytes_after,
             "revocation log compacted"
         );
-        Ok(stats)
+        Ok(out)
     }
-}
-
-fn tmp_path(path: &Path) -> PathBuf {
-    let mut s = path.as_os_str().to_owned();
-    s.push(".tmp");
-    PathBuf::from(s)
-}
-
-fn write_tmp(tmp: &Path, buf: &[u8]) -> Result<File, LogError> {
-    let mut f = open_append(tmp, true).map_err(io_err("create", tmp))?;
-    f.write_all(buf).map_err(io_err("write", tmp))?;
-    f.sync_all().map_err(io_err("sync", tmp))?;
-    Ok(f)
-}
-
-/// Makes the rename itself durable.
-fn sync_parent_dir(path: &Path) -> Result<(), LogError> {
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("sync dir", dir))
 }
 
 /// Every valid record in the log at `path`, read-only (for listing).
 pub fn read_all(path: &Path) -> Result<Vec<RevocationRecord>, LogError> {
-    let data = fs::read(path).map_err(io_err("read", path))?;
-    Ok(replay(&data, path).records)
+    Ok(decode(path, RecordLog::read_all(path, FRAMING)?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::revocation::Scope;
+    use std::fs::{self, File, OpenOptions};
+    use std::path::PathBuf;
 
     fn rec(i: usize) -> RevocationRecord {
         RevocationRecord {
@@ -427,7 +241,7 @@ mod tests {
             }
         );
         assert!(log.len_bytes().unwrap() < before);
-        assert!(!tmp_path(&path).exists());
+        assert!(!path.with_extension("log.tmp").exists());
         log.append(&[rec(11)]).unwrap();
         drop(log);
 

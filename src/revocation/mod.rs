@@ -59,3 +59,10 @@ pub struct RevocationRecord {
     pub actor: String,
     pub node: String,
 }
+
+/// Whether this node's revocation set can be trusted to be current (the cluster
+/// backend knows: a node cut off from the others for too long cannot).
+pub trait Freshness: Send + Sync {
+    /// Why protected requests must be refused now, if they must.
+    fn stale_reason(&self) -> Option<String>;
+}

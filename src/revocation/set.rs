@@ -272,6 +272,23 @@ impl RevocationSet {
         }
     }
 
+    /// Whether a global session created at `created_us` is over: a session, user, group
+    /// or `all` revocation at or after its creation covers it.
+    pub fn revokes_session(
+        &self,
+        sid: &str,
+        user: &str,
+        groups: &[String],
+        created_us: Micros,
+    ) -> bool {
+        let covers =
+            |scope: Scope, key: &str| self.get(scope, key).is_some_and(|nb| nb >= created_us);
+        covers(Scope::All, "*")
+            || covers(Scope::Session, sid)
+            || covers(Scope::User, user)
+            || groups.iter().any(|g| covers(Scope::Group, g))
+    }
+
     /// Which scope, if any, revokes a token with these claims. `app` says whether the
     /// token is an application token (the `app` scope matches its audience).
     pub fn check(&self, c: &Claims, app: bool) -> Option<Scope> {

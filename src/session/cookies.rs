@@ -1,10 +1,8 @@
-//! Gateway cookies: finding ours in the Cookie header(s), stripping them before the
-//! origin, and writing Set-Cookie values with the app's attributes.
+//! Gateway cookies: finding ours in the Cookie header(s) and stripping them before the
+//! origin. (Set-Cookie values are written by `web::cookie`.)
 
-use crate::config::file::SameSite;
 use http::header::COOKIE;
 use http::{HeaderMap, HeaderValue};
-use std::time::Duration;
 
 pub const SESSION: &str = "portcullis_session";
 pub const APP: &str = "portcullis_app";
@@ -151,44 +149,6 @@ pub fn strip_for_origin(headers: &mut HeaderMap, keep_gateway: bool) {
     {
         headers.insert(COOKIE, v);
     }
-}
-
-pub struct CookieSpec<'a> {
-    pub name: &'a str,
-    pub value: &'a str,
-    pub max_age: Option<Duration>,
-    pub http_only: bool,
-    pub same_site: SameSite,
-    pub path: &'a str,
-}
-
-/// Every gateway cookie is Secure, host-only (no Domain attribute).
-pub fn set_cookie(spec: &CookieSpec<'_>) -> String {
-    let mut s = format!("{}={}; Path={}; Secure", spec.name, spec.value, spec.path);
-    if spec.http_only {
-        s.push_str("; HttpOnly");
-    }
-    s.push_str(match spec.same_site {
-        SameSite::None => "; SameSite=None",
-        SameSite::Lax => "; SameSite=Lax",
-        SameSite::Strict => "; SameSite=Strict",
-    });
-    if let Some(age) = spec.max_age {
-        s.push_str(&format!("; Max-Age={}", age.as_secs()));
-    }
-    s
-}
-
-/// A Set-Cookie value that deletes `name`.
-pub fn clear_cookie(name: &str, same_site: SameSite) -> String {
-    set_cookie(&CookieSpec {
-        name,
-        value: "",
-        max_age: Some(Duration::ZERO),
-        http_only: true,
-        same_site,
-        path: "/",
-    })
 }
 
 #[cfg(test)]

@@ -5,10 +5,10 @@
 //! write per request.
 
 use crate::clock::Micros;
+use crate::store::{Framing, RecordLog, StoreError, Sync};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
-use std::io::{BufRead, BufReader, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -111,8 +111,7 @@ enum Event {
 
 pub struct Registry {
     sessions: DashMap<String, Arc<Session>>,
-    path: PathBuf,
-    journal: Mutex<Option<std::fs::File>>,
+    journal: RecordLog,
 }
 
 pub struct NewSession<'a> {
@@ -127,25 +126,19 @@ pub struct NewSession<'a> {
 }
 
 impl Registry {
-    /// Opens the journal, replays it, and rewrites it with only the live sessions.
-    pub fn open(path: &Path, now: Micros) -> std::io::Result<Registry> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
+    /// Opens the journal, replays it, and rewrites it with only the sessions worth
+    /// keeping.
+    pub fn open(path: &Path, now: Micros) -> Result<Registry, StoreError> {
+        let (journal, lines) = RecordLog::open(path, Framing::Lines)?;
         let reg = Registry {
             sessions: DashMap::new(),
-            path: path.to_path_buf(),
-            journal: Mutex::new(None),
+            journal,
         };
-        if let Ok(f) = std::fs::File::open(path) {
-            for line in BufReader::new(f).lines() {
-                let Ok(line) = line else { break };
-                match serde_json::from_str::<Event>(&line) {
-                    Ok(ev) => reg.replay(ev),
-                    // A torn last line after a crash: skip it.
-                    Err(_) => {
-                        tracing::warn!(path = %path.display(), "skipping an unreadable session journal line")
-                    }
+        for line in lines {
+            match serde_json::from_slice::<Event>(&line) {
+                Ok(ev) => reg.replay(ev),
+                Err(_) => {
+                    tracing::warn!(path = %path.display(), "skipping an unreadable session journal line")
                 }
             }
         }
@@ -207,67 +200,57 @@ impl Registry {
         }
     }
 
-    fn rewrite(&self) -> std::io::Result<()> {
-        let tmp = self.path.with_extension("tmp");
-        let mut out = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        for s in self.sessions.iter() {
-            let v = s.view();
-            let mut lines = vec![Event::New {
-                sid: v.sid.clone(),
-                user: v.user,
-                groups: v.groups,
-                ip: v.ip,
-                user_agent: v.user_agent,
-                created_us: v.created_us,
-                expires_us: v.expires_us,
-                node: v.node,
-            }];
-            lines.extend(v.apps.into_iter().map(|app| Event::App {
-                sid: v.sid.clone(),
-                app,
-            }));
-            lines.push(Event::Seen {
-                sid: v.sid.clone(),
-                t: v.last_seen_us,
+    /// The events that recreate one session as it is now.
+    fn events_of(s: &Session) -> Vec<Event> {
+        let v = s.view();
+        let mut events = vec![Event::New {
+            sid: v.sid.clone(),
+            user: v.user,
+            groups: v.groups,
+            ip: v.ip,
+            user_agent: v.user_agent,
+            created_us: v.created_us,
+            expires_us: v.expires_us,
+            node: v.node,
+        }];
+        events.extend(v.apps.into_iter().map(|app| Event::App {
+            sid: v.sid.clone(),
+            app,
+        }));
+        events.push(Event::Seen {
+            sid: v.sid.clone(),
+            t: v.last_seen_us,
+        });
+        let ended = s.ended_us.load(Ordering::Relaxed);
+        if ended != 0 {
+            events.push(Event::End {
+                sid: v.sid,
+                t: ended,
             });
-            let ended = s.ended_us.load(Ordering::Relaxed);
-            if ended != 0 {
-                lines.push(Event::End {
-                    sid: v.sid.clone(),
-                    t: ended,
-                });
-            }
-            for ev in lines {
-                serde_json::to_writer(&mut out, &ev)?;
-                out.write_all(b"\n")?;
-            }
         }
-        let f = out.into_inner().map_err(|e| e.into_error())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, &self.path)?;
-        let f = std::fs::OpenOptions::new().append(true).open(&self.path)?;
-        if let Ok(mut j) = self.journal.lock() {
-            *j = Some(f);
-        }
+        events
+    }
+
+    /// Rewrites the journal with only the sessions held in memory.
+    fn rewrite(&self) -> Result<(), StoreError> {
+        let lines: Vec<Vec<u8>> = self
+            .sessions
+            .iter()
+            .flat_map(|s| Self::events_of(&s))
+            .filter_map(|ev| serde_json::to_vec(&ev).ok())
+            .collect();
+        self.journal.rewrite(|_| lines)?;
         Ok(())
     }
 
     fn journal(&self, events: &[Event], sync: bool) {
-        let Ok(mut guard) = self.journal.lock() else {
-            return;
-        };
-        let Some(f) = guard.as_mut() else { return };
-        let mut buf = Vec::new();
-        for ev in events {
-            if serde_json::to_writer(&mut buf, ev).is_ok() {
-                buf.push(b'\n');
-            }
-        }
-        let res = f
-            .write_all(&buf)
-            .and_then(|_| if sync { f.sync_data() } else { Ok(()) });
-        if let Err(e) = res {
-            tracing::error!(error = %e, path = %self.path.display(), "cannot write the session journal");
+        let lines: Vec<Vec<u8>> = events
+            .iter()
+            .filter_map(|ev| serde_json::to_vec(ev).ok())
+            .collect();
+        let sync = if sync { Sync::Durable } else { Sync::Buffered };
+        if let Err(e) = self.journal.append(&lines, sync) {
+            tracing::error!(error = %e, "cannot write the session journal");
         }
     }
 

@@ -6,12 +6,12 @@
 //!   held until the token is refused.
 //! - `POST /v1/selftest` (admin): run the self-test; `GET /v1/selftest`: the last report.
 
+use super::PeerSync;
 use super::peer::PullRequest;
 use super::selftest::{self, CheckRequest};
 use super::wire;
-use crate::gateway::Gateway;
-use crate::proxy::body::{self, Body};
 use crate::revocation::set::BUCKETS;
+use crate::web::body::{self, Body};
 use http::{HeaderValue, Response, StatusCode, header};
 use serde_json::json;
 use std::sync::Arc;
@@ -32,11 +32,11 @@ fn bad(msg: impl Into<String>) -> Response<Body> {
     body::json(StatusCode::BAD_REQUEST, &json!({"error": msg.into()}))
 }
 
-pub async fn buckets(gw: &Arc<Gateway>) -> Response<Body> {
-    binary(wire::encode_buckets(&gw.revocations))
+pub async fn buckets(sync: &Arc<PeerSync>) -> Response<Body> {
+    binary(wire::encode_buckets(sync.engine.set()))
 }
 
-pub async fn pull(gw: &Arc<Gateway>, req: &[u8]) -> Response<Body> {
+pub async fn pull(sync: &Arc<PeerSync>, req: &[u8]) -> Response<Body> {
     let req: PullRequest = if req.is_empty() {
         PullRequest::default()
     } else {
@@ -58,8 +58,8 @@ pub async fn pull(gw: &Arc<Gateway>, req: &[u8]) -> Response<Body> {
             Some(w)
         }
     };
-    let g = gw.clone();
-    match tokio::task::spawn_blocking(move || wire::encode_set(&g.revocations, want.as_deref()))
+    let s = sync.clone();
+    match tokio::task::spawn_blocking(move || wire::encode_set(s.engine.set(), want.as_deref()))
         .await
     {
         Ok(bytes) => binary(bytes),
@@ -70,13 +70,13 @@ pub async fn pull(gw: &Arc<Gateway>, req: &[u8]) -> Response<Body> {
     }
 }
 
-pub async fn check(gw: &Arc<Gateway>, req: &[u8]) -> Response<Body> {
+pub async fn check(sync: &Arc<PeerSync>, req: &[u8]) -> Response<Body> {
     let req: CheckRequest = match serde_json::from_slice(req) {
         Ok(r) => r,
         Err(e) => return bad(format!("invalid JSON: {e}")),
     };
     let a = selftest::check_waiting(
-        gw,
+        sync,
         &req.token,
         req.app.as_deref(),
         Duration::from_millis(req.wait_ms),
@@ -85,7 +85,7 @@ pub async fn check(gw: &Arc<Gateway>, req: &[u8]) -> Response<Body> {
     body::json(StatusCode::OK, &json!(a))
 }
 
-pub async fn run_selftest(gw: &Arc<Gateway>, actor: &str, req: &[u8]) -> Response<Body> {
+pub async fn run_selftest(sync: &Arc<PeerSync>, actor: &str, req: &[u8]) -> Response<Body> {
     let v: serde_json::Value = if req.iter().all(u8::is_ascii_whitespace) {
         json!({})
     } else {
@@ -101,12 +101,12 @@ pub async fn run_selftest(gw: &Arc<Gateway>, actor: &str, req: &[u8]) -> Respons
             _ => return bad("timeout_ms must be a positive number of milliseconds"),
         },
     };
-    let report = selftest::run(gw, actor, timeout).await;
+    let report = selftest::run(sync, actor, timeout).await;
     body::json(StatusCode::OK, &json!(report))
 }
 
-pub async fn last_selftest(gw: &Arc<Gateway>) -> Response<Body> {
-    match selftest::last(gw) {
+pub async fn last_selftest(sync: &Arc<PeerSync>) -> Response<Body> {
+    match selftest::last(sync) {
         Some(r) => body::json(StatusCode::OK, &json!(r)),
         None => body::json(
             StatusCode::NOT_FOUND,

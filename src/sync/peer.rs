@@ -1,13 +1,11 @@
-//! Calls to one peer's control port, authenticated with the shared peer token.
+//! The peer protocol: push bodies and answers, digests, and reconciling with one peer
+//! (compare digests, pull what differs).
 
-use super::{PEER_TIMEOUT, PULL_TIMEOUT, wire};
-use crate::gateway::Gateway;
-use crate::proxy::body;
-use crate::revocation::set::BUCKETS;
+use super::client::{PULL_TIMEOUT, PeerClient};
+use super::{PeerSync, wire};
+use crate::revocation::set::{BUCKETS, RevocationSet};
 use crate::revocation::{RevocationRecord, Scope};
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::BodyExt;
+use http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -69,80 +67,6 @@ pub struct PullRequest {
     pub buckets: Option<Vec<u16>>,
 }
 
-pub async fn call(
-    gw: &Gateway,
-    peer: &str,
-    method: Method,
-    path: &str,
-    json: Option<Vec<u8>>,
-) -> Result<Bytes, PeerError> {
-    call_with(gw, peer, method, path, json, PEER_TIMEOUT).await
-}
-
-/// One authenticated call; the whole exchange (body included) must end within `limit`.
-pub async fn call_with(
-    gw: &Gateway,
-    peer: &str,
-    method: Method,
-    path: &str,
-    json: Option<Vec<u8>>,
-    limit: Duration,
-) -> Result<Bytes, PeerError> {
-    let token = gw
-        .runtime
-        .load()
-        .peer_token
-        .clone()
-        .ok_or(PeerError::NoToken)?;
-    let uri: http::Uri = format!("{peer}{path}")
-        .parse()
-        .map_err(|_| PeerError::Url(peer.to_string()))?;
-    let mut b = Request::builder()
-        .method(method)
-        .uri(uri)
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .header("portcullis-node", gw.node_id.as_str());
-    let body = match json {
-        Some(j) => {
-            b = b.header(header::CONTENT_TYPE, "application/json");
-            body::full(j)
-        }
-        None => body::empty(),
-    };
-    let req = b.body(body).map_err(|e| PeerError::Url(e.to_string()))?;
-    let fut = async {
-        let resp = gw
-            .client
-            .request(req)
-            .await
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?;
-        let status = resp.status();
-        let bytes = resp
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| PeerError::Unreachable(e.to_string()))?
-            .to_bytes();
-        if !status.is_success() {
-            return Err(PeerError::Status(status));
-        }
-        Ok(bytes)
-    };
-    let out = match tokio::time::timeout(limit, fut).await {
-        Ok(Ok(b)) => b,
-        Ok(Err(e)) => {
-            gw.peers.failed(peer);
-            return Err(e);
-        }
-        Err(_) => {
-            gw.peers.failed(peer);
-            return Err(PeerError::Timeout);
-        }
-    };
-    gw.peers.heard(peer, gw.now_us());
-    Ok(out)
-}
-
 pub fn push_body(from: &str, records: &[RevocationRecord]) -> Result<Vec<u8>, PeerError> {
     serde_json::to_vec(&PushBody {
         from: from.to_string(),
@@ -151,39 +75,54 @@ pub fn push_body(from: &str, records: &[RevocationRecord]) -> Result<Vec<u8>, Pe
     .map_err(|e| PeerError::Decode(e.to_string()))
 }
 
-pub async fn push_encoded(gw: &Gateway, peer: &str, body: Vec<u8>) -> Result<PushAck, PeerError> {
-    let bytes = call(gw, peer, Method::POST, "/v1/peer/revocations", Some(body)).await?;
+pub async fn push_encoded(
+    client: &PeerClient,
+    peer: &str,
+    body: Vec<u8>,
+) -> Result<PushAck, PeerError> {
+    let bytes = client
+        .call(peer, Method::POST, "/v1/peer/revocations", Some(body))
+        .await?;
     serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))
 }
 
 pub async fn push_records(
-    gw: &Gateway,
+    client: &PeerClient,
     peer: &str,
     records: &[RevocationRecord],
 ) -> Result<PushAck, PeerError> {
-    push_encoded(gw, peer, push_body(&gw.node_id, records)?).await
+    push_encoded(client, peer, push_body(client.node_id(), records)?).await
 }
 
 /// Which buckets differ between this node's set and the peer's, right now.
-async fn differing(gw: &Gateway, peer: &str) -> Result<Vec<bool>, PeerError> {
-    let b = call(gw, peer, Method::GET, "/v1/peer/buckets", None).await?;
-    wire::differing_buckets(&gw.revocations, &b).map_err(|e| PeerError::Decode(e.to_string()))
+async fn differing(
+    client: &PeerClient,
+    set: &RevocationSet,
+    peer: &str,
+) -> Result<Vec<bool>, PeerError> {
+    let b = client
+        .call(peer, Method::GET, "/v1/peer/buckets", None)
+        .await?;
+    wire::differing_buckets(set, &b).map_err(|e| PeerError::Decode(e.to_string()))
 }
 
 /// Compares digests with `peer` and, when they differ, pulls the entries of the buckets
 /// that still differ a moment later (every entry when this node holds none or most
 /// buckets differ). Returns how many entries moved this node's set forward.
-pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError> {
-    let bytes = call(gw, peer, Method::GET, "/v1/peer/digest", None).await?;
+pub async fn reconcile(sync: &Arc<PeerSync>, peer: &str) -> Result<usize, PeerError> {
+    let (client, set) = (&sync.client, sync.engine.set());
+    let bytes = client
+        .call(peer, Method::GET, "/v1/peer/digest", None)
+        .await?;
     let theirs: Digest =
         serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-    if theirs.digest == gw.revocations.digest() || theirs.count == 0 {
+    if theirs.digest == set.digest() || theirs.count == 0 {
         return Ok(0);
     }
-    let want = if gw.revocations.is_empty() {
+    let want = if set.is_empty() {
         None
     } else {
-        let first = differing(gw, peer).await?;
+        let first = differing(client, set, peer).await?;
         let n = first.iter().filter(|d| **d).count();
         if n == 0 {
             return Ok(0);
@@ -197,7 +136,7 @@ pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError
             // later are real misses worth a pull (which costs the peer a pass over its
             // set); the others have settled by themselves.
             tokio::time::sleep(SETTLE).await;
-            let second = differing(gw, peer).await?;
+            let second = differing(client, set, peer).await?;
             let ids: Vec<u16> = first
                 .iter()
                 .zip(&second)
@@ -215,15 +154,9 @@ pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError
     let asked = want.as_ref().map_or(BUCKETS, Vec::len);
     let req = serde_json::to_vec(&PullRequest { buckets: want })
         .map_err(|e| PeerError::Decode(e.to_string()))?;
-    let bytes = call_with(
-        gw,
-        peer,
-        Method::POST,
-        "/v1/peer/pull",
-        Some(req),
-        PULL_TIMEOUT,
-    )
-    .await?;
+    let bytes = client
+        .call_with(peer, Method::POST, "/v1/peer/pull", Some(req), PULL_TIMEOUT)
+        .await?;
     tracing::debug!(
         peer,
         buckets = asked,
@@ -231,11 +164,11 @@ pub async fn reconcile(gw: &Arc<Gateway>, peer: &str) -> Result<usize, PeerError
         millis = t0.elapsed().as_secs_f64() * 1e3,
         "pulled entries from a peer"
     );
-    let g = gw.clone();
+    let s = sync.clone();
     tokio::task::spawn_blocking(move || {
         let (_, entries) =
             wire::entries_body(&bytes).map_err(|e| PeerError::Decode(e.to_string()))?;
-        super::apply_pulled(&g, entries)
+        s.apply_pulled(entries)
     })
     .await
     .map_err(|e| PeerError::Apply(e.to_string()))?

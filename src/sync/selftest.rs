@@ -14,11 +14,13 @@
 //! 4. Per peer, the time from the revocation call to the refusal is the propagation
 //!    time. The last report and those times are exposed as metrics.
 
-use super::peer::{self, PeerError};
-use crate::gateway::Gateway;
+use super::PeerSync;
+use super::client::PEER_TIMEOUT;
+use super::peer::PeerError;
+use crate::metrics::{Kind, Writer};
 use crate::revocation::Scope;
-use crate::revocation::engine::{self, RevokeRequest};
-use crate::session::token::{self, Claims};
+use crate::revocation::engine::RevokeRequest;
+use crate::session::token::Claims;
 use http::Method;
 use serde::{Deserialize, Serialize};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -102,25 +104,24 @@ pub struct CheckAnswer {
 }
 
 /// The real check, as the data plane runs it on a request carrying `token`.
-pub fn check_token(gw: &Gateway, token: &str, app: Option<&str>) -> CheckAnswer {
-    let rt = gw.runtime.load();
-    let keys = gw.keys.load();
+pub fn check_token(sync: &PeerSync, token: &str, app: Option<&str>) -> CheckAnswer {
+    let rt = sync.live.load();
     let iss = rt.config.issuer.as_str();
     let aud = app.unwrap_or(iss);
     let mut a = CheckAnswer {
-        node: gw.node_id.clone(),
+        node: sync.client.node_id().to_string(),
         verdict: Verdict::Accepted,
         scope: None,
         error: None,
         waited_ms: 0.0,
     };
-    match gw.verifier.verify(&keys, token, aud, iss, gw.now_us()) {
+    match sync.auth.verify(token, aud, iss) {
         Err(e) => {
             a.verdict = Verdict::Invalid;
             a.error = Some(e.to_string());
         }
-        Ok((v, _)) => {
-            if let Some(scope) = gw.revocations.check(&v.claims, app.is_some()) {
+        Ok(v) => {
+            if let Some(scope) = sync.auth.revocations().check(&v.claims, app.is_some()) {
                 a.verdict = Verdict::Refused;
                 a.scope = Some(scope);
             }
@@ -132,16 +133,16 @@ pub fn check_token(gw: &Gateway, token: &str, app: Option<&str>) -> CheckAnswer 
 /// Checks, and while the token is accepted waits (on the revocation set's change
 /// notifications) up to `wait` for it to be refused.
 pub async fn check_waiting(
-    gw: &Gateway,
+    sync: &PeerSync,
     token: &str,
     app: Option<&str>,
     wait: Duration,
 ) -> CheckAnswer {
     let t0 = Instant::now();
-    let mut changes = gw.revocations.subscribe();
+    let mut changes = sync.auth.revocations().subscribe();
     let deadline = tokio::time::Instant::now() + wait.min(MAX_TIMEOUT);
     loop {
-        let mut a = check_token(gw, token, app);
+        let mut a = check_token(sync, token, app);
         a.waited_ms = t0.elapsed().as_secs_f64() * 1e3;
         if a.verdict != Verdict::Accepted || wait.is_zero() {
             return a;
@@ -149,7 +150,7 @@ pub async fn check_waiting(
         tokio::select! {
             r = changes.changed() => if r.is_err() { return a },
             _ = tokio::time::sleep_until(deadline) => {
-                let mut a = check_token(gw, token, app);
+                let mut a = check_token(sync, token, app);
                 a.waited_ms = t0.elapsed().as_secs_f64() * 1e3;
                 return a;
             }
@@ -157,10 +158,10 @@ pub async fn check_waiting(
     }
 }
 
-fn mint(gw: &Gateway) -> Result<(String, String, Option<String>), String> {
-    let rt = gw.runtime.load();
+fn mint(sync: &PeerSync) -> Result<(String, String, Option<String>), String> {
+    let rt = sync.live.load();
     let app = rt.config.apps.first().map(|a| a.name.clone());
-    let iat_us = gw.ticker.tick();
+    let iat_us = sync.auth.tick();
     let iat = iat_us.div_euclid(1_000_000);
     let sid = format!("selftest-{}", crate::secrets::random_b64(16));
     let claims = Claims {
@@ -177,12 +178,12 @@ fn mint(gw: &Gateway) -> Result<(String, String, Option<String>), String> {
         iat_us,
         bnd: None,
     };
-    let tok = token::sign(&gw.keys.load(), &claims).map_err(|e| e.to_string())?;
+    let tok = sync.auth.sign(&claims).map_err(|e| e.to_string())?;
     Ok((tok, sid, app))
 }
 
 async fn ask(
-    gw: &Gateway,
+    sync: &PeerSync,
     peer: &str,
     token: &str,
     app: Option<&str>,
@@ -194,15 +195,16 @@ async fn ask(
         wait_ms: wait.as_millis() as u64,
     })
     .map_err(|e| PeerError::Decode(e.to_string()))?;
-    let bytes = peer::call_with(
-        gw,
-        peer,
-        Method::POST,
-        "/v1/peer/check",
-        Some(body),
-        wait + super::PEER_TIMEOUT,
-    )
-    .await?;
+    let bytes = sync
+        .client
+        .call_with(
+            peer,
+            Method::POST,
+            "/v1/peer/check",
+            Some(body),
+            wait + PEER_TIMEOUT,
+        )
+        .await?;
     serde_json::from_slice(&bytes).map_err(|e| PeerError::Decode(e.to_string()))
 }
 
@@ -215,16 +217,16 @@ fn verdict_text(a: &CheckAnswer) -> String {
 }
 
 /// Runs the self-test from this node; `actor` is the admin who asked.
-pub async fn run(gw: &Arc<Gateway>, actor: &str, timeout: Duration) -> Report {
-    let _one_at_a_time = gw.peers.selftest.running.lock().await;
+pub async fn run(sync: &Arc<PeerSync>, actor: &str, timeout: Duration) -> Report {
+    let _one_at_a_time = sync.selftest.running.lock().await;
     let timeout = timeout.min(MAX_TIMEOUT);
     let t_start = Instant::now();
-    let started_us = gw.now_us();
-    let peers = gw.runtime.load().config.sync.peers.clone();
+    let started_us = sync.engine.now_us();
+    let peers = sync.client.peers();
     let mut report = Report {
         ok: false,
-        node: gw.node_id.clone(),
-        started: crate::audit::format_rfc3339_millis(started_us),
+        node: sync.client.node_id().to_string(),
+        started: crate::timefmt::format_rfc3339_millis(started_us),
         started_us,
         user: CANARY_USER.into(),
         sid: String::new(),
@@ -246,7 +248,7 @@ pub async fn run(gw: &Arc<Gateway>, actor: &str, timeout: Duration) -> Report {
         duration_ms: 0.0,
         error: None,
     };
-    let result = run_inner(gw, actor, timeout, &peers, &mut report).await;
+    let result = run_inner(sync, actor, timeout, &peers, &mut report).await;
     if let Err(e) = result {
         report.error = Some(e);
     }
@@ -255,7 +257,7 @@ pub async fn run(gw: &Arc<Gateway>, actor: &str, timeout: Duration) -> Report {
         && report.local_refused_after
         && report.peers.iter().all(|p| p.ok);
     report.duration_ms = t_start.elapsed().as_secs_f64() * 1e3;
-    let st = &gw.peers.selftest;
+    let st = &sync.selftest;
     st.runs.fetch_add(1, Ordering::Relaxed);
     if !report.ok {
         st.failures.fetch_add(1, Ordering::Relaxed);
@@ -274,16 +276,16 @@ pub async fn run(gw: &Arc<Gateway>, actor: &str, timeout: Duration) -> Report {
 }
 
 async fn run_inner(
-    gw: &Arc<Gateway>,
+    sync: &Arc<PeerSync>,
     actor: &str,
     timeout: Duration,
     peers: &[String],
     report: &mut Report,
 ) -> Result<(), String> {
-    let (tok, sid, app) = mint(gw).map_err(|e| format!("cannot mint the canary: {e}"))?;
+    let (tok, sid, app) = mint(sync).map_err(|e| format!("cannot mint the canary: {e}"))?;
     report.sid = sid.clone();
     report.app = app.clone();
-    let local = check_token(gw, &tok, app.as_deref());
+    let local = check_token(sync, &tok, app.as_deref());
     report.local_accepted_before = local.verdict == Verdict::Accepted;
     if !report.local_accepted_before {
         return Err(format!(
@@ -295,7 +297,7 @@ async fn run_inner(
     let before = futures_util::future::join_all(
         peers
             .iter()
-            .map(|p| ask(gw, p, &tok, app.as_deref(), Duration::ZERO)),
+            .map(|p| ask(sync, p, &tok, app.as_deref(), Duration::ZERO)),
     )
     .await;
     let mut waiting = tokio::task::JoinSet::new();
@@ -305,9 +307,9 @@ async fn run_inner(
         match r {
             Ok(a) if a.verdict == Verdict::Accepted => {
                 pr.accepted_before = true;
-                let (g, p, tok, app) = (gw.clone(), pr.peer.clone(), tok.clone(), app.clone());
+                let (s, p, tok, app) = (sync.clone(), pr.peer.clone(), tok.clone(), app.clone());
                 waiting.spawn(async move {
-                    let r = ask(&g, &p, &tok, app.as_deref(), timeout).await;
+                    let r = ask(&s, &p, &tok, app.as_deref(), timeout).await;
                     (i, r, t0.elapsed())
                 });
             }
@@ -319,19 +321,18 @@ async fn run_inner(
     // propagation, not connection setup racing the push.
     tokio::time::sleep(Duration::from_millis(5)).await;
     let t_revoke = t0.elapsed();
-    let out = engine::revoke(
-        gw,
-        RevokeRequest {
+    let out = sync
+        .engine
+        .revoke(RevokeRequest {
             scope: Scope::Session,
             target: sid,
             reason: "selftest".into(),
             actor: format!("selftest:{actor}"),
-        },
-    )
-    .await
-    .map_err(|e| format!("cannot revoke the canary: {e}"))?;
+        })
+        .await
+        .map_err(|e| format!("cannot revoke the canary: {e}"))?;
     report.revocation_id = Some(out.id);
-    let after = check_token(gw, &tok, app.as_deref());
+    let after = check_token(sync, &tok, app.as_deref());
     report.local_refused_after = after.verdict == Verdict::Refused;
     while let Some(j) = waiting.join_next().await {
         let Ok((i, r, at)) = j else { continue };
@@ -361,101 +362,60 @@ async fn run_inner(
     Ok(())
 }
 
-pub fn last(gw: &Gateway) -> Option<Report> {
-    gw.peers.selftest.last.lock().ok().and_then(|l| l.clone())
+pub fn last(sync: &PeerSync) -> Option<Report> {
+    sync.selftest.last.lock().ok().and_then(|l| l.clone())
 }
 
-pub fn metrics(gw: &Gateway) -> String {
-    let st = &gw.peers.selftest;
-    let mut s = format!(
-        "# HELP portcullis_selftest_runs_total Self-tests run from this node.\n# TYPE portcullis_selftest_runs_total counter\nportcullis_selftest_runs_total {}\n# HELP portcullis_selftest_failures_total Self-tests that failed.\n# TYPE portcullis_selftest_failures_total counter\nportcullis_selftest_failures_total {}\n",
+/// The self-test's lines on the metrics page.
+pub fn write_metrics(sync: &PeerSync, w: &mut Writer) {
+    let st = &sync.selftest;
+    w.counter(
+        "portcullis_selftest_runs_total",
+        "Self-tests run from this node.",
         st.runs.load(Ordering::Relaxed),
-        st.failures.load(Ordering::Relaxed)
     );
-    let Some(r) = last(gw) else { return s };
-    s.push_str(&format!(
-        "# HELP portcullis_selftest_last_success Whether the last self-test passed (1) or failed (0).\n# TYPE portcullis_selftest_last_success gauge\nportcullis_selftest_last_success {}\n# HELP portcullis_selftest_last_run_timestamp_seconds When the last self-test started (Unix time).\n# TYPE portcullis_selftest_last_run_timestamp_seconds gauge\nportcullis_selftest_last_run_timestamp_seconds {}\n# HELP portcullis_selftest_duration_seconds How long the last self-test took.\n# TYPE portcullis_selftest_duration_seconds gauge\nportcullis_selftest_duration_seconds {}\n",
+    w.counter(
+        "portcullis_selftest_failures_total",
+        "Self-tests that failed.",
+        st.failures.load(Ordering::Relaxed),
+    );
+    let Some(r) = last(sync) else { return };
+    w.gauge(
+        "portcullis_selftest_last_success",
+        "Whether the last self-test passed (1) or failed (0).",
         u8::from(r.ok),
-        r.started_us as f64 / 1e6,
-        r.duration_ms / 1e3
-    ));
-    s.push_str("# HELP portcullis_selftest_propagation_seconds In the last self-test, time from the revocation here to each peer refusing the canary.\n# TYPE portcullis_selftest_propagation_seconds gauge\n");
-    for p in &r.peers {
-        if let Some(ms) = p.propagation_ms {
-            s.push_str(&format!(
-                "portcullis_selftest_propagation_seconds{{peer=\"{}\"}} {}\n",
-                p.peer,
-                ms / 1e3
-            ));
-        }
-    }
-    s.push_str("# HELP portcullis_selftest_peer_ok Whether each peer passed the last self-test.\n# TYPE portcullis_selftest_peer_ok gauge\n");
-    for p in &r.peers {
-        s.push_str(&format!(
-            "portcullis_selftest_peer_ok{{peer=\"{}\"}} {}\n",
-            p.peer,
-            u8::from(p.ok)
-        ));
-    }
-    s
-}
-
-/// Text for `portcullis selftest`: the report as a table, and whether it passed.
-pub fn render(v: &serde_json::Value) -> (String, bool) {
-    let ok = v["ok"].as_bool().unwrap_or(false);
-    let mut out = format!(
-        "self-test from {} at {}: {} (canary {} session {}, {:.1} ms)\n",
-        v["node"].as_str().unwrap_or("?"),
-        v["started"].as_str().unwrap_or("?"),
-        if ok { "PASS" } else { "FAIL" },
-        v["user"].as_str().unwrap_or("?"),
-        v["sid"].as_str().unwrap_or("?"),
-        v["duration_ms"].as_f64().unwrap_or(0.0),
     );
-    let yes = |b: &serde_json::Value| {
-        if b.as_bool() == Some(true) {
-            "yes"
-        } else {
-            "no"
-        }
-    };
-    out.push_str(&format!(
-        "this node: accepted before {}, refused after {}\n",
-        yes(&v["local_accepted_before"]),
-        yes(&v["local_refused_after"])
-    ));
-    let rows: Vec<Vec<String>> = v["peers"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|p| {
-                    vec![
-                        p["peer"].as_str().unwrap_or("?").to_string(),
-                        if p["ok"].as_bool() == Some(true) {
-                            "ok"
-                        } else {
-                            "FAIL"
-                        }
-                        .to_string(),
-                        p["propagation_ms"]
-                            .as_f64()
-                            .map_or("-".into(), |ms| format!("{ms:.2} ms")),
-                        p["error"].as_str().unwrap_or("").to_string(),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default();
-    if rows.is_empty() {
-        out.push_str("no peers configured\n");
-    } else {
-        out.push_str(&crate::control::client::table(
-            &["PEER", "RESULT", "REFUSED AFTER", "ERROR"],
-            &rows,
-        ));
-    }
-    if let Some(e) = v["error"].as_str() {
-        out.push_str(&format!("error: {e}\n"));
-    }
-    (out, ok)
+    w.gauge(
+        "portcullis_selftest_last_run_timestamp_seconds",
+        "When the last self-test started (Unix time).",
+        r.started_us as f64 / 1e6,
+    );
+    w.gauge(
+        "portcullis_selftest_duration_seconds",
+        "How long the last self-test took.",
+        r.duration_ms / 1e3,
+    );
+    let labels: Vec<[(&str, &str); 1]> = r
+        .peers
+        .iter()
+        .map(|p| [("peer", p.peer.as_str())])
+        .collect();
+    w.family(
+        "portcullis_selftest_propagation_seconds",
+        "In the last self-test, time from the revocation here to each peer refusing the canary.",
+        Kind::Gauge,
+        labels
+            .iter()
+            .zip(&r.peers)
+            .filter_map(|(l, p)| p.propagation_ms.map(|ms| (&l[..], ms / 1e3))),
+    );
+    w.family(
+        "portcullis_selftest_peer_ok",
+        "Whether each peer passed the last self-test.",
+        Kind::Gauge,
+        labels
+            .iter()
+            .zip(&r.peers)
+            .map(|(l, p)| (&l[..], u8::from(p.ok))),
+    );
 }

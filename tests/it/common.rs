@@ -128,7 +128,7 @@ impl Gw {
     pub fn h(&self) -> &Handle {
         self.handle.as_ref().expect("running")
     }
-    pub fn gw(&self) -> &Arc<portcullis::gateway::Gateway> {
+    pub fn gw(&self) -> &Arc<portcullis::server::Node> {
         &self.h().gateway
     }
     pub fn port(&self) -> u16 {

@@ -680,7 +680,7 @@ async fn hostile_tokens_are_refused_never_500() {
     let mut tampered = token.clone().into_bytes();
     let mid = parts[0].len() + parts[1].len() + 1 + parts[2].len() / 2;
     tampered[mid] = if tampered[mid] == b'A' { b'B' } else { b'A' };
-    let jwks = gw.gw().keys.load().jwks();
+    let jwks = gw.gw().auth.keys().jwks();
     let mut none_header = header.clone();
     none_header["alg"] = json!("none");
     let mut hs_header = header.clone();
@@ -827,7 +827,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones() {
     let gw = gw().await;
     let (c, jar) = client_with_jar(gw.h().https_addr);
     gw.login(&c, "echo.localhost", "/", DEMO, DEMO_PW).await;
-    let old_kid = gw.gw().keys.load().active_kid().to_string();
+    let old_kid = gw.gw().auth.keys().active_kid().to_string();
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
         .args(["keys", "rotate", "--config"])
         .arg(&gw.config_path)
@@ -840,7 +840,7 @@ async fn key_rotation_keeps_old_tokens_valid_and_signs_new_ones() {
         String::from_utf8_lossy(&out.stderr)
     );
     gw.gw().reload().unwrap();
-    let new_kid = gw.gw().keys.load().active_kid().to_string();
+    let new_kid = gw.gw().auth.keys().active_kid().to_string();
     assert_ne!(old_kid, new_kid);
     // The old token still verifies; a new app token is signed with the new key.
     assert_eq!(

@@ -3,11 +3,14 @@
 //! graceful shutdown. `start` takes a config and a clock, so tests run the real server
 //! in-process on 127.0.0.1:0.
 
+mod node;
+
+pub use node::Node;
+
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::gateway::{Gateway, StartError};
+use crate::config::{Config, ConfigError};
+use crate::proxy::ConnInfo;
 use crate::proxy::framing_guard::FramingGuard;
-use crate::proxy::{self, ConnInfo};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,12 +25,37 @@ use tokio::task::JoinHandle;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Runtime(#[from] crate::runtime::RuntimeError),
+    #[error("signing keys: {0}")]
+    Keys(#[from] crate::session::keys::KeyError),
+    #[error("revocation log: {0}")]
+    RevocationLog(#[from] crate::revocation::log::LogError),
+    #[error(transparent)]
+    Audit(#[from] crate::audit::AuditError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Other(String),
+}
+
 /// A running gateway.
 pub struct Handle {
     pub https_addr: SocketAddr,
     pub http_addr: Option<SocketAddr>,
     pub control_addr: SocketAddr,
-    pub gateway: Arc<Gateway>,
+    pub gateway: Arc<Node>,
     shutdown: watch::Sender<bool>,
     listeners: Vec<JoinHandle<()>>,
     background: Vec<JoinHandle<()>>,
@@ -49,7 +77,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     crate::tls::provider();
     let (listen, http_listen, control_listen) =
         (config.listen, config.http_listen, config.control.listen);
-    let gw = Gateway::new(config, clock)?;
+    let gw = Node::build(config, clock)?;
     let tls_l = bind(listen, "cannot listen on gateway.listen").await?;
     let http_l = match http_listen {
         Some(a) => Some(bind(a, "cannot listen on gateway.http_listen").await?),
@@ -82,7 +110,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
         Plane::Control,
     )));
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
-    background.extend(crate::sync::spawn(gw.clone(), rx.clone()));
+    background.extend(gw.sync.spawn(rx.clone()));
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,
@@ -128,8 +156,8 @@ enum Plane {
     Control,
 }
 
-fn builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
-    let rt = gw.runtime.load();
+fn builder(gw: &Node) -> auto::Builder<TokioExecutor> {
+    let rt = gw.live.load();
     let max_header = rt.config.max_header_bytes;
     let mut b = auto::Builder::new(TokioExecutor::new());
     b.http1()
@@ -146,7 +174,7 @@ fn builder(gw: &Gateway) -> auto::Builder<TokioExecutor> {
 
 async fn accept_loop(
     listener: TcpListener,
-    gw: Arc<Gateway>,
+    gw: Arc<Node>,
     mut shutdown: watch::Receiver<bool>,
     plane: Plane,
 ) {
@@ -176,7 +204,7 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    let grace = gw.runtime.load().config.shutdown_grace;
+    let grace = gw.live.load().config.shutdown_grace;
     tokio::select! {
         _ = graceful.shutdown() => tracing::debug!(?plane, "all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?plane, "shutdown grace elapsed; closing remaining connections"),
@@ -186,14 +214,14 @@ async fn accept_loop(
 async fn serve_conn(
     stream: TcpStream,
     peer: SocketAddr,
-    gw: Arc<Gateway>,
+    gw: Arc<Node>,
     builder: Arc<auto::Builder<TokioExecutor>>,
     watcher: hyper_util::server::graceful::Watcher,
     plane: Plane,
 ) {
     match plane {
         Plane::Tls => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(gw.runtime.load().tls.clone());
+            let acceptor = tokio_rustls::TlsAcceptor::from(gw.live.load().tls.clone());
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
@@ -224,9 +252,10 @@ async fn serve_conn(
             serve_data(io, conn, gw, &builder, watcher).await;
         }
         Plane::Control => {
+            let control = gw.control.clone();
             let svc = service_fn(move |req| {
-                let gw = gw.clone();
-                async move { Ok::<_, Infallible>(crate::control::handle(gw, peer, req).await) }
+                let control = control.clone();
+                async move { Ok::<_, Infallible>(control.handle(peer, req).await) }
             });
             let c = builder.serve_connection(TokioIo::new(stream), svc);
             let _ = watcher.watch(c.into_owned()).await;
@@ -238,16 +267,17 @@ async fn serve_conn(
 async fn serve_data<IO>(
     io: IO,
     conn: ConnInfo,
-    gw: Arc<Gateway>,
+    gw: Arc<Node>,
     builder: &auto::Builder<TokioExecutor>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
     let conn = Arc::new(conn);
+    let data = gw.data.clone();
     let svc = service_fn(move |req| {
-        let (gw, conn) = (gw.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(proxy::handle(gw, conn, req).await) }
+        let (data, conn) = (data.clone(), conn.clone());
+        async move { Ok::<_, Infallible>(data.handle(conn, req).await) }
     });
     let c = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
     let _ = watcher.watch(c.into_owned()).await;
@@ -255,13 +285,13 @@ async fn serve_data<IO>(
 
 /// The largest request head hyper buffers; the framing guard must track at least as
 /// much, or a large head would switch it off.
-fn max_head(gw: &Gateway) -> usize {
-    gw.runtime.load().config.max_header_bytes.max(8192)
+fn max_head(gw: &Node) -> usize {
+    gw.live.load().config.max_header_bytes.max(8192)
 }
 
 /// Periodic upkeep: drop revocations no live token can match, compact the log, journal
 /// `last seen`, forget expired codes and old login failures.
-async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
+async fn maintenance(gw: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(Duration::from_secs(10));
     let mut rounds: u64 = 0;
     loop {
@@ -270,44 +300,43 @@ async fn maintenance(gw: Arc<Gateway>, mut shutdown: watch::Receiver<bool>) {
             _ = shutdown.changed() => return,
         }
         rounds += 1;
-        let now = gw.now_us();
         let horizon = gw.revocation_horizon();
         let pruned = gw.revocations.prune(horizon);
         if pruned > 0 {
             tracing::info!(pruned, "dropped revocations older than any live token");
         }
-        gw.codes.sweep(now);
-        let window = gw.runtime.load().config.login.failure_window.as_micros() as i64;
-        gw.limiter.sweep(now, window);
-        gw.registry
-            .flush(now, crate::session::registry::KEEP_ENDED_US);
+        gw.login.sweep();
+        gw.sessions
+            .flush(gw.now_us(), crate::session::registry::KEEP_ENDED_US);
         // Compact the durable log every ten minutes.
         if rounds.is_multiple_of(60) {
-            let g = gw.clone();
-            let res = tokio::task::spawn_blocking(move || {
-                g.revlog.compact(|r| {
-                    r.scope == crate::revocation::Scope::All || r.not_before_us >= horizon
-                })
-            })
-            .await;
-            match res {
-                Ok(Ok(stats)) if stats.dropped > 0 => tracing::info!(
-                    kept = stats.kept,
-                    dropped = stats.dropped,
-                    "compacted the revocation log"
-                ),
-                Ok(Err(e)) => tracing::error!(error = %e, "revocation log compaction failed"),
-                _ => {}
-            }
+            compact_revocation_log(&gw, horizon).await;
         }
+    }
+}
+
+async fn compact_revocation_log(gw: &Node, horizon: i64) {
+    let log = gw.engine.log().clone();
+    let res = tokio::task::spawn_blocking(move || {
+        log.compact(|r| r.scope == crate::revocation::Scope::All || r.not_before_us >= horizon)
+    })
+    .await;
+    match res {
+        Ok(Ok(stats)) if stats.dropped > 0 => tracing::info!(
+            kept = stats.kept,
+            dropped = stats.dropped,
+            "compacted the revocation log"
+        ),
+        Ok(Err(e)) => tracing::error!(error = %e, "revocation log compaction failed"),
+        _ => {}
     }
 }
 
 /// Reloads when the config file changes (editors often replace the file, so the folder
 /// is watched and events are filtered by name, then debounced).
-fn watch_config(gw: Arc<Gateway>) -> Option<notify::RecommendedWatcher> {
+fn watch_config(gw: Arc<Node>) -> Option<notify::RecommendedWatcher> {
     use notify::{RecursiveMode, Watcher};
-    let path = gw.config_path.clone();
+    let path = gw.live.config_path().to_path_buf();
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())

@@ -1,0 +1,269 @@
+//! The admin API: revoke (one, bulk, a session), list revocations, and the
+//! cluster-wide session and user lists.
+
+use super::{Control, ControlError, Res, json_of, read_body};
+use crate::revocation::Scope;
+use crate::revocation::engine::RevokeRequest;
+use crate::session::registry::SessionView;
+use crate::timefmt::month_start;
+use crate::web::body;
+use http::{Method, Request, StatusCode, header};
+use hyper::body::Incoming;
+use serde::Deserialize;
+use serde_json::json;
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RevokeBody {
+    scope: String,
+    #[serde(default)]
+    target: String,
+    #[serde(default)]
+    reason: String,
+}
+
+impl Control {
+    pub(super) async fn revoke_one(&self, actor: String, req: Request<Incoming>) -> Res {
+        let bytes = read_body(req.into_body()).await?;
+        let b: RevokeBody = serde_json::from_slice(&bytes)
+            .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
+        let scope = Scope::parse(&b.scope).ok_or_else(|| {
+            ControlError::BadRequest(format!(
+                "unknown scope {:?} (use user, app, session, group or all)",
+                b.scope
+            ))
+        })?;
+        let out = self
+            .engine
+            .revoke(RevokeRequest {
+                scope,
+                target: b.target,
+                reason: b.reason,
+                actor,
+            })
+            .await?;
+        Ok(json_of(&out))
+    }
+
+    pub(super) async fn delete_session(&self, actor: String, sid: String) -> Res {
+        if sid.is_empty() {
+            return Err(ControlError::BadRequest("no session id".into()));
+        }
+        let out = self
+            .engine
+            .revoke_batch(
+                vec![RevokeRequest {
+                    scope: Scope::Session,
+                    target: sid,
+                    reason: "deleted by admin".into(),
+                    actor,
+                }],
+                "delete_session",
+            )
+            .await?;
+        Ok(json_of(&out.first()))
+    }
+
+    pub(super) async fn bulk(&self, actor: String, req: Request<Incoming>) -> Res {
+        let q = crate::web::query::map(req.uri().query());
+        let ctype = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string();
+        let bytes = read_body(req.into_body()).await?;
+        let (rows, body_reason) = super::bulk::rows(&ctype, &bytes)?;
+        let reason = q
+            .get("reason")
+            .cloned()
+            .or(body_reason)
+            .unwrap_or_else(|| "bulk".into());
+        let rt = self.live.load_full();
+        let now = self.engine.now_us();
+        let mut results: Vec<serde_json::Value> = Vec::with_capacity(rows.len());
+        let mut todo = Vec::new();
+        let mut todo_rows = Vec::new();
+        for (i, user) in rows.iter().enumerate() {
+            let email = user.trim().to_ascii_lowercase();
+            let row = i + 1;
+            if email.is_empty() {
+                results.push(
+                    json!({"row": row, "user": user, "status": "invalid", "error": "empty user"}),
+                );
+                continue;
+            }
+            let known =
+                rt.users.contains_key(&email) || !self.sessions.list(Some(&email), now).is_empty();
+            if !known {
+                results.push(json!({"row": row, "user": email, "status": "unknown_user"}));
+                continue;
+            }
+            todo_rows.push(results.len());
+            results.push(json!({"row": row, "user": email}));
+            todo.push(RevokeRequest {
+                scope: Scope::User,
+                target: email,
+                reason: reason.clone(),
+                actor: actor.clone(),
+            });
+        }
+        let outcomes = if todo.is_empty() {
+            Vec::new()
+        } else {
+            self.engine.revoke_batch(todo, "bulk_revoke").await?
+        };
+        for (slot, o) in todo_rows.into_iter().zip(outcomes) {
+            results[slot]["status"] = json!("revoked");
+            results[slot]["id"] = json!(o.id);
+            results[slot]["not_before"] = json!(o.not_before);
+            results[slot]["sessions_revoked"] = json!(o.sessions_revoked);
+            results[slot]["peers_acked"] = json!(o.peers_acked);
+        }
+        let count = |s: &str| results.iter().filter(|r| r["status"] == s).count();
+        let summary = json!({
+            "revoked": count("revoked"), "unknown_user": count("unknown_user"), "invalid": count("invalid"),
+            "results": results,
+        });
+        Ok(body::json(StatusCode::OK, &summary))
+    }
+
+    pub(super) async fn list_revocations(&self, q: &HashMap<String, String>) -> Res {
+        let limit: usize = q
+            .get("limit")
+            .and_then(|l| l.parse().ok())
+            .unwrap_or(1000)
+            .min(100_000);
+        let path = self.engine.log().path().to_path_buf();
+        // The log file holds the full records (reason, actor); read it off the executor.
+        let records = tokio::task::spawn_blocking(move || crate::revocation::log::read_all(&path))
+            .await
+            .map_err(|e| ControlError::Internal(e.to_string()))?
+            .map_err(|e| ControlError::Internal(e.to_string()))?;
+        let total = records.len();
+        let set = self.engine.set();
+        let items: Vec<serde_json::Value> = records
+            .into_iter()
+            .rev()
+            .take(limit)
+            .map(|r| {
+                json!({
+                    "id": r.id, "scope": r.scope, "target": r.target,
+                    "not_before_us": r.not_before_us,
+                    "not_before": crate::timefmt::format_rfc3339_millis(r.not_before_us),
+                    "reason": r.reason, "actor": r.actor, "node": r.node,
+                    "in_force": set.get(r.scope, &r.target).is_some_and(|nb| nb == r.not_before_us),
+                })
+            })
+            .collect();
+        Ok(body::json(
+            StatusCode::OK,
+            &json!({"total": total, "set_size": set.len(), "revocations": items}),
+        ))
+    }
+
+    /// Asks every peer for `path` (a JSON list) at once: what they sent, how many
+    /// answered, and which did not.
+    async fn gather<T: serde::de::DeserializeOwned + Send + 'static>(
+        &self,
+        path: String,
+    ) -> (Vec<T>, usize, Vec<String>) {
+        let peers = self.sync.client.peers();
+        let mut set = tokio::task::JoinSet::new();
+        for p in peers {
+            let (client, path) = (self.sync.client.clone(), path.clone());
+            set.spawn(async move {
+                let r = client.call(&p, Method::GET, &path, None).await;
+                (
+                    p,
+                    r.ok()
+                        .and_then(|b| serde_json::from_slice::<Vec<T>>(&b).ok()),
+                )
+            });
+        }
+        let (mut out, mut answered, mut missing) = (Vec::new(), 0, Vec::new());
+        while let Some(Ok((p, r))) = set.join_next().await {
+            match r {
+                Some(v) => {
+                    answered += 1;
+                    out.extend(v);
+                }
+                None => missing.push(p),
+            }
+        }
+        (out, answered, missing)
+    }
+
+    pub(super) async fn sessions(&self, user: Option<&str>) -> Res {
+        let now = self.engine.now_us();
+        let mut all = self.sessions.list(user, now);
+        let path = match user {
+            Some(u) => format!(
+                "/v1/peer/sessions?{}",
+                form_urlencoded::Serializer::new(String::new())
+                    .append_pair("user", u)
+                    .finish()
+            ),
+            None => "/v1/peer/sessions".into(),
+        };
+        let (remote, answered, missing) = self.gather::<SessionView>(path).await;
+        all.extend(remote);
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|s| seen.insert(s.sid.clone()));
+        // A session revoked anywhere is over everywhere.
+        let set = self.engine.set();
+        all.retain(|s| !set.revokes_session(&s.sid, &s.user, &s.groups, s.created_us));
+        all.sort_by_key(|s| std::cmp::Reverse(s.created_us));
+        let items: Vec<serde_json::Value> = all
+            .iter()
+            .map(|s| {
+                json!({
+                    "sid": s.sid, "user": s.user, "groups": s.groups, "apps": s.apps, "ip": s.ip,
+                    "user_agent": s.user_agent,
+                    "created": crate::timefmt::format_rfc3339_millis(s.created_us),
+                    "last_seen": crate::timefmt::format_rfc3339_millis(s.last_seen_us),
+                    "expires": crate::timefmt::format_rfc3339_millis(s.expires_us),
+                    "node": s.node,
+                })
+            })
+            .collect();
+        Ok(body::json(
+            StatusCode::OK,
+            &json!({"sessions": items, "count": items.len(), "peers_answered": answered, "peers_missing": missing}),
+        ))
+    }
+
+    pub(super) async fn users(&self) -> Res {
+        let since = month_start(self.engine.now_us());
+        let mut all = self.sessions.created_since(since);
+        let (remote, answered, missing) = self.gather::<SessionView>("/v1/peer/users".into()).await;
+        all.extend(remote);
+        let mut seen = std::collections::HashSet::new();
+        all.retain(|s| seen.insert(s.sid.clone()));
+        let mut by_user: BTreeMap<String, (usize, i64, i64)> = BTreeMap::new();
+        for s in &all {
+            let e = by_user.entry(s.user.clone()).or_insert((0, 0, 0));
+            e.0 += 1;
+            e.1 = e.1.max(s.created_us);
+            e.2 = e.2.max(s.last_seen_us);
+        }
+        let items: Vec<serde_json::Value> = by_user
+            .into_iter()
+            .map(|(user, (n, login, seen))| {
+                json!({
+                    "user": user, "sessions": n,
+                    "last_login": crate::timefmt::format_rfc3339_millis(login),
+                    "last_seen": crate::timefmt::format_rfc3339_millis(seen),
+                })
+            })
+            .collect();
+        Ok(body::json(
+            StatusCode::OK,
+            &json!({
+                "since": crate::timefmt::format_rfc3339_millis(since),
+                "users": items, "peers_answered": answered, "peers_missing": missing,
+            }),
+        ))
+    }
+}

@@ -1,0 +1,73 @@
+//! Logout, on the auth domain (`/logout`) and on app hosts (`/.portcullis/logout`):
+//! the session's sid is revoked (so every app token minted from it and the global
+//! session die on every node), this host's cookies are cleared, and the page says so.
+
+use super::Login;
+use crate::config::App;
+use crate::error::GatewayError;
+use crate::revocation::Scope;
+use crate::revocation::engine::RevokeRequest;
+use crate::runtime::Runtime;
+use crate::session::cookies::{self, GatewayCookies};
+use crate::session::token::Claims;
+use crate::web::body::Body;
+use crate::web::cookie::{SameSite, append_cookie, clear_cookie};
+use crate::web::ctx::ReqCtx;
+use crate::web::html::{html, signed_out};
+use http::{HeaderMap, Response, StatusCode};
+
+impl Login {
+    async fn end_session(&self, claims: &Claims) -> Result<(), GatewayError> {
+        self.engine
+            .revoke(RevokeRequest {
+                scope: Scope::Session,
+                target: claims.sid.clone(),
+                reason: "logout".into(),
+                actor: format!("user:{}", claims.email),
+            })
+            .await
+            .map_err(|e| GatewayError::Internal(format!("logout: {e}")))?;
+        Ok(())
+    }
+
+    pub(super) async fn logout_global(
+        &self,
+        rt: &Runtime,
+        ctx: &ReqCtx,
+        h: &HeaderMap,
+    ) -> Result<Response<Body>, GatewayError> {
+        if let Ok(v) = self.session_of(rt, h) {
+            self.end_session(&v.claims).await?;
+        }
+        let login = format!("{}/login", ctx.origin_for(&rt.config.auth_domain));
+        let mut resp = html(StatusCode::OK, signed_out(&login));
+        append_cookie(
+            resp.headers_mut(),
+            &clear_cookie(cookies::SESSION, SameSite::Lax),
+        );
+        Ok(resp)
+    }
+
+    pub(super) async fn logout_app(
+        &self,
+        rt: &Runtime,
+        app: &App,
+        ctx: &ReqCtx,
+        h: &HeaderMap,
+    ) -> Result<Response<Body>, GatewayError> {
+        let cookies = GatewayCookies::parse(h).unwrap_or_default();
+        // A token whose binding cookie went missing still identifies the session to end.
+        let verified = cookies
+            .app
+            .and_then(|t| self.auth.verify(t, &app.name, &rt.config.issuer).ok());
+        if let Some(v) = verified {
+            self.end_session(&v.claims).await?;
+        }
+        let home = format!("{}/", ctx.origin_for(&rt.config.auth_domain));
+        let mut resp = html(StatusCode::OK, signed_out(&home));
+        let h = resp.headers_mut();
+        append_cookie(h, &clear_cookie(cookies::APP, app.same_site));
+        append_cookie(h, &clear_cookie(cookies::BINDING, app.same_site));
+        Ok(resp)
+    }
+}

@@ -1,0 +1,247 @@
+//! The composition root: builds every service of one gateway node from a validated
+//! config and a clock, in dependency order, and hands each only what it needs. Nothing
+//! below the server sees this struct; it exists so the server (and tests) can reach
+//! the services by name.
+
+use super::StartError;
+use crate::audit::AuditLog;
+use crate::auth::Authenticator;
+use crate::clock::{Clock, Ticker};
+use crate::config::{Config, Secrets};
+use crate::control::{Control, ControlParts};
+use crate::login::Login;
+use crate::metrics::Metrics;
+use crate::proxy::{DataPlane, DataPlaneParts};
+use crate::revocation::engine::{self, Engine};
+use crate::revocation::log::RevocationLog;
+use crate::revocation::set::RevocationSet;
+use crate::revocation::{RevocationRecord, Scope};
+use crate::runtime::{Live, horizon_us};
+use crate::session::keys::KeyRing;
+use crate::session::registry::Registry;
+use crate::sync::PeerSync;
+use crate::sync::client::PeerClient;
+use crate::sync::journal::Journal;
+use crate::sync::push::PeerPush;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, PoisonError};
+
+pub struct Node {
+    pub node_id: String,
+    pub state_dir: PathBuf,
+    pub live: Arc<Live>,
+    pub metrics: Arc<Metrics>,
+    pub revocations: Arc<RevocationSet>,
+    pub auth: Arc<Authenticator>,
+    pub sessions: Arc<Registry>,
+    pub engine: Arc<Engine>,
+    pub sync: Arc<PeerSync>,
+    pub login: Arc<Login>,
+    pub data: Arc<DataPlane>,
+    pub control: Arc<Control>,
+    reload_lock: Mutex<()>,
+}
+
+fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
+    let path = path.display().to_string();
+    move |source| StartError::Io { what, path, source }
+}
+
+/// Replays the revocation log into `set`, drops what no token can match any more, and
+/// opens the log for appends.
+fn open_revocations(
+    dir: &Path,
+    set: &RevocationSet,
+    ticker: &Ticker,
+    horizon: i64,
+) -> Result<RevocationLog, StartError> {
+    let (log, records) = RevocationLog::open(&dir.join("revocations.log"))?;
+    let live_rec = |r: &RevocationRecord| r.not_before_us >= horizon || r.scope == Scope::All;
+    let mut live = 0usize;
+    for r in records.iter().filter(|r| live_rec(r)) {
+        set.apply(r.scope, &r.target, r.not_before_us);
+        ticker.observe(r.not_before_us);
+        live += 1;
+    }
+    tracing::info!(replayed = records.len(), live, "revocation log replayed");
+    if live < records.len() {
+        let stats = log.compact(live_rec)?;
+        tracing::info!(
+            kept = stats.kept,
+            dropped = stats.dropped,
+            "revocation log compacted"
+        );
+    }
+    Ok(log)
+}
+
+impl Node {
+    /// Builds the node: loads or creates keys, replays the revocation log, the sync
+    /// journal and the session journal, and wires the services together.
+    pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Node>, StartError> {
+        let ticker = Arc::new(Ticker::new(clock));
+        let now = ticker.now_us();
+        let state_dir = config.state_dir.clone();
+        std::fs::create_dir_all(&state_dir).map_err(io("cannot create state dir", &state_dir))?;
+        let node_id = config.node_id.clone();
+        let horizon = now - horizon_us(&config);
+        let metrics = Arc::new(Metrics::default());
+        let set = Arc::new(RevocationSet::new());
+        let revlog = open_revocations(&state_dir, &set, &ticker, horizon)?;
+        // Entries learnt from peers by anti-entropy are durable in sync's own journal.
+        let (journal, _) = Journal::open(&state_dir, &set, &ticker, horizon)?;
+        let audit = Arc::new(AuditLog::open(&state_dir.join("audit.log"))?);
+        let sessions_path = state_dir.join("sessions.log");
+        let sessions = Arc::new(Registry::open(&sessions_path, now)?);
+        let keys = KeyRing::load_or_create(&state_dir.join("keys"))?;
+        let cache = config.session.token_cache_capacity;
+        let auth = Arc::new(Authenticator::new(
+            keys,
+            cache,
+            set.clone(),
+            ticker.clone(),
+            metrics.clone(),
+        ));
+        let live = Arc::new(Live::new(config)?);
+        metrics.config_generation.store(1, Ordering::Relaxed);
+        let client = Arc::new(PeerClient::new(
+            live.clone(),
+            node_id.clone(),
+            ticker.clone(),
+        ));
+        let engine = Arc::new(Engine::new(engine::Parts {
+            node_id: node_id.clone(),
+            ticker: ticker.clone(),
+            set: set.clone(),
+            log: Arc::new(revlog),
+            sessions: sessions.clone(),
+            audit,
+            notifier: Arc::new(PeerPush::new(live.clone(), client.clone())),
+            metrics: metrics.clone(),
+        }));
+        let sync = Arc::new(PeerSync::new(
+            live.clone(),
+            engine.clone(),
+            auth.clone(),
+            client,
+            journal,
+        ));
+        let routes = |e: matchit::InsertError| StartError::Other(format!("route table: {e}"));
+        let login = Arc::new(
+            Login::new(
+                live.clone(),
+                auth.clone(),
+                engine.clone(),
+                sessions.clone(),
+                metrics.clone(),
+            )
+            .map_err(routes)?,
+        );
+        let data = Arc::new(DataPlane::new(DataPlaneParts {
+            live: live.clone(),
+            auth: auth.clone(),
+            login: login.clone(),
+            sessions: sessions.clone(),
+            set: set.clone(),
+            freshness: sync.clone(),
+            metrics: metrics.clone(),
+        }));
+        let control = Arc::new(
+            Control::new(ControlParts {
+                live: live.clone(),
+                engine: engine.clone(),
+                sync: sync.clone(),
+                sessions: sessions.clone(),
+                auth: auth.clone(),
+                metrics: metrics.clone(),
+            })
+            .map_err(routes)?,
+        );
+        if live.load().config.has_demo_user() {
+            tracing::warn!(
+                email = crate::config::DEMO_EMAIL,
+                "the demo user is configured: remove it before exposing this gateway"
+            );
+        }
+        Ok(Arc::new(Node {
+            node_id,
+            state_dir,
+            live,
+            metrics,
+            revocations: set,
+            auth,
+            sessions,
+            engine,
+            sync,
+            login,
+            data,
+            control,
+            reload_lock: Mutex::new(()),
+        }))
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.live.generation()
+    }
+
+    pub fn now_us(&self) -> i64 {
+        self.engine.now_us()
+    }
+
+    /// Re-reads the config file (and certificates and keys); on success swaps the whole
+    /// runtime, on failure keeps serving the old one and returns why.
+    pub fn reload(&self) -> Result<u64, StartError> {
+        let _guard = self
+            .reload_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        match self.try_reload() {
+            Ok(generation) => {
+                self.metrics
+                    .config_generation
+                    .store(generation, Ordering::Relaxed);
+                tracing::info!(generation, "config reloaded; new generation is live");
+                Ok(generation)
+            }
+            Err(e) => {
+                self.metrics
+                    .config_reload_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!(error = %e, generation = self.generation(), "config reload refused; the previous config keeps serving");
+                Err(e)
+            }
+        }
+    }
+
+    fn try_reload(&self) -> Result<u64, StartError> {
+        let config = Config::load(self.live.config_path(), Secrets::Create)?;
+        warn_restart_only(&self.live.load().config, &config);
+        let keys = KeyRing::load(&self.state_dir.join("keys"))?;
+        let runtime = self.live.next(config)?;
+        let generation = runtime.generation;
+        self.auth.replace_keys(keys);
+        self.live.install(runtime);
+        Ok(generation)
+    }
+
+    /// The horizon before which revocations can match no live token.
+    pub fn revocation_horizon(&self) -> i64 {
+        self.now_us() - self.live.load().revocation_horizon_us()
+    }
+}
+
+/// Settings a reload reads but cannot apply: say so.
+fn warn_restart_only(old: &Config, new: &Config) {
+    for (what, changed) in [
+        ("gateway.listen", new.listen != old.listen),
+        ("gateway.http_listen", new.http_listen != old.http_listen),
+        ("gateway.state_dir", new.state_dir != old.state_dir),
+        ("gateway.node_id", new.node_id != old.node_id),
+        ("control.listen", new.control.listen != old.control.listen),
+    ] {
+        if changed {
+            tracing::warn!(field = what, "this setting changes only on restart");
+        }
+    }
+}

@@ -1,0 +1,5 @@
+//! Durable storage primitives shared by every journal of the gateway.
+
+pub mod record_log;
+
+pub use record_log::{Framing, RecordLog, RewriteStats, StoreError, Sync};

@@ -1,0 +1,13 @@
+//! HTTP building blocks every part of the gateway shares: the body type and response
+//! builders, Set-Cookie values, HTML pages and escaping, query strings, the request
+//! context and a route table. A leaf: it uses nothing else of the crate.
+
+pub mod body;
+pub mod cookie;
+pub mod ctx;
+pub mod html;
+pub mod query;
+pub mod router;
+
+pub use body::Body;
+pub use ctx::ReqCtx;
