@@ -17,9 +17,9 @@ impl<'de> Deserialize<'de> for HumanDuration {
     }
 }
 
-fn dur(s: &str) -> HumanDuration {
-    // Only called with literals below; a bad literal is a programming error caught by tests.
-    HumanDuration(humantime::parse_duration(s).unwrap_or(Duration::from_secs(60)))
+/// A default duration, written as seconds so no literal can fail to parse.
+const fn secs(s: u64) -> HumanDuration {
+    HumanDuration(Duration::from_secs(s))
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,13 +86,13 @@ fn default_max_body_bytes() -> u64 {
     64 * 1024 * 1024
 }
 fn default_connect_timeout() -> HumanDuration {
-    dur("5s")
+    secs(5)
 }
 fn default_origin_timeout() -> HumanDuration {
-    dur("60s")
+    secs(60)
 }
 fn default_shutdown_grace() -> HumanDuration {
-    dur("10s")
+    secs(10)
 }
 
 #[derive(Debug, Deserialize)]
@@ -157,19 +157,19 @@ impl Default for SessionFile {
 }
 
 fn default_global() -> HumanDuration {
-    dur("24h")
+    secs(24 * 3600)
 }
 fn default_lockout() -> HumanDuration {
-    dur("60s")
+    secs(60)
 }
 fn default_cache_capacity() -> u64 {
     100_000
 }
 fn default_code_ttl() -> HumanDuration {
-    dur("60s")
+    secs(60)
 }
 fn default_skew() -> HumanDuration {
-    dur("5m")
+    secs(5 * 60)
 }
 
 #[derive(Debug, Deserialize)]
@@ -200,7 +200,7 @@ fn default_ip_failures() -> u32 {
     20
 }
 fn default_failure_window() -> HumanDuration {
-    dur("5m")
+    secs(5 * 60)
 }
 
 #[derive(Debug, Deserialize)]

@@ -334,32 +334,8 @@ impl Validator {
             Some(s) => Some(self.addr("gateway.http_listen", s)?),
             None => None,
         };
-        let auth_domain = g.auth_domain.trim().to_ascii_lowercase();
-        if !valid_host(&auth_domain) {
-            return Err(self.err(
-                "gateway.auth_domain",
-                format!("{:?} is not a host name", g.auth_domain),
-            ));
-        }
-        if g.node_id.trim().is_empty() {
-            return Err(self.err("gateway.node_id", "must not be empty"));
-        }
-        if g.state_dir.trim().is_empty() {
-            return Err(self.err("gateway.state_dir", "must not be empty"));
-        }
-        let mut trusted_proxies = Vec::new();
-        for (i, t) in g.trusted_proxies.iter().enumerate() {
-            let net = t
-                .parse::<IpNet>()
-                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| {
-                    self.err(
-                        format!("gateway.trusted_proxies[{i}]"),
-                        format!("{t:?} is not an IP address or CIDR range"),
-                    )
-                })?;
-            trusted_proxies.push(net);
-        }
+        let auth_domain = self.gateway_names(g)?;
+        let trusted_proxies = self.trusted_proxies(&g.trusted_proxies)?;
         if g.max_header_bytes < 1024 {
             return Err(self.err("gateway.max_header_bytes", "must be at least 1024"));
         }
@@ -368,13 +344,7 @@ impl Validator {
             .clone()
             .unwrap_or_else(|| format!("https://{auth_domain}"));
 
-        let s = &raw.session;
-        if s.global_duration.0 < Duration::from_secs(60) {
-            return Err(self.err("session.global_duration", "must be at least 1m"));
-        }
-        if s.token_cache_capacity == 0 {
-            return Err(self.err("session.token_cache_capacity", "must be at least 1"));
-        }
+        let session = self.session(&raw.session)?;
 
         let control = ControlConfig {
             listen: self.addr("control.listen", &raw.control.listen)?,
@@ -410,13 +380,7 @@ impl Validator {
                 key: self.path(&raw.tls.key),
                 generate_self_signed: raw.tls.generate_self_signed,
             },
-            session: SessionConfig {
-                global_duration: s.global_duration.0,
-                relogin_lockout: s.relogin_lockout.0,
-                token_cache_capacity: s.token_cache_capacity,
-                code_ttl: s.code_ttl.0,
-                clock_skew: s.clock_skew.0,
-            },
+            session,
             login: LoginConfig {
                 max_failures_per_user: raw.login.max_failures_per_user.max(1),
                 max_failures_per_ip: raw.login.max_failures_per_ip.max(1),
@@ -427,6 +391,57 @@ impl Validator {
             log: raw.log,
             apps,
             users,
+        })
+    }
+
+    /// The auth domain (lowercased), after checking it and the node's names.
+    fn gateway_names(&self, g: &file::GatewayFile) -> Result<String, ConfigError> {
+        let auth_domain = g.auth_domain.trim().to_ascii_lowercase();
+        if !valid_host(&auth_domain) {
+            return Err(self.err(
+                "gateway.auth_domain",
+                format!("{:?} is not a host name", g.auth_domain),
+            ));
+        }
+        if g.node_id.trim().is_empty() {
+            return Err(self.err("gateway.node_id", "must not be empty"));
+        }
+        if g.state_dir.trim().is_empty() {
+            return Err(self.err("gateway.state_dir", "must not be empty"));
+        }
+        Ok(auth_domain)
+    }
+
+    fn trusted_proxies(&self, list: &[String]) -> Result<Vec<IpNet>, ConfigError> {
+        let mut nets = Vec::new();
+        for (i, t) in list.iter().enumerate() {
+            let net = t
+                .parse::<IpNet>()
+                .or_else(|_| t.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| {
+                    self.err(
+                        format!("gateway.trusted_proxies[{i}]"),
+                        format!("{t:?} is not an IP address or CIDR range"),
+                    )
+                })?;
+            nets.push(net);
+        }
+        Ok(nets)
+    }
+
+    fn session(&self, s: &file::SessionFile) -> Result<SessionConfig, ConfigError> {
+        if s.global_duration.0 < Duration::from_secs(60) {
+            return Err(self.err("session.global_duration", "must be at least 1m"));
+        }
+        if s.token_cache_capacity == 0 {
+            return Err(self.err("session.token_cache_capacity", "must be at least 1"));
+        }
+        Ok(SessionConfig {
+            global_duration: s.global_duration.0,
+            relogin_lockout: s.relogin_lockout.0,
+            token_cache_capacity: s.token_cache_capacity,
+            code_ttl: s.code_ttl.0,
+            clock_skew: s.clock_skew.0,
         })
     }
 
@@ -558,29 +573,7 @@ impl Validator {
             if a.hosts.is_empty() {
                 return Err(self.err(f("hosts"), "list at least one host"));
             }
-            let mut hosts = Vec::new();
-            for (j, h) in a.hosts.iter().enumerate() {
-                let h = h.trim().to_ascii_lowercase();
-                if !valid_host(&h) {
-                    return Err(self.err(
-                        format!("app[{i}].hosts[{j}]"),
-                        format!("{h:?} is not a host name (no scheme or port)"),
-                    ));
-                }
-                if h == auth_domain {
-                    return Err(self.err(
-                        format!("app[{i}].hosts[{j}]"),
-                        "is the auth domain; an app needs its own host",
-                    ));
-                }
-                if !hosts_seen.insert(h.clone()) {
-                    return Err(self.err(
-                        format!("app[{i}].hosts[{j}]"),
-                        format!("{h:?} already belongs to another app"),
-                    ));
-                }
-                hosts.push(h);
-            }
+            let hosts = self.app_hosts(i, &a.hosts, auth_domain, &mut hosts_seen)?;
             let origin = parse_origin(&a.origin).map_err(|r| self.err(f("origin"), r))?;
             let mut allow_emails = Vec::new();
             for (j, p) in a.allow_emails.iter().enumerate() {
@@ -615,6 +608,34 @@ impl Validator {
             }));
         }
         Ok(apps)
+    }
+
+    /// An app's hosts, lowercased; each a host name, not the auth domain, and not
+    /// another app's.
+    fn app_hosts(
+        &self,
+        i: usize,
+        list: &[String],
+        auth_domain: &str,
+        seen: &mut HashSet<String>,
+    ) -> Result<Vec<String>, ConfigError> {
+        let mut hosts = Vec::new();
+        for (j, h) in list.iter().enumerate() {
+            let field = format!("app[{i}].hosts[{j}]");
+            let h = h.trim().to_ascii_lowercase();
+            if !valid_host(&h) {
+                let why = format!("{h:?} is not a host name (no scheme or port)");
+                return Err(self.err(field, why));
+            }
+            if h == auth_domain {
+                return Err(self.err(field, "is the auth domain; an app needs its own host"));
+            }
+            if !seen.insert(h.clone()) {
+                return Err(self.err(field, format!("{h:?} already belongs to another app")));
+            }
+            hosts.push(h);
+        }
+        Ok(hosts)
     }
 
     fn users(&self, raw: &FileConfig) -> Result<Vec<User>, ConfigError> {

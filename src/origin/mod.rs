@@ -1,9 +1,9 @@
 //! A lean HTTP/1.1 client for origins. The request's own task checks a connection out
 //! of a per-thread pool, writes the request and reads the response on it: no connection
-//! task, no channels, no lock. (hyper-util's pooled client, still used for protocol
-//! upgrades, hands every request to a connection task through a channel and the
-//! response back through another; on the hot path those hops and wake-ups cost more
-//! than all of the gateway's own checks.)
+//! task, no channels, no lock. (hyper-util's pooled client, which the gateway still
+//! uses for protocol upgrades and for calls between nodes, hands every request to a
+//! connection task through a channel and the response back through another; on the
+//! hot path those hops and wake-ups cost more than all of the gateway's own checks.)
 
 mod body;
 pub mod head;
@@ -121,7 +121,7 @@ enum ReqFraming {
 pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Body>, OriginError> {
     let (mut parts, mut body) = req.into_parts();
     parts.headers.remove(header::EXPECT);
-    let framing = match crate::proxy::headers::content_length(&parts.headers) {
+    let framing = match gbody::content_length(&parts.headers) {
         Some(0) => ReqFraming::None,
         Some(_) => ReqFraming::Length,
         None if body.is_end_stream() => {

@@ -47,6 +47,8 @@ pub struct Authed<'a> {
     pub token: &'a HeaderValue,
 }
 
+/// The forward step: rewrite the request for the origin, send it, and answer with the
+/// origin's response (or tunnel a protocol upgrade).
 pub async fn forward(
     dp: &DataPlane,
     rt: &Runtime,
@@ -72,20 +74,14 @@ pub async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-
-    let h = &mut parts.headers;
-    headers::strip_hop_by_hop(h, upgrade);
-    headers::strip_gateway_headers(h);
-    headers::set_forwarded(
-        h,
-        &ctx.peer_ip,
-        ctx.trusted,
-        ctx.scheme,
+    rewrite_headers(
+        &mut parts.headers,
+        app,
+        ctx,
+        upgrade,
         original_host.as_ref(),
+        auth.token,
     );
-    cookies::strip_for_origin(h, app.pass_gateway_cookies);
-    h.insert(headers::ASSERTION, auth.token.clone());
-
     // A cheap clone (shared bytes) of the request target.
     let path_and_query = parts
         .uri
@@ -93,11 +89,10 @@ pub async fn forward(
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
     let req_body: Body = Limited::new(incoming, max as usize).boxed_unsync();
-
+    parts.version = Version::HTTP_11;
     let (base, authority) = match &app.origin {
         Origin::Echo => {
             parts.uri = Uri::from(path_and_query);
-            parts.version = Version::HTTP_11;
             if let Some(hv) = original_host {
                 parts.headers.insert(header::HOST, hv);
             }
@@ -106,38 +101,68 @@ pub async fn forward(
         Origin::Http { base, authority } => (base, authority),
     };
     parts.uri = origin_uri(base, path_and_query)?;
-    parts.version = Version::HTTP_11;
-    match (app.preserve_host, original_host) {
+    set_host(&mut parts.headers, app, base, original_host);
+    let req = Request::from_parts(parts, req_body);
+    if upgrade {
+        return send_upgrade(dp, app, req, client_upgrade, &auth).await;
+    }
+    let target = crate::origin::Target {
+        authority,
+        connect_timeout: rt.config.origin_connect_timeout,
+        response_timeout: app.origin_timeout,
+    };
+    match crate::origin::send(target, req).await {
+        Err(crate::origin::OriginError::Timeout) => {
+            Err(GatewayError::OriginTimeout(app.origin_timeout))
+        }
+        Err(e) => Err(origin_failure(app, e, max)),
+        Ok(resp) => Ok(finish_response(dp, &auth, resp)),
+    }
+}
+
+/// Hop-by-hop and gateway headers out, X-Forwarded-* and the assertion in, gateway
+/// cookies stripped.
+fn rewrite_headers(
+    h: &mut http::HeaderMap,
+    app: &App,
+    ctx: &ReqCtx,
+    upgrade: bool,
+    original_host: Option<&HeaderValue>,
+    assertion: &HeaderValue,
+) {
+    headers::strip_hop_by_hop(h, upgrade);
+    headers::strip_gateway_headers(h);
+    headers::set_forwarded(h, &ctx.peer_ip, ctx.trusted, ctx.scheme, original_host);
+    cookies::strip_for_origin(h, app.pass_gateway_cookies);
+    h.insert(headers::ASSERTION, assertion.clone());
+}
+
+/// The Host the origin sees: the client's (`preserve_host`) or the origin's authority.
+fn set_host(h: &mut http::HeaderMap, app: &App, base: &Uri, original: Option<HeaderValue>) {
+    match (app.preserve_host, original) {
         (true, Some(hv)) => {
-            parts.headers.insert(header::HOST, hv);
+            h.insert(header::HOST, hv);
         }
         _ => {
             if let Some(a) = base
                 .authority()
                 .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
             {
-                parts.headers.insert(header::HOST, a);
+                h.insert(header::HOST, a);
             }
         }
     }
+}
 
-    let req = Request::from_parts(parts, req_body);
-    if !upgrade {
-        let target = crate::origin::Target {
-            authority,
-            connect_timeout: rt.config.origin_connect_timeout,
-            response_timeout: app.origin_timeout,
-        };
-        let resp = match crate::origin::send(target, req).await {
-            Err(crate::origin::OriginError::Timeout) => {
-                return Err(GatewayError::OriginTimeout(app.origin_timeout));
-            }
-            Err(e) => return Err(origin_failure(app, e, max)),
-            Ok(r) => r,
-        };
-        return Ok(finish_response(dp, &auth, resp));
-    }
-    // Protocol upgrades go through hyper's client, which hands over both sides.
+/// A protocol upgrade goes through hyper's client, which hands over both sides; on a
+/// 101 the two are spliced until either closes or the token is revoked.
+async fn send_upgrade(
+    dp: &DataPlane,
+    app: &App,
+    req: Request<Body>,
+    client_upgrade: Option<OnUpgrade>,
+    auth: &Authed<'_>,
+) -> Result<Response<Body>, GatewayError> {
     let resp = match tokio::time::timeout(app.origin_timeout, dp.upgrades.request(req)).await {
         Err(_) => return Err(GatewayError::OriginTimeout(app.origin_timeout)),
         Ok(Err(e)) => {
@@ -151,31 +176,27 @@ pub async fn forward(
         }
         Ok(Ok(r)) => r,
     };
-
     let (mut rparts, rbody) = resp.into_parts();
-    if rparts.status == StatusCode::SWITCHING_PROTOCOLS {
-        let (Some(client_up), Some(origin_up)) =
-            (client_upgrade, rparts.extensions.remove::<OnUpgrade>())
-        else {
-            return Err(GatewayError::OriginUnavailable(
-                "unexpected protocol switch".into(),
-            ));
-        };
-        headers::strip_response(&mut rparts.headers, true);
-        tokio::spawn(tunnel(
-            dp.set.clone(),
-            dp.metrics.clone(),
-            auth.verified.clone(),
-            client_up,
-            origin_up,
-        ));
-        return Ok(Response::from_parts(rparts, body::empty()));
+    if rparts.status != StatusCode::SWITCHING_PROTOCOLS {
+        let resp = Response::from_parts(rparts, body::incoming(rbody));
+        return Ok(finish_response(dp, auth, resp));
     }
-    Ok(finish_response(
-        dp,
-        &auth,
-        Response::from_parts(rparts, body::incoming(rbody)),
-    ))
+    let (Some(client_up), Some(origin_up)) =
+        (client_upgrade, rparts.extensions.remove::<OnUpgrade>())
+    else {
+        return Err(GatewayError::OriginUnavailable(
+            "unexpected protocol switch".into(),
+        ));
+    };
+    headers::strip_response(&mut rparts.headers, true);
+    tokio::spawn(tunnel(
+        dp.set.clone(),
+        dp.metrics.clone(),
+        auth.verified.clone(),
+        client_up,
+        origin_up,
+    ));
+    Ok(Response::from_parts(rparts, body::empty()))
 }
 
 /// Strips the response's hop-by-hop headers; open-ended responses (event streams, long

@@ -46,9 +46,7 @@ pub fn check_framing(h: &HeaderMap) -> Result<(), GatewayError> {
     Ok(())
 }
 
-pub fn content_length(h: &HeaderMap) -> Option<u64> {
-    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
-}
+pub use crate::web::body::content_length;
 
 /// True for an HTTP/1.1 `Connection: upgrade` request naming a protocol.
 pub fn is_upgrade(h: &HeaderMap) -> bool {

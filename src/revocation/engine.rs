@@ -356,3 +356,184 @@ fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
         peers: 0,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::ManualClock;
+    use crate::session::registry::NewSession;
+    use std::sync::Mutex;
+
+    /// Records what it was asked to publish and answers with a fixed propagation.
+    #[derive(Default)]
+    struct FakeNotifier {
+        seen: Mutex<Vec<RevocationRecord>>,
+    }
+
+    impl Notifier for FakeNotifier {
+        fn publish<'a>(&'a self, records: &'a [RevocationRecord]) -> BoxFuture<'a, Propagation> {
+            self.seen.lock().unwrap().extend_from_slice(records);
+            let remote = records.iter().map(|r| (r.id.clone(), 2)).collect();
+            Box::pin(async move {
+                Propagation {
+                    acked: 2,
+                    peers: 3,
+                    remote_sessions: remote,
+                }
+            })
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        engine: Engine,
+        notifier: Arc<FakeNotifier>,
+        sessions: Arc<Registry>,
+        clock: Arc<ManualClock>,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let clock = ManualClock::new(1_000_000_000_000);
+        let sessions = Arc::new(Registry::open(&dir.path().join("s.log"), 0).unwrap());
+        let notifier = Arc::new(FakeNotifier::default());
+        let engine = Engine::new(Parts {
+            node_id: "n1".into(),
+            ticker: Arc::new(Ticker::new(clock.clone())),
+            set: Arc::new(RevocationSet::new()),
+            log: Arc::new(RevocationLog::open(&dir.path().join("r.log")).unwrap().0),
+            sessions: sessions.clone(),
+            audit: Arc::new(AuditLog::open(&dir.path().join("a.log")).unwrap()),
+            notifier: notifier.clone(),
+            metrics: Arc::new(Metrics::default()),
+        });
+        Fixture {
+            _dir: dir,
+            engine,
+            notifier,
+            sessions,
+            clock,
+        }
+    }
+
+    fn session(reg: &Registry, sid: &str, user: &str, created_us: Micros) {
+        reg.create(NewSession {
+            sid,
+            user,
+            groups: &["staff".to_string()],
+            ip: "127.0.0.1",
+            user_agent: "t",
+            created_us,
+            expires_us: i64::MAX,
+            node: "n1",
+        });
+    }
+
+    fn req(scope: Scope, target: &str) -> RevokeRequest {
+        RevokeRequest {
+            scope,
+            target: target.into(),
+            reason: "test".into(),
+            actor: "ops".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn revoke_is_durable_enforced_audited_and_published() {
+        let f = fixture();
+        session(&f.sessions, "s1", "a@x.com", 1);
+        session(&f.sessions, "s2", "b@x.com", 1);
+        let out = f.engine.revoke(req(Scope::User, "A@X.com")).await.unwrap();
+        assert_eq!(out.target, "a@x.com");
+        // One session here plus what the notifier says the others ended.
+        assert_eq!(out.sessions_revoked, 1 + 2);
+        assert_eq!((out.peers_acked, out.peers), (2, 3));
+        assert_eq!(
+            f.engine.set().get(Scope::User, "a@x.com"),
+            Some(out.not_before_us)
+        );
+        let on_disk = crate::revocation::log::read_all(f.engine.log().path()).unwrap();
+        assert_eq!(on_disk.len(), 1);
+        assert_eq!(on_disk[0].id, out.id);
+        assert_eq!(f.notifier.seen.lock().unwrap()[0].id, out.id);
+        let live = f.sessions.list(None, f.engine.now_us());
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].sid, "s2");
+        let audit = std::fs::read_to_string(f._dir.path().join("a.log")).unwrap();
+        assert!(audit.contains(&out.id) && audit.contains("\"actor\":\"ops\""));
+    }
+
+    #[tokio::test]
+    async fn bad_requests_change_nothing() {
+        let f = fixture();
+        for bad in [req(Scope::User, " "), req(Scope::Session, "a\nb")] {
+            assert!(matches!(
+                f.engine.revoke(bad).await,
+                Err(RevokeError::Invalid(_))
+            ));
+        }
+        assert!(f.engine.set().is_empty());
+        assert!(f.notifier.seen.lock().unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn accept_applies_only_what_moves_the_set_forward() {
+        let f = fixture();
+        session(&f.sessions, "s1", "a@x.com", 1);
+        let rec = |id: &str, nb: Micros| RevocationRecord {
+            id: id.into(),
+            scope: Scope::Session,
+            target: "s1".into(),
+            not_before_us: nb,
+            reason: "r".into(),
+            actor: "ops".into(),
+            node: "n2".into(),
+        };
+        let (moved, ended) = f.engine.accept(vec![rec("r1", 50)]).await.unwrap();
+        assert_eq!((moved, ended.get("r1").copied()), (1, Some(1)));
+        // Older, equal, or not canonical: nothing moves, nothing is written.
+        let mut bad = rec("r3", 60);
+        bad.target = " s1".into();
+        let (moved, _) = f
+            .engine
+            .accept(vec![rec("r2", 40), rec("r1", 50), bad])
+            .await
+            .unwrap();
+        assert_eq!(moved, 0);
+        assert_eq!(
+            crate::revocation::log::read_all(f.engine.log().path())
+                .unwrap()
+                .len(),
+            1
+        );
+        // A later instant from elsewhere moves this node's clock past it.
+        f.engine
+            .accept(vec![rec("r4", i64::MAX / 2)])
+            .await
+            .unwrap();
+        f.clock.advance(std::time::Duration::from_secs(1));
+        let out = f.engine.revoke(req(Scope::App, "echo")).await.unwrap();
+        assert!(out.not_before_us > i64::MAX / 2);
+    }
+
+    #[test]
+    fn canonical_agrees_with_normalize() {
+        for scope in Scope::ALL {
+            for t in [
+                "a@x.com",
+                "A@x.com",
+                " a",
+                "a ",
+                "",
+                "*",
+                "sid_-1",
+                "tab\there",
+                "ünï",
+                &"x".repeat(513),
+            ] {
+                let want = normalize(scope, t).is_ok_and(|n| n == t);
+                assert_eq!(canonical(scope, t), want, "{scope:?} {t:?}");
+            }
+        }
+    }
+}

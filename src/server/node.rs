@@ -76,30 +76,54 @@ fn open_revocations(
     Ok(log)
 }
 
+/// What a node holds on disk, opened and replayed.
+struct Durable {
+    set: Arc<RevocationSet>,
+    revlog: RevocationLog,
+    journal: Journal,
+    audit: Arc<AuditLog>,
+    sessions: Arc<Registry>,
+    keys: KeyRing,
+}
+
+/// Opens the state folder: the revocation log and sync journal (replayed into the set),
+/// the audit log, the session journal and the signing keys.
+fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
+    let dir = &config.state_dir;
+    std::fs::create_dir_all(dir).map_err(io("cannot create state dir", dir))?;
+    let now = ticker.now_us();
+    let horizon = now - horizon_us(config);
+    let set = Arc::new(RevocationSet::new());
+    let revlog = open_revocations(dir, &set, ticker, horizon)?;
+    // Entries learnt from peers by anti-entropy are durable in sync's own journal.
+    let (journal, _) = Journal::open(dir, &set, ticker, horizon)?;
+    Ok(Durable {
+        set,
+        revlog,
+        journal,
+        audit: Arc::new(AuditLog::open(&dir.join("audit.log"))?),
+        sessions: Arc::new(Registry::open(&dir.join("sessions.log"), now)?),
+        keys: KeyRing::load_or_create(&dir.join("keys"))?,
+    })
+}
+
+fn route_table(e: matchit::InsertError) -> StartError {
+    StartError::Other(format!("route table: {e}"))
+}
+
 impl Node {
-    /// Builds the node: loads or creates keys, replays the revocation log, the sync
-    /// journal and the session journal, and wires the services together.
+    /// Builds the node: opens its durable state, then wires the services together,
+    /// each with only what it needs.
     pub fn build(config: Config, clock: Arc<dyn Clock>) -> Result<Arc<Node>, StartError> {
         let ticker = Arc::new(Ticker::new(clock));
-        let now = ticker.now_us();
-        let state_dir = config.state_dir.clone();
-        std::fs::create_dir_all(&state_dir).map_err(io("cannot create state dir", &state_dir))?;
-        let node_id = config.node_id.clone();
-        let horizon = now - horizon_us(&config);
+        let d = open_state(&config, &ticker)?;
+        let (node_id, state_dir) = (config.node_id.clone(), config.state_dir.clone());
         let metrics = Arc::new(Metrics::default());
-        let set = Arc::new(RevocationSet::new());
-        let revlog = open_revocations(&state_dir, &set, &ticker, horizon)?;
-        // Entries learnt from peers by anti-entropy are durable in sync's own journal.
-        let (journal, _) = Journal::open(&state_dir, &set, &ticker, horizon)?;
-        let audit = Arc::new(AuditLog::open(&state_dir.join("audit.log"))?);
-        let sessions_path = state_dir.join("sessions.log");
-        let sessions = Arc::new(Registry::open(&sessions_path, now)?);
-        let keys = KeyRing::load_or_create(&state_dir.join("keys"))?;
         let cache = config.session.token_cache_capacity;
         let auth = Arc::new(Authenticator::new(
-            keys,
+            d.keys,
             cache,
-            set.clone(),
+            d.set.clone(),
             ticker.clone(),
             metrics.clone(),
         ));
@@ -112,11 +136,11 @@ impl Node {
         ));
         let engine = Arc::new(Engine::new(engine::Parts {
             node_id: node_id.clone(),
-            ticker: ticker.clone(),
-            set: set.clone(),
-            log: Arc::new(revlog),
-            sessions: sessions.clone(),
-            audit,
+            ticker,
+            set: d.set.clone(),
+            log: Arc::new(d.revlog),
+            sessions: d.sessions.clone(),
+            audit: d.audit,
             notifier: Arc::new(PeerPush::new(live.clone(), client.clone())),
             metrics: metrics.clone(),
         }));
@@ -125,9 +149,9 @@ impl Node {
             engine.clone(),
             auth.clone(),
             client,
-            journal,
+            d.journal,
         ));
-        let routes = |e: matchit::InsertError| StartError::Other(format!("route table: {e}"));
+        let (sessions, set) = (d.sessions, d.set);
         let login = Arc::new(
             Login::new(
                 live.clone(),
@@ -136,7 +160,7 @@ impl Node {
                 sessions.clone(),
                 metrics.clone(),
             )
-            .map_err(routes)?,
+            .map_err(route_table)?,
         );
         let data = Arc::new(DataPlane::new(DataPlaneParts {
             live: live.clone(),
@@ -156,7 +180,7 @@ impl Node {
                 auth: auth.clone(),
                 metrics: metrics.clone(),
             })
-            .map_err(routes)?,
+            .map_err(route_table)?,
         );
         if live.load().config.has_demo_user() {
             tracing::warn!(

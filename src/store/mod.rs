@@ -2,4 +2,4 @@
 
 pub mod record_log;
 
-pub use record_log::{Framing, RecordLog, RewriteStats, StoreError, Sync};
+pub use record_log::{Framing, RecordLog, StoreError, Sync};

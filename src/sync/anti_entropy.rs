@@ -81,13 +81,57 @@ fn interval(sync: &PeerSync) -> Duration {
 
 pub async fn run(sync: Arc<PeerSync>, mut shutdown: watch::Receiver<bool>) {
     let mut inflight = Inflight::default();
+    let status = catch_up(&sync, &mut inflight).await;
+    if let Ok(mut s) = sync.startup.lock() {
+        *s = Some(status);
+    }
+    sync.ready.store(true, Ordering::SeqCst);
 
-    // Catch up before reporting ready: bounded, and says so when no peer answered.
+    let mut every = interval(&sync);
+    let mut tick = ticker(every).await;
+    let mut rounds: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            Some((p, r)) = inflight.next(), if !inflight.tasks.is_empty() => {
+                note(&sync, &p, &r, false);
+                continue;
+            }
+            _ = shutdown.changed() => return,
+        }
+        rounds += 1;
+        // A reload may change the peers or the interval.
+        let now_every = interval(&sync);
+        if now_every != every {
+            every = now_every;
+            tick = ticker(every).await;
+        }
+        for p in &sync.client.peers() {
+            inflight.start(&sync, p);
+        }
+        if rounds.is_multiple_of(64) {
+            compact_journal(&sync).await;
+        }
+    }
+}
+
+/// A tick every `every`, its immediate first tick consumed.
+async fn ticker(every: Duration) -> tokio::time::Interval {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    tick
+}
+
+/// Pulls from every peer before the node reports ready: bounded by
+/// `startup_sync_timeout`, and says so when no peer answered. Pulls still running at
+/// the deadline carry on in the background.
+async fn catch_up(sync: &Arc<PeerSync>, inflight: &mut Inflight) -> StartupSync {
     let peers = sync.client.peers();
     let timeout = sync.live.load().config.sync.startup_sync_timeout;
     let t0 = Instant::now();
     for p in &peers {
-        inflight.start(&sync, p);
+        inflight.start(sync, p);
     }
     let mut status = StartupSync {
         peers: peers.len(),
@@ -101,13 +145,12 @@ pub async fn run(sync: Arc<PeerSync>, mut shutdown: watch::Receiver<bool>) {
     while !inflight.tasks.is_empty() {
         tokio::select! {
             Some((p, r)) = inflight.next() => {
-                if let Some(n) = note(&sync, &p, &r, true) {
+                if let Some(n) = note(sync, &p, &r, true) {
                     status.peers_answered += 1;
                     status.entries_pulled += n;
                 }
             }
             _ = &mut deadline => {
-                // Pulls still running carry on in the background.
                 status.timed_out = true;
                 break;
             }
@@ -127,46 +170,15 @@ pub async fn run(sync: Arc<PeerSync>, mut shutdown: watch::Receiver<bool>) {
     } else {
         tracing::warn!("no peer answered the startup catch-up; serving what this node holds");
     }
-    if let Ok(mut s) = sync.startup.lock() {
-        *s = Some(status);
-    }
-    sync.ready.store(true, Ordering::SeqCst);
+    status
+}
 
-    let mut every = interval(&sync);
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    let mut rounds: u64 = 0;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            Some((p, r)) = inflight.next(), if !inflight.tasks.is_empty() => {
-                note(&sync, &p, &r, false);
-                continue;
-            }
-            _ = shutdown.changed() => return,
+async fn compact_journal(sync: &Arc<PeerSync>) {
+    let s = sync.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        if let Err(e) = s.journal.maybe_compact(s.engine.set()) {
+            tracing::error!(error = %e, "sync journal compaction failed");
         }
-        rounds += 1;
-        // A reload may change the peers or the interval.
-        let now_every = interval(&sync);
-        if now_every != every {
-            every = now_every;
-            tick = tokio::time::interval(every);
-            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            tick.tick().await;
-        }
-        let peers = sync.client.peers();
-        for p in &peers {
-            inflight.start(&sync, p);
-        }
-        if rounds.is_multiple_of(64) {
-            let s = sync.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = s.journal.maybe_compact(s.engine.set()) {
-                    tracing::error!(error = %e, "sync journal compaction failed");
-                }
-            })
-            .await;
-        }
-    }
+    })
+    .await;
 }

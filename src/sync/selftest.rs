@@ -248,7 +248,7 @@ pub async fn run(sync: &Arc<PeerSync>, actor: &str, timeout: Duration) -> Report
         duration_ms: 0.0,
         error: None,
     };
-    let result = run_inner(sync, actor, timeout, &peers, &mut report).await;
+    let result = run_inner(sync, actor, timeout, &mut report).await;
     if let Err(e) = result {
         report.error = Some(e);
     }
@@ -279,7 +279,6 @@ async fn run_inner(
     sync: &Arc<PeerSync>,
     actor: &str,
     timeout: Duration,
-    peers: &[String],
     report: &mut Report,
 ) -> Result<(), String> {
     let (tok, sid, app) = mint(sync).map_err(|e| format!("cannot mint the canary: {e}"))?;
@@ -293,30 +292,9 @@ async fn run_inner(
             verdict_text(&local)
         ));
     }
-    // Every peer must accept the canary first.
-    let before = futures_util::future::join_all(
-        peers
-            .iter()
-            .map(|p| ask(sync, p, &tok, app.as_deref(), Duration::ZERO)),
-    )
-    .await;
-    let mut waiting = tokio::task::JoinSet::new();
+    // Every peer must accept the canary first; then each waits for its refusal.
     let t0 = Instant::now();
-    for (i, r) in before.into_iter().enumerate() {
-        let pr = &mut report.peers[i];
-        match r {
-            Ok(a) if a.verdict == Verdict::Accepted => {
-                pr.accepted_before = true;
-                let (s, p, tok, app) = (sync.clone(), pr.peer.clone(), tok.clone(), app.clone());
-                waiting.spawn(async move {
-                    let r = ask(&s, &p, &tok, app.as_deref(), timeout).await;
-                    (i, r, t0.elapsed())
-                });
-            }
-            Ok(a) => pr.error = Some(format!("before the revocation: {}", verdict_text(&a))),
-            Err(e) => pr.error = Some(format!("unreachable: {e}")),
-        }
-    }
+    let mut waiting = accepted_everywhere(sync, &tok, app.as_deref(), timeout, report, t0).await;
     // Give the waiting checks a moment to reach the peers, so the measured time is
     // propagation, not connection setup racing the push.
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -360,6 +338,43 @@ async fn run_inner(
         ));
     }
     Ok(())
+}
+
+type Waiting = tokio::task::JoinSet<(usize, Result<CheckAnswer, PeerError>, Duration)>;
+
+/// Asks every peer whether it accepts the canary now; for those that do, starts a check
+/// that holds until the peer refuses it (or `timeout`).
+async fn accepted_everywhere(
+    sync: &Arc<PeerSync>,
+    tok: &str,
+    app: Option<&str>,
+    timeout: Duration,
+    report: &mut Report,
+    t0: Instant,
+) -> Waiting {
+    let peers: Vec<String> = report.peers.iter().map(|p| p.peer.clone()).collect();
+    let before = futures_util::future::join_all(
+        peers.iter().map(|p| ask(sync, p, tok, app, Duration::ZERO)),
+    )
+    .await;
+    let mut waiting = Waiting::new();
+    for (i, r) in before.into_iter().enumerate() {
+        let pr = &mut report.peers[i];
+        match r {
+            Ok(a) if a.verdict == Verdict::Accepted => {
+                pr.accepted_before = true;
+                let (s, p, tok) = (sync.clone(), pr.peer.clone(), tok.to_string());
+                let app = app.map(str::to_string);
+                waiting.spawn(async move {
+                    let r = ask(&s, &p, &tok, app.as_deref(), timeout).await;
+                    (i, r, t0.elapsed())
+                });
+            }
+            Ok(a) => pr.error = Some(format!("before the revocation: {}", verdict_text(&a))),
+            Err(e) => pr.error = Some(format!("unreachable: {e}")),
+        }
+    }
+    waiting
 }
 
 pub fn last(sync: &PeerSync) -> Option<Report> {

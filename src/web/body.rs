@@ -56,3 +56,8 @@ pub fn redirect(status: StatusCode, location: &str) -> Response<Body> {
     }
     r
 }
+
+/// The Content-Length a message declares, if it is one number.
+pub fn content_length(h: &http::HeaderMap) -> Option<u64> {
+    h.get(header::CONTENT_LENGTH)?.to_str().ok()?.parse().ok()
+}

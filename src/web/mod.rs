@@ -8,6 +8,3 @@ pub mod ctx;
 pub mod html;
 pub mod query;
 pub mod router;
-
-pub use body::Body;
-pub use ctx::ReqCtx;
