@@ -122,6 +122,8 @@ enum Route {
     PeerBuckets,
     PeerPull,
     PeerCheck,
+    PeerClaim,
+    PeerFailure,
 }
 
 fn routes() -> Routes<(Guard, Route)> {
@@ -152,6 +154,8 @@ fn routes() -> Routes<(Guard, Route)> {
         .route(get, "/v1/peer/buckets", (Peer, PeerBuckets))
         .route(post, "/v1/peer/pull", (Peer, PeerPull))
         .route(post, "/v1/peer/check", (Peer, PeerCheck))
+        .route(post, "/v1/peer/claim", (Peer, PeerClaim))
+        .route(post, "/v1/peer/failure", (Peer, PeerFailure))
 }
 
 /// What the control port serves from.
@@ -244,6 +248,8 @@ impl Control {
                 let b = read_body(req.into_body()).await?;
                 Ok(crate::sync::http::check(&self.sync, &b).await)
             }
+            PeerClaim => self.peer_claim(req).await,
+            PeerFailure => self.peer_failure(req).await,
         }
     }
 

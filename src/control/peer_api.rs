@@ -4,6 +4,7 @@
 
 use super::{Control, ControlError, Res, json_of, read_body};
 use crate::sync::peer::{Digest, Entries, PushAck, PushBody};
+use crate::sync::shared::{ClaimRequest, FailureNote};
 use crate::timefmt::month_start;
 use crate::web::body::Body;
 use http::{Request, Response};
@@ -19,6 +20,23 @@ impl Control {
             tracing::info!(from = %b.from, applied, "applied revocations pushed by a peer");
         }
         Ok(json_of(&PushAck { applied, sessions }))
+    }
+
+    /// Another node claims a single-use key: did this node have it already?
+    pub(super) async fn peer_claim(&self, req: Request<Incoming>) -> Res {
+        let bytes = read_body(req.into_body()).await?;
+        let claim: ClaimRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
+        Ok(json_of(&self.sync.shared.on_claim(&claim)))
+    }
+
+    /// Another node recorded (or cleared) failed sign-ins.
+    pub(super) async fn peer_failure(&self, req: Request<Incoming>) -> Res {
+        let bytes = read_body(req.into_body()).await?;
+        let note: FailureNote = serde_json::from_slice(&bytes)
+            .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
+        self.sync.shared.on_failure(&note);
+        Ok(json_of(&serde_json::json!({"ok": true})))
     }
 
     pub(super) fn peer_digest(&self) -> Response<Body> {

@@ -2,7 +2,7 @@
 //! `/.portcullis/callback` (mint the app token, set the app and binding cookies, land on
 //! the page first asked for) and `/.portcullis/identity`.
 
-use super::{Login, pages};
+use super::{Login, codes, pages};
 use crate::auth::AuthFailure;
 use crate::config::App;
 use crate::error::{Challenge, GatewayError};
@@ -18,7 +18,7 @@ use std::time::Duration;
 impl Login {
     /// Redeems a one-time code: mints the app token, sets the app and binding cookies,
     /// and sends the browser to the page it first asked for.
-    pub(super) fn callback(
+    pub(super) async fn callback(
         &self,
         rt: &Runtime,
         app: &App,
@@ -37,11 +37,23 @@ impl Login {
             return restart("no code");
         };
         let now = self.auth.now_us();
-        let Some(pending) = self.codes.redeem(&code, now) else {
-            return restart("unknown, used or expired code");
+        let pending = match codes::open(self.auth.keys().sealer(), &code, now) {
+            Ok(p) => p,
+            Err(e) => return restart(&e.to_string()),
         };
         if pending.app != app.name {
             return restart("code was issued for another app");
+        }
+        let ttl = std::time::Duration::from_micros((pending.expires_us - now).max(0) as u64);
+        match self.shared.claim_once(&format!("code:{}", pending.id), ttl).await {
+            Ok(true) => {}
+            Ok(false) => return restart("the code was used already"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot check that a hand-off code is unused");
+                return Err(GatewayError::Unavailable(
+                    "sign-in is unavailable: the cluster state cannot be reached".into(),
+                ));
+            }
         }
         if self
             .auth

@@ -2,34 +2,32 @@
 //! hands a one-time code to an app host, logout) and the reserved `/.portcullis/` paths
 //! on app hosts (the hand-off callback, logout, JWKS, identity).
 //!
-//! [`Login`] holds what these flows touch and nothing else: the live config, the
-//! authenticator (verify and mint), the revocation engine (logout revokes), the session
-//! registry, hand-off codes and the sign-in throttle.
+//! [`Login`] holds what these flows touch and nothing else (the caller passes the
+//! config generation in force): the authenticator (verify, mint, seal), the revocation engine (logout revokes), the
+//! session registry and the cluster's shared state (single-use codes, the throttle).
 
 pub mod codes;
 mod handoff;
-pub mod limiter;
 mod logout;
 pub mod pages;
 mod signin;
 pub mod users;
 
 use crate::auth::{AuthFailure, Authenticator};
+use crate::cluster::SharedState;
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
 use crate::revocation::engine::Engine;
-use crate::runtime::{Live, Runtime};
+use crate::runtime::Runtime;
 use crate::session::cookies::GatewayCookies;
 use crate::session::registry::Registry;
 use crate::session::token::Verified;
 use crate::web::body::{self, Body};
 use crate::web::ctx::ReqCtx;
 use crate::web::router::Routes;
-use codes::Codes;
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use hyper::body::Incoming;
-use limiter::Limiter;
 use std::sync::Arc;
 
 /// The auth domain's routes.
@@ -53,13 +51,11 @@ enum AppRoute {
 }
 
 pub struct Login {
-    live: Arc<Live>,
     auth: Arc<Authenticator>,
     engine: Arc<Engine>,
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
-    codes: Codes,
-    limiter: Limiter,
+    shared: Arc<dyn SharedState>,
     auth_routes: Routes<AuthRoute>,
     app_routes: Routes<AppRoute>,
 }
@@ -85,22 +81,23 @@ fn app_routes() -> Routes<AppRoute> {
         .route(&[Method::GET], "/.portcullis/identity", Identity)
 }
 
+/// What the sign-in flows are built from.
+pub struct LoginParts {
+    pub auth: Arc<Authenticator>,
+    pub engine: Arc<Engine>,
+    pub sessions: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+    pub shared: Arc<dyn SharedState>,
+}
+
 impl Login {
-    pub fn new(
-        live: Arc<Live>,
-        auth: Arc<Authenticator>,
-        engine: Arc<Engine>,
-        sessions: Arc<Registry>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, matchit::InsertError> {
+    pub fn new(p: LoginParts) -> Result<Self, matchit::InsertError> {
         Ok(Self {
-            live,
-            auth,
-            engine,
-            sessions,
-            metrics,
-            codes: Codes::default(),
-            limiter: Limiter::default(),
+            auth: p.auth,
+            engine: p.engine,
+            sessions: p.sessions,
+            metrics: p.metrics,
+            shared: p.shared,
             auth_routes: auth_routes().build()?,
             app_routes: app_routes().build()?,
         })
@@ -146,7 +143,7 @@ impl Login {
             .map_err(GatewayError::from_miss)?
             .handler;
         match route {
-            AppRoute::Callback => self.callback(rt, app, ctx, req.uri().query()),
+            AppRoute::Callback => self.callback(rt, app, ctx, req.uri().query()).await,
             AppRoute::Logout => self.logout_app(rt, app, ctx, req.headers()).await,
             AppRoute::Jwks => Ok(self.jwks()),
             AppRoute::Identity => self.identity(rt, app, ctx, req.headers()),
@@ -161,14 +158,6 @@ impl Login {
     fn session_of(&self, rt: &Runtime, h: &HeaderMap) -> Result<Arc<Verified>, AuthFailure> {
         let c = GatewayCookies::parse(h)?;
         self.auth.check_session(rt, &c)
-    }
-
-    /// Forgets expired codes and old sign-in failures (periodic upkeep).
-    pub fn sweep(&self) {
-        let now = self.auth.now_us();
-        self.codes.sweep(now);
-        let window = self.live.load().config.login.failure_window.as_micros() as i64;
-        self.limiter.sweep(now, window);
     }
 }
 

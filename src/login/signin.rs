@@ -2,8 +2,9 @@
 //! relogin lockout, password check, new global session), and the authorize step that
 //! turns a valid global session into a one-time code for an app host.
 
-use super::codes::Pending;
+use super::codes::{self, Pending};
 use super::{Login, pages, users};
+use crate::cluster::{ClusterError, blocked_for};
 use crate::auth::{AuthFailure, Identity};
 use crate::config::{App, User};
 use crate::error::GatewayError;
@@ -160,7 +161,7 @@ impl Login {
                 "This sign-in form expired or was not sent by this site. Please try again.",
             ));
         }
-        if let Some(refused) = self.throttled(rt, ctx, &form, &form_again) {
+        if let Some(refused) = self.throttled(rt, ctx, &form, &form_again).await? {
             return Ok(refused);
         }
         if let Some(refused) = self.locked_out(rt, &form.email, &form_again) {
@@ -180,36 +181,36 @@ impl Login {
         self.start_session(rt, ctx, &user, ua, &form.return_to)
     }
 
-    /// Too many recent failures for this user or this address: the form again with the
-    /// wait.
-    fn throttled(
+    /// Too many recent failures for this user or this address (counted over the
+    /// cluster): the form again with the wait.
+    async fn throttled(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
         form: &Form,
-        form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
-    ) -> Option<Response<Body>> {
+        form_again: &(dyn Fn(StatusCode, &str) -> Response<Body> + Sync),
+    ) -> Result<Option<Response<Body>>, GatewayError> {
         let now = self.auth.now_us();
         let cfg = &rt.config.login;
-        let window = cfg.failure_window.as_micros() as i64;
-        let wait = self
-            .limiter
-            .blocked_for(
-                &user_key(&form.email),
-                cfg.max_failures_per_user,
-                now,
-                window,
-            )
-            .or_else(|| {
-                self.limiter
-                    .blocked_for(&ip_key(ctx), cfg.max_failures_per_ip, now, window)
-            })?;
+        let window = cfg.failure_window;
+        let (user, ip) = (user_key(&form.email), ip_key(ctx));
+        let (by_user, by_ip) = tokio::join!(
+            self.shared.failures(&user, now, window),
+            self.shared.failures(&ip, now, window),
+        );
+        let (by_user, by_ip) = (by_user.map_err(unavailable)?, by_ip.map_err(unavailable)?);
+        let w = window.as_micros() as i64;
+        let Some(wait) = blocked_for(&by_user, cfg.max_failures_per_user, now, w)
+            .or_else(|| blocked_for(&by_ip, cfg.max_failures_per_ip, now, w))
+        else {
+            return Ok(None);
+        };
         self.metrics.login_throttled.fetch_add(1, Ordering::Relaxed);
         let msg = format!("Too many failed sign-ins. Try again in {wait} seconds.");
-        Some(with_retry_after(
+        Ok(Some(with_retry_after(
             form_again(StatusCode::TOO_MANY_REQUESTS, &msg),
             wait,
-        ))
+        )))
     }
 
     /// After a user revocation, sign-ins are refused for `relogin_lockout`.
@@ -244,15 +245,19 @@ impl Login {
             user.as_ref().map(|u| u.password_hash.clone()),
         )
         .await;
+        let window = rt.config.login.failure_window;
         if let Some(user) = user.filter(|_| ok) {
-            self.limiter.clear(&user_key(&form.email));
+            if let Err(e) = self.shared.clear_failures(&user_key(&form.email)).await {
+                tracing::warn!(error = %e, "cannot clear the sign-in failures");
+            }
             return Some(user);
         }
         let now = self.auth.now_us();
-        let window = rt.config.login.failure_window.as_micros() as i64;
-        self.limiter
-            .record_failure(&user_key(&form.email), now, window);
-        self.limiter.record_failure(&ip_key(ctx), now, window);
+        for key in [user_key(&form.email), ip_key(ctx)] {
+            if let Err(e) = self.shared.record_failure(&key, now, window).await {
+                tracing::warn!(error = %e, "cannot record a failed sign-in");
+            }
+        }
         self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
         tracing::info!(email = %form.email, ip = %ctx.peer.ip(), "sign-in failed");
         None
@@ -342,13 +347,15 @@ impl Login {
             });
         }
         let now = self.auth.now_us();
-        self.codes.sweep(now);
-        let code = self.codes.issue(Pending {
+        let grant = Pending {
+            id: crate::secrets::random_b64(16),
             session: v.claims.clone(),
             app: app.name.clone(),
             return_path: path,
             expires_us: now + rt.config.session.code_ttl.as_micros() as i64,
-        });
+        };
+        let code = codes::issue(self.auth.keys().sealer(), &grant)
+            .ok_or_else(|| GatewayError::Internal("cannot seal a hand-off code".into()))?;
         let location = format!("{}/.portcullis/callback?code={code}", ctx.origin_for(&host));
         Ok(body::redirect(StatusCode::FOUND, &location))
     }
@@ -385,6 +392,11 @@ fn cross_site_post(rt: &Runtime, ctx: &ReqCtx, h: &HeaderMap) -> Option<Response
             "The sign-in form was posted from another site.",
         ),
     ))
+}
+
+fn unavailable(e: ClusterError) -> GatewayError {
+    tracing::warn!(error = %e, "cannot read the sign-in throttle");
+    GatewayError::Unavailable("sign-in is unavailable: the cluster state cannot be reached".into())
 }
 
 fn user_key(email: &str) -> String {

@@ -305,7 +305,9 @@ async fn maintenance(gw: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         if pruned > 0 {
             tracing::info!(pruned, "dropped revocations older than any live token");
         }
-        gw.login.sweep();
+        gw.sync
+            .shared
+            .sweep(gw.live.load().config.login.failure_window);
         gw.sessions
             .flush(gw.now_us(), crate::session::registry::KEEP_ENDED_US);
         // Compact the durable log every ten minutes.

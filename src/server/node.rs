@@ -9,7 +9,7 @@ use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlParts};
-use crate::login::Login;
+use crate::login::{Login, LoginParts};
 use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
 use crate::revocation::engine::{self, Engine};
@@ -136,7 +136,7 @@ impl Node {
         ));
         let engine = Arc::new(Engine::new(engine::Parts {
             node_id: node_id.clone(),
-            ticker,
+            ticker: ticker.clone(),
             set: d.set.clone(),
             log: Arc::new(d.revlog),
             sessions: d.sessions.clone(),
@@ -150,16 +150,17 @@ impl Node {
             auth.clone(),
             client,
             d.journal,
+            ticker,
         ));
         let (sessions, set) = (d.sessions, d.set);
         let login = Arc::new(
-            Login::new(
-                live.clone(),
-                auth.clone(),
-                engine.clone(),
-                sessions.clone(),
-                metrics.clone(),
-            )
+            Login::new(LoginParts {
+                auth: auth.clone(),
+                engine: engine.clone(),
+                sessions: sessions.clone(),
+                metrics: metrics.clone(),
+                shared: sync.shared.clone(),
+            })
             .map_err(route_table)?,
         );
         let data = Arc::new(DataPlane::new(DataPlaneParts {

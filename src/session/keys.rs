@@ -9,6 +9,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use super::seal::Sealer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -25,6 +26,7 @@ pub struct KeyRing {
     header: Header,
     decoding: HashMap<String, DecodingKey>,
     jwks: Bytes,
+    sealer: Sealer,
 }
 
 impl std::fmt::Debug for KeyRing {
@@ -163,6 +165,10 @@ impl KeyRing {
         }
         let jwks = serde_json::to_vec(&serde_json::json!({ "keys": jwks }))
             .map_err(|e| file_err(dir, e))?;
+        let sealer = Sealer::new(
+            &active.kid,
+            keys.iter().map(|k| (k.kid.as_str(), k.pem.as_bytes())),
+        );
         Ok(KeyRing {
             dir: dir.to_path_buf(),
             active_kid: active.kid.clone(),
@@ -170,6 +176,7 @@ impl KeyRing {
             header,
             decoding,
             jwks: Bytes::from(jwks),
+            sealer,
         })
     }
 
@@ -197,6 +204,10 @@ impl KeyRing {
     }
     pub fn kids(&self) -> impl Iterator<Item = &String> {
         self.decoding.keys()
+    }
+    /// Seals and opens values the browser carries between nodes (see `seal`).
+    pub fn sealer(&self) -> &Sealer {
+        &self.sealer
     }
 }
 

@@ -3,4 +3,5 @@
 pub mod cookies;
 pub mod keys;
 pub mod registry;
+pub mod seal;
 pub mod token;

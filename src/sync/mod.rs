@@ -28,6 +28,7 @@ pub mod journal;
 pub mod peer;
 pub mod push;
 pub mod selftest;
+pub mod shared;
 pub mod wire;
 
 use crate::auth::Authenticator;
@@ -63,6 +64,8 @@ pub struct PeerSync {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
     pub client: Arc<PeerClient>,
+    /// The single-use markers and sign-in failures this backend shares.
+    pub shared: Arc<shared::PeerShared>,
     journal: Journal,
     ready: AtomicBool,
     started_us: Micros,
@@ -79,13 +82,16 @@ impl PeerSync {
         auth: Arc<Authenticator>,
         client: Arc<PeerClient>,
         journal: Journal,
+        ticker: Arc<crate::clock::Ticker>,
     ) -> Self {
         let started_us = engine.now_us();
+        let shared = Arc::new(shared::PeerShared::new(client.clone(), ticker));
         Self {
             live,
             engine,
             auth,
             client,
+            shared,
             journal,
             ready: AtomicBool::new(false),
             started_us,
