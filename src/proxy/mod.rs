@@ -233,6 +233,9 @@ impl DataPlane {
         user: &mut Option<String>,
     ) -> Result<Response<Body>, GatewayError> {
         let ctx = self.context(rt, conn, &req)?;
+        if let Some(reason) = self.freshness.not_ready() {
+            return Err(GatewayError::Unavailable(reason));
+        }
         if ctx.host == rt.config.auth_domain {
             self.metrics.outcome(Outcome::Gateway);
             return self.login.auth_domain(rt, &ctx, req).await;

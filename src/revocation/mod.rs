@@ -63,6 +63,8 @@ pub struct RevocationRecord {
 /// Whether this node's revocation set can be trusted to be current (the cluster
 /// backend knows: a node cut off from the others for too long cannot).
 pub trait Freshness: Send + Sync {
+    /// Why this node serves nothing yet (it has not caught up since it started).
+    fn not_ready(&self) -> Option<String>;
     /// Why protected requests must be refused now, if they must.
     fn stale_reason(&self) -> Option<String>;
 }

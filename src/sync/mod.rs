@@ -68,7 +68,6 @@ pub struct PeerSync {
     pub shared: Arc<shared::PeerShared>,
     journal: Journal,
     ready: AtomicBool,
-    started_us: Micros,
     pulled_entries: AtomicU64,
     pulls: AtomicU64,
     startup: Mutex<Option<StartupSync>>,
@@ -84,8 +83,9 @@ impl PeerSync {
         journal: Journal,
         ticker: Arc<crate::clock::Ticker>,
     ) -> Self {
-        let started_us = engine.now_us();
         let shared = Arc::new(shared::PeerShared::new(client.clone(), ticker));
+        // With no peers there is nothing to catch up with.
+        let alone = client.peers().is_empty();
         Self {
             live,
             engine,
@@ -93,8 +93,7 @@ impl PeerSync {
             client,
             shared,
             journal,
-            ready: AtomicBool::new(false),
-            started_us,
+            ready: AtomicBool::new(alone),
             pulled_entries: AtomicU64::new(0),
             pulls: AtomicU64::new(0),
             startup: Mutex::new(None),
@@ -148,8 +147,15 @@ impl PeerSync {
         Ok(moved)
     }
 
-    /// In refuse mode, why this node must not serve: cut off from every peer for too long.
+    /// Why this node must not serve protected requests now: it has not caught up with
+    /// its peers since it started, or (in `on_stale = "refuse"` mode) it has heard from
+    /// none of them for longer than `max_staleness`, or never since it started.
     pub fn stale_reason(&self) -> Option<String> {
+        if !self.is_ready() {
+            return Some(
+                "this node is catching up with its peers' revocations and serves nothing until it has".into(),
+            );
+        }
         let rt = self.live.load();
         let s = &rt.config.sync;
         let max = s.max_staleness?;
@@ -157,12 +163,17 @@ impl PeerSync {
             return None;
         }
         let now = self.engine.now_us();
-        let newest = s
+        let Some(newest) = s
             .peers
             .iter()
             .filter_map(|p| self.client.health.last_heard(p))
             .max()
-            .unwrap_or(self.started_us);
+        else {
+            return Some(format!(
+                "no peer of {} has answered since this node started: refusing to serve protected apps",
+                s.peers.len()
+            ));
+        };
         (now - newest > max.as_micros() as i64).then(|| {
             format!(
                 "cut off from all {} peers for {}s (max_staleness {}s): refusing to serve protected apps",
@@ -288,6 +299,12 @@ fn apply_entries(set: &RevocationSet, engine: &Engine, entries: &[u8], n: usize)
 }
 
 impl crate::revocation::Freshness for PeerSync {
+    fn not_ready(&self) -> Option<String> {
+        (!self.is_ready()).then(|| {
+            "this node is catching up with its peers' revocations and serves nothing until it has"
+                .to_string()
+        })
+    }
     fn stale_reason(&self) -> Option<String> {
         PeerSync::stale_reason(self)
     }
