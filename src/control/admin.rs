@@ -4,7 +4,8 @@
 use super::{Control, ControlError, Res, json_of, read_body};
 use crate::revocation::Scope;
 use crate::revocation::engine::RevokeRequest;
-use crate::session::registry::SessionView;
+use crate::session::registry::{SessionView, merge};
+use crate::timefmt::format_rfc3339_millis;
 use crate::timefmt::month_start;
 use crate::web::body;
 use http::{Method, Request, StatusCode, header};
@@ -209,25 +210,14 @@ impl Control {
         };
         let (remote, answered, missing) = self.gather::<SessionView>(path).await;
         all.extend(remote);
-        let mut seen = std::collections::HashSet::new();
-        all.retain(|s| seen.insert(s.sid.clone()));
+        let mut all = merge(all);
         // A session revoked anywhere is over everywhere.
         let set = self.engine.set();
-        all.retain(|s| !set.revokes_session(&s.sid, &s.user, &s.groups, s.created_us));
-        all.sort_by_key(|s| std::cmp::Reverse(s.created_us));
-        let items: Vec<serde_json::Value> = all
-            .iter()
-            .map(|s| {
-                json!({
-                    "sid": s.sid, "user": s.user, "groups": s.groups, "apps": s.apps, "ip": s.ip,
-                    "user_agent": s.user_agent,
-                    "created": crate::timefmt::format_rfc3339_millis(s.created_us),
-                    "last_seen": crate::timefmt::format_rfc3339_millis(s.last_seen_us),
-                    "expires": crate::timefmt::format_rfc3339_millis(s.expires_us),
-                    "node": s.node,
-                })
-            })
-            .collect();
+        all.retain(|s| {
+            let i = &s.info;
+            !set.revokes_session(&i.sid, &i.user, &i.groups, i.created_us)
+        });
+        let items: Vec<serde_json::Value> = all.iter().map(session_json).collect();
         Ok(body::json(
             StatusCode::OK,
             &json!({"sessions": items, "count": items.len(), "peers_answered": answered, "peers_missing": missing}),
@@ -239,13 +229,11 @@ impl Control {
         let mut all = self.sessions.created_since(since);
         let (remote, answered, missing) = self.gather::<SessionView>("/v1/peer/users".into()).await;
         all.extend(remote);
-        let mut seen = std::collections::HashSet::new();
-        all.retain(|s| seen.insert(s.sid.clone()));
         let mut by_user: BTreeMap<String, (usize, i64, i64)> = BTreeMap::new();
-        for s in &all {
-            let e = by_user.entry(s.user.clone()).or_insert((0, 0, 0));
+        for s in &merge(all) {
+            let e = by_user.entry(s.info.user.clone()).or_insert((0, 0, 0));
             e.0 += 1;
-            e.1 = e.1.max(s.created_us);
+            e.1 = e.1.max(s.info.created_us);
             e.2 = e.2.max(s.last_seen_us);
         }
         let items: Vec<serde_json::Value> = by_user
@@ -266,4 +254,18 @@ impl Control {
             }),
         ))
     }
+}
+
+/// A session as the admin API shows it.
+fn session_json(s: &SessionView) -> serde_json::Value {
+    let i = &s.info;
+    json!({
+        "sid": i.sid, "user": i.user, "groups": i.groups, "apps": s.apps, "ip": i.ip,
+        "user_agent": i.user_agent,
+        "created": format_rfc3339_millis(i.created_us),
+        "last_seen": format_rfc3339_millis(s.last_seen_us),
+        "expires": format_rfc3339_millis(i.expires_us),
+        "node": i.node,
+        "idp": if i.idp.is_empty() { "local" } else { i.idp.as_str() },
+    })
 }

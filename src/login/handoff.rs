@@ -24,6 +24,7 @@ impl Login {
         app: &App,
         ctx: &ReqCtx,
         query: Option<&str>,
+        headers: &HeaderMap,
     ) -> Result<Response<Body>, GatewayError> {
         let restart = |why: &str| {
             // An unusable code: start the flow again from the app's front page.
@@ -67,7 +68,13 @@ impl Login {
             .auth
             .mint_app_token(rt, app, &pending.session)
             .map_err(|e| GatewayError::Internal(format!("minting an app token: {e}")))?;
-        self.sessions.add_app(&minted.claims.sid, &app.name, now);
+        let ua = headers
+            .get(http::header::USER_AGENT)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        self.sessions.add_app(&minted.claims.sid, &app.name, now, || {
+            self.session_info(&pending.session, ctx, ua)
+        });
         let lifetime = Duration::from_secs((minted.claims.exp - minted.claims.iat).max(0) as u64);
         let target = pending.return_path;
         let mut resp = if app.same_site == SameSite::Strict {

@@ -21,8 +21,8 @@ use crate::metrics::Metrics;
 use crate::revocation::engine::Engine;
 use crate::runtime::Runtime;
 use crate::session::cookies::GatewayCookies;
-use crate::session::registry::Registry;
-use crate::session::token::Verified;
+use crate::session::registry::{Registry, SessionInfo};
+use crate::session::token::{Claims, Verified};
 use crate::web::body::{self, Body};
 use crate::web::ctx::ReqCtx;
 use crate::web::router::Routes;
@@ -143,7 +143,10 @@ impl Login {
             .map_err(GatewayError::from_miss)?
             .handler;
         match route {
-            AppRoute::Callback => self.callback(rt, app, ctx, req.uri().query()).await,
+            AppRoute::Callback => {
+                self.callback(rt, app, ctx, req.uri().query(), req.headers())
+                    .await
+            }
             AppRoute::Logout => self.logout_app(rt, app, ctx, req.headers()).await,
             AppRoute::Jwks => Ok(self.jwks()),
             AppRoute::Identity => self.identity(rt, app, ctx, req.headers()),
@@ -152,6 +155,21 @@ impl Login {
 
     fn jwks(&self) -> Response<Body> {
         body::json_bytes(StatusCode::OK, self.auth.keys().jwks())
+    }
+
+    /// What the registry records of the session `claims` belong to, seen on this request.
+    fn session_info(&self, claims: &Claims, ctx: &ReqCtx, user_agent: &str) -> SessionInfo {
+        SessionInfo {
+            sid: claims.sid.clone(),
+            user: claims.sub.clone(),
+            groups: claims.groups.clone(),
+            ip: ctx.peer.ip().to_string(),
+            user_agent: user_agent.to_string(),
+            created_us: claims.iat_us,
+            expires_us: claims.exp_us(),
+            node: self.engine.node_id().to_string(),
+            ..Default::default()
+        }
     }
 
     /// The global session on this request, verified and not revoked.

@@ -306,16 +306,8 @@ impl Login {
     }
 
     fn record_session(&self, claims: &Claims, ctx: &ReqCtx, user_agent: &str) {
-        self.sessions.create(crate::session::registry::NewSession {
-            sid: &claims.sid,
-            user: &claims.sub,
-            groups: &claims.groups,
-            ip: &ctx.peer.ip().to_string(),
-            user_agent,
-            created_us: claims.iat_us,
-            expires_us: claims.exp_us(),
-            node: self.engine.node_id(),
-        });
+        self.sessions
+            .create(self.session_info(claims, ctx, user_agent));
     }
 
     /// Turns a valid global session into a one-time code for the app host, without

@@ -297,9 +297,11 @@ impl Engine {
         let nb = rec.not_before_us;
         let reg = &self.sessions;
         match rec.scope {
-            Scope::Session => reg.end_matching(nb, now, true, |s| s.sid == t),
-            Scope::User => reg.end_matching(nb, now, true, |s| s.user == t),
-            Scope::Group => reg.end_matching(nb, now, true, |s| s.groups.iter().any(|g| g == t)),
+            Scope::Session => reg.end_matching(nb, now, true, |s| s.info.sid == t),
+            Scope::User => reg.end_matching(nb, now, true, |s| s.info.user == t),
+            Scope::Group => reg.end_matching(nb, now, true, |s| {
+                s.info.groups.iter().any(|g| g == t)
+            }),
             Scope::App => reg.end_matching(nb, now, false, |s| s.apps().iter().any(|a| a == t)),
             Scope::All => reg.end_matching(nb, now, true, |_| true),
         }
@@ -311,7 +313,8 @@ impl Engine {
         let set = &self.set;
         let now = self.now_us();
         self.sessions.end_matching(i64::MAX, now, true, |s| {
-            set.revokes_session(&s.sid, &s.user, &s.groups, s.created_us)
+            let i = &s.info;
+            set.revokes_session(&i.sid, &i.user, &i.groups, i.created_us)
         })
     }
 
@@ -361,7 +364,7 @@ fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::session::registry::NewSession;
+    use crate::session::registry::SessionInfo;
     use std::sync::Mutex;
 
     /// Records what it was asked to publish and answers with a fixed propagation.
@@ -417,15 +420,14 @@ mod tests {
     }
 
     fn session(reg: &Registry, sid: &str, user: &str, created_us: Micros) {
-        reg.create(NewSession {
-            sid,
-            user,
-            groups: &["staff".to_string()],
-            ip: "127.0.0.1",
-            user_agent: "t",
+        reg.create(SessionInfo {
+            sid: sid.into(),
+            user: user.into(),
+            groups: vec!["staff".to_string()],
             created_us,
             expires_us: i64::MAX,
-            node: "n1",
+            node: "n1".into(),
+            ..Default::default()
         });
     }
 
@@ -458,7 +460,7 @@ mod tests {
         assert_eq!(f.notifier.seen.lock().unwrap()[0].id, out.id);
         let live = f.sessions.list(None, f.engine.now_us());
         assert_eq!(live.len(), 1);
-        assert_eq!(live[0].sid, "s2");
+        assert_eq!(live[0].info.sid, "s2");
         let audit = std::fs::read_to_string(f._dir.path().join("a.log")).unwrap();
         assert!(audit.contains(&out.id) && audit.contains("\"actor\":\"ops\""));
     }

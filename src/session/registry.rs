@@ -1,13 +1,18 @@
-//! The session registry: every global session this node issued (sid, user, apps it
-//! minted tokens for, client IP, user agent, created, last seen, expires). Kept in
-//! memory and in an append-only JSON-lines journal under the state dir, so it survives
-//! restarts. `last seen` is updated in memory and journaled in batches, never a disk
-//! write per request.
+//! The session registry: the global sessions this node knows (sid, user, groups, the
+//! identity provider, client IP, user agent, created, expires, the apps it minted
+//! tokens for, last seen). Kept in memory and in an append-only JSON-lines journal
+//! under the state dir, so it survives restarts. `last seen` is updated in memory and
+//! journaled in batches, never a disk write per request.
+//!
+//! Behind a load balancer a session is signed in on one node and used on others: a
+//! node that mints an app token for a session it did not sign in records it as
+//! `foreign`, and the cluster-wide lists merge the nodes' records ([`merge`]).
 
 use crate::clock::Micros;
 use crate::store::{Framing, RecordLog, StoreError, Sync};
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -16,9 +21,12 @@ use std::sync::{Arc, Mutex};
 const SEEN_GRANULARITY_US: Micros = 30_000_000;
 /// How long ended sessions stay listed for `GET /v1/users` (a month and a bit).
 pub const KEEP_ENDED_US: Micros = 35 * 24 * 3600 * 1_000_000;
+/// User agents are kept to this many characters.
+const MAX_USER_AGENT: usize = 512;
 
-#[derive(Debug)]
-pub struct Session {
+/// What a session is, as recorded when it starts.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionInfo {
     pub sid: String,
     pub user: String,
     pub groups: Vec<String>,
@@ -26,7 +34,25 @@ pub struct Session {
     pub user_agent: String,
     pub created_us: Micros,
     pub expires_us: Micros,
+    /// The node that recorded this.
     pub node: String,
+    /// The identity provider that signed the user in (empty: the built-in users).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp: String,
+    /// The user's `sub` at that identity provider.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp_sub: String,
+    /// The identity provider's own session id (its `sid` claim), when it gave one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp_sid: String,
+    /// Signed in on another node; this node only minted app tokens for it.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub foreign: bool,
+}
+
+#[derive(Debug)]
+pub struct Session {
+    pub info: SessionInfo,
     apps: Mutex<Vec<String>>,
     last_seen_us: AtomicI64,
     ended_us: AtomicI64,
@@ -36,38 +62,35 @@ pub struct Session {
 /// What operators see (and what peers exchange) for a session.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SessionView {
-    pub sid: String,
-    pub user: String,
-    pub groups: Vec<String>,
+    #[serde(flatten)]
+    pub info: SessionInfo,
     pub apps: Vec<String>,
-    pub ip: String,
-    pub user_agent: String,
-    pub created_us: Micros,
     pub last_seen_us: Micros,
-    pub expires_us: Micros,
-    pub node: String,
 }
 
 impl Session {
+    fn new(mut info: SessionInfo) -> Session {
+        info.user_agent = info.user_agent.chars().take(MAX_USER_AGENT).collect();
+        Session {
+            last_seen_us: AtomicI64::new(info.created_us),
+            info,
+            apps: Mutex::new(Vec::new()),
+            ended_us: AtomicI64::new(0),
+            dirty: AtomicBool::new(false),
+        }
+    }
     pub fn view(&self) -> SessionView {
         SessionView {
-            sid: self.sid.clone(),
-            user: self.user.clone(),
-            groups: self.groups.clone(),
+            info: self.info.clone(),
             apps: self.apps(),
-            ip: self.ip.clone(),
-            user_agent: self.user_agent.clone(),
-            created_us: self.created_us,
-            last_seen_us: self.last_seen_us.load(Ordering::Relaxed),
-            expires_us: self.expires_us,
-            node: self.node.clone(),
+            last_seen_us: self.last_seen_us(),
         }
     }
     pub fn apps(&self) -> Vec<String> {
         self.apps.lock().map(|a| a.clone()).unwrap_or_default()
     }
     pub fn is_live(&self, now: Micros) -> bool {
-        self.ended_us.load(Ordering::Relaxed) == 0 && now < self.expires_us
+        self.ended_us.load(Ordering::Relaxed) == 0 && now < self.info.expires_us
     }
     pub fn last_seen_us(&self) -> Micros {
         self.last_seen_us.load(Ordering::Relaxed)
@@ -80,49 +103,30 @@ impl Session {
             self.dirty.store(true, Ordering::Relaxed);
         }
     }
+    /// Adds `app`; true when it was new.
+    fn add_app(&self, app: &str) -> bool {
+        match self.apps.lock() {
+            Ok(mut apps) if !apps.iter().any(|a| a == app) => {
+                apps.push(app.to_string());
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 #[serde(tag = "ev", rename_all = "lowercase")]
 enum Event {
-    New {
-        sid: String,
-        user: String,
-        groups: Vec<String>,
-        ip: String,
-        user_agent: String,
-        created_us: Micros,
-        expires_us: Micros,
-        node: String,
-    },
-    App {
-        sid: String,
-        app: String,
-    },
-    Seen {
-        sid: String,
-        t: Micros,
-    },
-    End {
-        sid: String,
-        t: Micros,
-    },
+    New(SessionInfo),
+    App { sid: String, app: String },
+    Seen { sid: String, t: Micros },
+    End { sid: String, t: Micros },
 }
 
 pub struct Registry {
     sessions: DashMap<String, Arc<Session>>,
     journal: RecordLog,
-}
-
-pub struct NewSession<'a> {
-    pub sid: &'a str,
-    pub user: &'a str,
-    pub groups: &'a [String],
-    pub ip: &'a str,
-    pub user_agent: &'a str,
-    pub created_us: Micros,
-    pub expires_us: Micros,
-    pub node: &'a str,
 }
 
 impl Registry {
@@ -144,47 +148,20 @@ impl Registry {
         }
         // Keep ended and expired sessions for a while: the monthly user list needs them.
         reg.sessions
-            .retain(|_, s| s.expires_us + KEEP_ENDED_US > now);
+            .retain(|_, s| s.info.expires_us + KEEP_ENDED_US > now);
         reg.rewrite()?;
         Ok(reg)
     }
 
     fn replay(&self, ev: Event) {
         match ev {
-            Event::New {
-                sid,
-                user,
-                groups,
-                ip,
-                user_agent,
-                created_us,
-                expires_us,
-                node,
-            } => {
-                self.sessions.insert(
-                    sid.clone(),
-                    Arc::new(Session {
-                        sid,
-                        user,
-                        groups,
-                        ip,
-                        user_agent,
-                        created_us,
-                        expires_us,
-                        node,
-                        apps: Mutex::new(Vec::new()),
-                        last_seen_us: AtomicI64::new(created_us),
-                        ended_us: AtomicI64::new(0),
-                        dirty: AtomicBool::new(false),
-                    }),
-                );
+            Event::New(info) => {
+                self.sessions
+                    .insert(info.sid.clone(), Arc::new(Session::new(info)));
             }
             Event::App { sid, app } => {
-                if let Some(s) = self.sessions.get(&sid)
-                    && let Ok(mut apps) = s.apps.lock()
-                    && !apps.contains(&app)
-                {
-                    apps.push(app);
+                if let Some(s) = self.sessions.get(&sid) {
+                    s.add_app(&app);
                 }
             }
             Event::Seen { sid, t } => {
@@ -202,29 +179,20 @@ impl Registry {
 
     /// The events that recreate one session as it is now.
     fn events_of(s: &Session) -> Vec<Event> {
-        let v = s.view();
-        let mut events = vec![Event::New {
-            sid: v.sid.clone(),
-            user: v.user,
-            groups: v.groups,
-            ip: v.ip,
-            user_agent: v.user_agent,
-            created_us: v.created_us,
-            expires_us: v.expires_us,
-            node: v.node,
-        }];
-        events.extend(v.apps.into_iter().map(|app| Event::App {
-            sid: v.sid.clone(),
+        let sid = &s.info.sid;
+        let mut events = vec![Event::New(s.info.clone())];
+        events.extend(s.apps().into_iter().map(|app| Event::App {
+            sid: sid.clone(),
             app,
         }));
         events.push(Event::Seen {
-            sid: v.sid.clone(),
-            t: v.last_seen_us,
+            sid: sid.clone(),
+            t: s.last_seen_us(),
         });
         let ended = s.ended_us.load(Ordering::Relaxed);
         if ended != 0 {
             events.push(Event::End {
-                sid: v.sid,
+                sid: sid.clone(),
                 t: ended,
             });
         }
@@ -255,35 +223,10 @@ impl Registry {
     }
 
     /// Records a new global session (journaled and synced: logins are rare).
-    pub fn create(&self, n: NewSession<'_>) -> Arc<Session> {
-        let s = Arc::new(Session {
-            sid: n.sid.to_string(),
-            user: n.user.to_string(),
-            groups: n.groups.to_vec(),
-            ip: n.ip.to_string(),
-            user_agent: n.user_agent.chars().take(512).collect(),
-            created_us: n.created_us,
-            expires_us: n.expires_us,
-            node: n.node.to_string(),
-            apps: Mutex::new(Vec::new()),
-            last_seen_us: AtomicI64::new(n.created_us),
-            ended_us: AtomicI64::new(0),
-            dirty: AtomicBool::new(false),
-        });
-        self.sessions.insert(s.sid.clone(), s.clone());
-        self.journal(
-            &[Event::New {
-                sid: s.sid.clone(),
-                user: s.user.clone(),
-                groups: s.groups.clone(),
-                ip: s.ip.clone(),
-                user_agent: s.user_agent.clone(),
-                created_us: s.created_us,
-                expires_us: s.expires_us,
-                node: s.node.clone(),
-            }],
-            true,
-        );
+    pub fn create(&self, info: SessionInfo) -> Arc<Session> {
+        let s = Arc::new(Session::new(info));
+        self.sessions.insert(s.info.sid.clone(), s.clone());
+        self.journal(&[Event::New(s.info.clone())], true);
         s
     }
 
@@ -291,25 +234,36 @@ impl Registry {
         self.sessions.get(sid).map(|s| s.clone())
     }
 
-    /// Notes that the session minted a token for `app`.
-    pub fn add_app(&self, sid: &str, app: &str, now: Micros) {
-        let Some(s) = self.get(sid) else { return };
-        s.touch(now);
-        let added = match s.apps.lock() {
-            Ok(mut apps) if !apps.iter().any(|a| a == app) => {
-                apps.push(app.to_string());
-                true
+    /// Notes that session `sid` minted a token for `app`. A session this node does
+    /// not know (signed in on another node) is recorded from `info` as foreign first.
+    pub fn add_app(
+        &self,
+        sid: &str,
+        app: &str,
+        now: Micros,
+        info: impl FnOnce() -> SessionInfo,
+    ) {
+        let mut events = Vec::new();
+        let s = match self.get(sid) {
+            Some(s) => s,
+            None => {
+                let mut i = info();
+                i.foreign = true;
+                let s = Arc::new(Session::new(i));
+                self.sessions.insert(s.info.sid.clone(), s.clone());
+                events.push(Event::New(s.info.clone()));
+                s
             }
-            _ => false,
         };
-        if added {
-            self.journal(
-                &[Event::App {
-                    sid: sid.to_string(),
-                    app: app.to_string(),
-                }],
-                false,
-            );
+        s.touch(now);
+        if s.add_app(app) {
+            events.push(Event::App {
+                sid: s.info.sid.clone(),
+                app: app.to_string(),
+            });
+        }
+        if !events.is_empty() {
+            self.journal(&events, false);
         }
     }
 
@@ -324,12 +278,12 @@ impl Registry {
     ) -> u64 {
         let mut ended = Vec::new();
         for s in self.sessions.iter() {
-            if s.is_live(now) && s.created_us <= before && pred(&s) {
+            if s.is_live(now) && s.info.created_us <= before && pred(&s) {
                 if end {
                     s.ended_us.store(now, Ordering::Relaxed);
                 }
                 ended.push(Event::End {
-                    sid: s.sid.clone(),
+                    sid: s.info.sid.clone(),
                     t: now,
                 });
             }
@@ -346,10 +300,10 @@ impl Registry {
         let mut v: Vec<SessionView> = self
             .sessions
             .iter()
-            .filter(|s| s.is_live(now) && user.is_none_or(|u| s.user.eq_ignore_ascii_case(u)))
+            .filter(|s| s.is_live(now) && user.is_none_or(|u| s.info.user.eq_ignore_ascii_case(u)))
             .map(|s| s.view())
             .collect();
-        v.sort_by_key(|s| std::cmp::Reverse(s.created_us));
+        v.sort_by_key(|s| std::cmp::Reverse(s.info.created_us));
         v
     }
 
@@ -357,7 +311,7 @@ impl Registry {
     pub fn created_since(&self, since: Micros) -> Vec<SessionView> {
         self.sessions
             .iter()
-            .filter(|s| s.created_us >= since)
+            .filter(|s| s.info.created_us >= since)
             .map(|s| s.view())
             .collect()
     }
@@ -369,7 +323,7 @@ impl Registry {
         for s in self.sessions.iter() {
             if s.dirty.swap(false, Ordering::Relaxed) {
                 seen.push(Event::Seen {
-                    sid: s.sid.clone(),
+                    sid: s.info.sid.clone(),
                     t: s.last_seen_us(),
                 });
             }
@@ -377,7 +331,8 @@ impl Registry {
         if !seen.is_empty() {
             self.journal(&seen, false);
         }
-        self.sessions.retain(|_, s| s.expires_us + keep > now);
+        self.sessions
+            .retain(|_, s| s.info.expires_us + keep > now);
     }
 
     pub fn len(&self) -> usize {
@@ -389,9 +344,51 @@ impl Registry {
     }
 }
 
+/// One view per session from the records several nodes hold: the apps of all of them,
+/// the latest `last seen`, and the identity of the node that signed the user in (a
+/// foreign record only when no other is known). Newest first.
+pub fn merge(views: impl IntoIterator<Item = SessionView>) -> Vec<SessionView> {
+    let mut by_sid: HashMap<String, SessionView> = HashMap::new();
+    for v in views {
+        match by_sid.get_mut(&v.info.sid) {
+            None => {
+                by_sid.insert(v.info.sid.clone(), v);
+            }
+            Some(have) => {
+                for app in &v.apps {
+                    if !have.apps.contains(app) {
+                        have.apps.push(app.clone());
+                    }
+                }
+                let last_seen = have.last_seen_us.max(v.last_seen_us);
+                if have.info.foreign && !v.info.foreign {
+                    have.info = v.info;
+                }
+                have.last_seen_us = last_seen;
+            }
+        }
+    }
+    let mut out: Vec<SessionView> = by_sid.into_values().collect();
+    out.sort_by_key(|s| std::cmp::Reverse(s.info.created_us));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn info(sid: &str, user: &str) -> SessionInfo {
+        SessionInfo {
+            sid: sid.into(),
+            user: user.into(),
+            ip: "127.0.0.1".into(),
+            user_agent: "test".into(),
+            created_us: 10,
+            expires_us: 1_000_000_000,
+            node: "n".into(),
+            ..Default::default()
+        }
+    }
 
     #[test]
     fn survives_reopen_with_apps_and_ends() {
@@ -399,24 +396,41 @@ mod tests {
         let p = dir.path().join("sessions.log");
         let r = Registry::open(&p, 0).unwrap();
         for (sid, user) in [("s1", "a@x.com"), ("s2", "b@x.com")] {
-            r.create(NewSession {
-                sid,
-                user,
-                groups: &[],
-                ip: "127.0.0.1",
-                user_agent: "test",
-                created_us: 10,
-                expires_us: 1_000_000_000,
-                node: "n",
-            });
+            r.create(info(sid, user));
         }
-        r.add_app("s1", "echo", 20);
-        assert_eq!(r.end_matching(100, 50, true, |s| s.user == "b@x.com"), 1);
+        r.add_app("s1", "echo", 20, || info("s1", "a@x.com"));
+        assert_eq!(r.end_matching(100, 50, true, |s| s.info.user == "b@x.com"), 1);
         drop(r);
         let r = Registry::open(&p, 60).unwrap();
         let live = r.list(None, 60);
         assert_eq!(live.len(), 1);
         assert_eq!(live[0].apps, vec!["echo".to_string()]);
-        assert_eq!(live[0].ip, "127.0.0.1");
+        assert_eq!(live[0].info.ip, "127.0.0.1");
+        assert!(!live[0].info.foreign);
+    }
+
+    #[test]
+    fn foreign_sessions_are_recorded_and_merged() {
+        let dir = tempfile::tempdir().unwrap();
+        let r = Registry::open(&dir.path().join("s.log"), 0).unwrap();
+        let mut here = info("s1", "a@x.com");
+        here.node = "n2".into();
+        here.ip = "10.0.0.9".into();
+        r.add_app("s1", "wiki", 40, || here.clone());
+        let foreign = &r.list(None, 50)[0];
+        assert!(foreign.info.foreign);
+        // The signing-in node's record wins for identity; apps and last seen merge.
+        let mut origin = SessionView {
+            info: info("s1", "a@x.com"),
+            apps: vec!["echo".into()],
+            last_seen_us: 30,
+        };
+        origin.info.node = "n1".into();
+        let merged = merge([foreign.clone(), origin]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].info.node, "n1");
+        assert_eq!(merged[0].info.ip, "127.0.0.1");
+        assert_eq!(merged[0].apps, vec!["wiki".to_string(), "echo".to_string()]);
+        assert_eq!(merged[0].last_seen_us, foreign.last_seen_us.max(30));
     }
 }
