@@ -202,13 +202,19 @@ async fn run() {
     let mut seed = Vec::with_capacity(n_entries * 34);
     for i in 0..n_entries {
         let sid = portcullis::secrets::random_b64(16);
-        portcullis::sync::wire::put_entry(&mut seed, Scope::Session, &sid, now - i as i64);
+        portcullis::sync::wire::put_entry(&mut seed, Scope::Session, &sid, now - i as i64, None);
     }
     for d in &dirs {
         let ticker = portcullis::clock::Ticker::new(Arc::new(SystemClock));
         let set = portcullis::revocation::set::RevocationSet::new();
-        let (j, _) =
-            portcullis::sync::journal::Journal::open(&d.join("state"), &set, &ticker, 0).unwrap();
+        let meta = portcullis::revocation::meta::MetaIndex::default();
+        let into = portcullis::sync::journal::Target {
+            set: &set,
+            meta: &meta,
+            ticker: &ticker,
+            horizon: 0,
+        };
+        let (j, _) = portcullis::sync::journal::Journal::open(&d.join("state"), &into).unwrap();
         j.append_then(&seed, || ()).unwrap();
     }
     drop(seed);

@@ -49,7 +49,11 @@ pub trait SharedState: Send + Sync {
 /// Seconds to wait when `times` (failures inside the window, oldest first) already
 /// hold `max`: until the oldest failure that still counts leaves the window.
 pub fn blocked_for(times: &[Micros], max: u32, now: Micros, window: Micros) -> Option<u64> {
-    let recent: Vec<Micros> = times.iter().copied().filter(|&t| t > now - window).collect();
+    let recent: Vec<Micros> = times
+        .iter()
+        .copied()
+        .filter(|&t| t > now - window)
+        .collect();
     if max == 0 || recent.len() < max as usize {
         return None;
     }

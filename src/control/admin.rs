@@ -136,31 +136,28 @@ impl Control {
             .and_then(|l| l.parse().ok())
             .unwrap_or(1000)
             .min(100_000);
-        let path = self.engine.log().path().to_path_buf();
-        // The log file holds the full records (reason, actor); read it off the executor.
-        let records = tokio::task::spawn_blocking(move || crate::revocation::log::read_all(&path))
+        // Every revocation in force here, however it arrived (taken here, pushed,
+        // pulled, read from the backend), with what is known of it.
+        let engine = self.engine.clone();
+        let records = tokio::task::spawn_blocking(move || engine.in_force(limit))
             .await
-            .map_err(|e| ControlError::Internal(e.to_string()))?
             .map_err(|e| ControlError::Internal(e.to_string()))?;
-        let total = records.len();
         let set = self.engine.set();
         let items: Vec<serde_json::Value> = records
             .into_iter()
-            .rev()
-            .take(limit)
             .map(|r| {
                 json!({
                     "id": r.id, "scope": r.scope, "target": r.target,
                     "not_before_us": r.not_before_us,
-                    "not_before": crate::timefmt::format_rfc3339_millis(r.not_before_us),
+                    "not_before": format_rfc3339_millis(r.not_before_us),
                     "reason": r.reason, "actor": r.actor, "node": r.node,
-                    "in_force": set.get(r.scope, &r.target).is_some_and(|nb| nb == r.not_before_us),
+                    "in_force": true,
                 })
             })
             .collect();
         Ok(body::json(
             StatusCode::OK,
-            &json!({"total": total, "set_size": set.len(), "revocations": items}),
+            &json!({"total": set.len(), "set_size": set.len(), "revocations": items}),
         ))
     }
 

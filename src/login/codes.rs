@@ -37,7 +37,9 @@ pub fn issue(sealer: &Sealer, p: &Pending) -> Option<String> {
 /// Opens a code: its grant, if it is genuine and not expired. (Not yet used: the
 /// caller claims `id` once across the cluster.)
 pub fn open(sealer: &Sealer, code: &str, now: Micros) -> Result<Pending, CodeError> {
-    let json = sealer.open(Purpose::Handoff, code).ok_or(CodeError::Invalid)?;
+    let json = sealer
+        .open(Purpose::Handoff, code)
+        .ok_or(CodeError::Invalid)?;
     let p: Pending = serde_json::from_slice(&json).map_err(|_| CodeError::Invalid)?;
     if now >= p.expires_us {
         return Err(CodeError::Expired);

@@ -46,7 +46,11 @@ impl Login {
             return restart("code was issued for another app");
         }
         let ttl = std::time::Duration::from_micros((pending.expires_us - now).max(0) as u64);
-        match self.shared.claim_once(&format!("code:{}", pending.id), ttl).await {
+        match self
+            .shared
+            .claim_once(&format!("code:{}", pending.id), ttl)
+            .await
+        {
             Ok(true) => {}
             Ok(false) => return restart("the code was used already"),
             Err(e) => {
@@ -72,9 +76,10 @@ impl Login {
             .get(http::header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        self.sessions.add_app(&minted.claims.sid, &app.name, now, || {
-            self.session_info(&pending.session, ctx, ua)
-        });
+        self.sessions
+            .add_app(&minted.claims.sid, &app.name, now, || {
+                self.session_info(&pending.session, ctx, ua)
+            });
         let lifetime = Duration::from_secs((minted.claims.exp - minted.claims.iat).max(0) as u64);
         let target = pending.return_path;
         let mut resp = if app.same_site == SameSite::Strict {

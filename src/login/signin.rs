@@ -4,8 +4,8 @@
 
 use super::codes::{self, Pending};
 use super::{Login, pages, users};
-use crate::cluster::{ClusterError, blocked_for};
 use crate::auth::{AuthFailure, Identity};
+use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
 use crate::error::GatewayError;
 use crate::revocation::Scope;

@@ -8,6 +8,7 @@
 //! session registry, the audit log and a notifier, and nothing else.
 
 use super::log::RevocationLog;
+use super::meta::MetaIndex;
 use super::set::RevocationSet;
 use super::{RevocationRecord, Scope};
 use crate::audit::{AuditEvent, AuditLog};
@@ -131,6 +132,7 @@ pub struct Engine {
     node_id: String,
     ticker: Arc<Ticker>,
     set: Arc<RevocationSet>,
+    meta: Arc<MetaIndex>,
     log: Arc<RevocationLog>,
     sessions: Arc<Registry>,
     audit: Arc<AuditLog>,
@@ -143,6 +145,7 @@ pub struct Parts {
     pub node_id: String,
     pub ticker: Arc<Ticker>,
     pub set: Arc<RevocationSet>,
+    pub meta: Arc<MetaIndex>,
     pub log: Arc<RevocationLog>,
     pub sessions: Arc<Registry>,
     pub audit: Arc<AuditLog>,
@@ -156,6 +159,7 @@ impl Engine {
             node_id: p.node_id,
             ticker: p.ticker,
             set: p.set,
+            meta: p.meta,
             log: p.log,
             sessions: p.sessions,
             audit: p.audit,
@@ -174,6 +178,37 @@ impl Engine {
 
     pub fn log(&self) -> &Arc<RevocationLog> {
         &self.log
+    }
+
+    /// What is known about each entry in force (id, reason, actor, node).
+    pub fn meta(&self) -> &MetaIndex {
+        &self.meta
+    }
+
+    /// Every revocation in force, newest first (at most `limit`): its record where
+    /// known, else the bare entry with an empty id.
+    pub fn in_force(&self, limit: usize) -> Vec<RevocationRecord> {
+        let mut all = Vec::with_capacity(self.set.len());
+        self.set
+            .for_each(|scope, target, nb| all.push((nb, scope, target.to_string())));
+        all.sort_unstable_by_key(|e| std::cmp::Reverse(e.0));
+        all.truncate(limit);
+        all.into_iter()
+            .map(
+                |(nb, scope, target)| match self.meta.get(scope, &target, nb) {
+                    Some(r) => (*r).clone(),
+                    None => RevocationRecord {
+                        id: String::new(),
+                        scope,
+                        target,
+                        not_before_us: nb,
+                        reason: String::new(),
+                        actor: String::new(),
+                        node: String::new(),
+                    },
+                },
+            )
+            .collect()
     }
 
     pub fn now_us(&self) -> Micros {
@@ -254,6 +289,7 @@ impl Engine {
     /// Puts `rec` in force here and ends the sessions it covers.
     fn enforce(&self, rec: &RevocationRecord) -> u64 {
         self.set.apply(rec.scope, &rec.target, rec.not_before_us);
+        self.meta.insert(rec.clone());
         self.end_sessions(rec, self.now_us())
     }
 
@@ -285,6 +321,7 @@ impl Engine {
             if self.set.apply(rec.scope, &rec.target, rec.not_before_us) {
                 moved += 1;
             }
+            self.meta.insert(rec.clone());
             ended.insert(rec.id.clone(), self.end_sessions(rec, self.now_us()));
         }
         Ok((moved, ended))
@@ -299,9 +336,9 @@ impl Engine {
         match rec.scope {
             Scope::Session => reg.end_matching(nb, now, true, |s| s.info.sid == t),
             Scope::User => reg.end_matching(nb, now, true, |s| s.info.user == t),
-            Scope::Group => reg.end_matching(nb, now, true, |s| {
-                s.info.groups.iter().any(|g| g == t)
-            }),
+            Scope::Group => {
+                reg.end_matching(nb, now, true, |s| s.info.groups.iter().any(|g| g == t))
+            }
             Scope::App => reg.end_matching(nb, now, false, |s| s.apps().iter().any(|a| a == t)),
             Scope::All => reg.end_matching(nb, now, true, |_| true),
         }
@@ -404,6 +441,7 @@ mod tests {
             node_id: "n1".into(),
             ticker: Arc::new(Ticker::new(clock.clone())),
             set: Arc::new(RevocationSet::new()),
+            meta: Arc::new(MetaIndex::default()),
             log: Arc::new(RevocationLog::open(&dir.path().join("r.log")).unwrap().0),
             sessions: sessions.clone(),
             audit: Arc::new(AuditLog::open(&dir.path().join("a.log")).unwrap()),

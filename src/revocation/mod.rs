@@ -3,6 +3,7 @@
 
 pub mod engine;
 pub mod log;
+pub mod meta;
 pub mod set;
 
 use serde::{Deserialize, Serialize};

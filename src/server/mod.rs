@@ -302,6 +302,7 @@ async fn maintenance(gw: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
         rounds += 1;
         let horizon = gw.revocation_horizon();
         let pruned = gw.revocations.prune(horizon);
+        gw.engine.meta().prune(horizon);
         if pruned > 0 {
             tracing::info!(pruned, "dropped revocations older than any live token");
         }

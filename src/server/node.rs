@@ -14,6 +14,7 @@ use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
 use crate::revocation::engine::{self, Engine};
 use crate::revocation::log::RevocationLog;
+use crate::revocation::meta::MetaIndex;
 use crate::revocation::set::RevocationSet;
 use crate::revocation::{RevocationRecord, Scope};
 use crate::runtime::{Live, horizon_us};
@@ -21,7 +22,7 @@ use crate::session::keys::KeyRing;
 use crate::session::registry::Registry;
 use crate::sync::PeerSync;
 use crate::sync::client::PeerClient;
-use crate::sync::journal::Journal;
+use crate::sync::journal::{self, Journal};
 use crate::sync::push::PeerPush;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -50,18 +51,15 @@ fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartEr
 
 /// Replays the revocation log into `set`, drops what no token can match any more, and
 /// opens the log for appends.
-fn open_revocations(
-    dir: &Path,
-    set: &RevocationSet,
-    ticker: &Ticker,
-    horizon: i64,
-) -> Result<RevocationLog, StartError> {
+fn open_revocations(dir: &Path, into: &journal::Target<'_>) -> Result<RevocationLog, StartError> {
     let (log, records) = RevocationLog::open(&dir.join("revocations.log"))?;
+    let horizon = into.horizon;
     let live_rec = |r: &RevocationRecord| r.not_before_us >= horizon || r.scope == Scope::All;
     let mut live = 0usize;
     for r in records.iter().filter(|r| live_rec(r)) {
-        set.apply(r.scope, &r.target, r.not_before_us);
-        ticker.observe(r.not_before_us);
+        into.set.apply(r.scope, &r.target, r.not_before_us);
+        into.ticker.observe(r.not_before_us);
+        into.meta.insert(r.clone());
         live += 1;
     }
     tracing::info!(replayed = records.len(), live, "revocation log replayed");
@@ -79,6 +77,7 @@ fn open_revocations(
 /// What a node holds on disk, opened and replayed.
 struct Durable {
     set: Arc<RevocationSet>,
+    meta: Arc<MetaIndex>,
     revlog: RevocationLog,
     journal: Journal,
     audit: Arc<AuditLog>,
@@ -93,12 +92,22 @@ fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
     std::fs::create_dir_all(dir).map_err(io("cannot create state dir", dir))?;
     let now = ticker.now_us();
     let horizon = now - horizon_us(config);
-    let set = Arc::new(RevocationSet::new());
-    let revlog = open_revocations(dir, &set, ticker, horizon)?;
+    let (set, meta) = (
+        Arc::new(RevocationSet::new()),
+        Arc::new(MetaIndex::default()),
+    );
+    let into = journal::Target {
+        set: &set,
+        meta: &meta,
+        ticker,
+        horizon,
+    };
+    let revlog = open_revocations(dir, &into)?;
     // Entries learnt from peers by anti-entropy are durable in sync's own journal.
-    let (journal, _) = Journal::open(dir, &set, ticker, horizon)?;
+    let (journal, _) = Journal::open(dir, &into)?;
     Ok(Durable {
         set,
+        meta,
         revlog,
         journal,
         audit: Arc::new(AuditLog::open(&dir.join("audit.log"))?),
@@ -138,6 +147,7 @@ impl Node {
             node_id: node_id.clone(),
             ticker: ticker.clone(),
             set: d.set.clone(),
+            meta: d.meta,
             log: Arc::new(d.revlog),
             sessions: d.sessions.clone(),
             audit: d.audit,

@@ -2,6 +2,7 @@
 //! them active for signing (named in `keys/active`), all of them published in the JWKS
 //! and accepted for verification. Nodes of one cluster share the folder.
 
+use super::seal::Sealer;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
@@ -9,7 +10,6 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use super::seal::Sealer;
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {

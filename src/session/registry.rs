@@ -236,13 +236,7 @@ impl Registry {
 
     /// Notes that session `sid` minted a token for `app`. A session this node does
     /// not know (signed in on another node) is recorded from `info` as foreign first.
-    pub fn add_app(
-        &self,
-        sid: &str,
-        app: &str,
-        now: Micros,
-        info: impl FnOnce() -> SessionInfo,
-    ) {
+    pub fn add_app(&self, sid: &str, app: &str, now: Micros, info: impl FnOnce() -> SessionInfo) {
         let mut events = Vec::new();
         let s = match self.get(sid) {
             Some(s) => s,
@@ -331,8 +325,7 @@ impl Registry {
         if !seen.is_empty() {
             self.journal(&seen, false);
         }
-        self.sessions
-            .retain(|_, s| s.info.expires_us + keep > now);
+        self.sessions.retain(|_, s| s.info.expires_us + keep > now);
     }
 
     pub fn len(&self) -> usize {
@@ -399,7 +392,10 @@ mod tests {
             r.create(info(sid, user));
         }
         r.add_app("s1", "echo", 20, || info("s1", "a@x.com"));
-        assert_eq!(r.end_matching(100, 50, true, |s| s.info.user == "b@x.com"), 1);
+        assert_eq!(
+            r.end_matching(100, 50, true, |s| s.info.user == "b@x.com"),
+            1
+        );
         drop(r);
         let r = Registry::open(&p, 60).unwrap();
         let live = r.list(None, 60);

@@ -126,7 +126,10 @@ mod tests {
         let mut bad = v.clone().into_bytes();
         let i = bad.len() - 3;
         bad[i] = if bad[i] == b'A' { b'B' } else { b'A' };
-        assert!(s.open(Purpose::Handoff, std::str::from_utf8(&bad).unwrap()).is_none());
+        assert!(
+            s.open(Purpose::Handoff, std::str::from_utf8(&bad).unwrap())
+                .is_none()
+        );
         assert!(s.open(Purpose::Handoff, "k1.").is_none());
         assert!(s.open(Purpose::Handoff, "garbage").is_none());
         assert!(s.open(Purpose::Handoff, "k2.AAAA").is_none());
@@ -136,9 +139,17 @@ mod tests {
         // After a rotation, values sealed under the old key still open.
         let rotated = Sealer::new(
             "k2",
-            [("k1", b"secret one".as_slice()), ("k2", b"secret 2".as_slice())],
+            [
+                ("k1", b"secret one".as_slice()),
+                ("k2", b"secret 2".as_slice()),
+            ],
         );
         assert_eq!(rotated.open(Purpose::Handoff, &v).unwrap(), b"hello");
-        assert!(rotated.seal(Purpose::Handoff, b"x").unwrap().starts_with("k2."));
+        assert!(
+            rotated
+                .seal(Purpose::Handoff, b"x")
+                .unwrap()
+                .starts_with("k2.")
+        );
     }
 }

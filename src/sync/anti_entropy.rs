@@ -176,7 +176,7 @@ async fn catch_up(sync: &Arc<PeerSync>, inflight: &mut Inflight) -> StartupSync 
 async fn compact_journal(sync: &Arc<PeerSync>) {
     let s = sync.clone();
     let _ = tokio::task::spawn_blocking(move || {
-        if let Err(e) = s.journal.maybe_compact(s.engine.set()) {
+        if let Err(e) = s.journal.maybe_compact(s.engine.set(), s.engine.meta()) {
             tracing::error!(error = %e, "sync journal compaction failed");
         }
     })

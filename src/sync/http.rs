@@ -59,8 +59,10 @@ pub async fn pull(sync: &Arc<PeerSync>, req: &[u8]) -> Response<Body> {
         }
     };
     let s = sync.clone();
-    match tokio::task::spawn_blocking(move || wire::encode_set(s.engine.set(), want.as_deref()))
-        .await
+    match tokio::task::spawn_blocking(move || {
+        wire::encode_set(s.engine.set(), s.engine.meta(), want.as_deref())
+    })
+    .await
     {
         Ok(bytes) => binary(bytes),
         Err(e) => body::json(

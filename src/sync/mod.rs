@@ -261,14 +261,15 @@ fn fresh_entries(
     let mut fresh = Vec::with_capacity(entries.len().min(64 << 20));
     let mut n = 0usize;
     for e in wire::Entries::new(entries) {
-        let (scope, target, nb) = e.map_err(|e| peer::PeerError::Decode(e.to_string()))?;
+        let e = e.map_err(|e| peer::PeerError::Decode(e.to_string()))?;
+        let (scope, target, nb) = (e.scope, e.target, e.nb);
         if (scope != Scope::All && nb < horizon)
             || !canonical(scope, target)
             || set.get(scope, target).is_some_and(|have| have >= nb)
         {
             continue;
         }
-        wire::put_entry(&mut fresh, scope, target, nb);
+        wire::put_entry(&mut fresh, scope, target, nb, e.record().as_ref());
         n += 1;
     }
     Ok((fresh, n))
@@ -277,7 +278,11 @@ fn fresh_entries(
 /// Merges `n` wire entries into the set (in batches on several threads when there are
 /// many) and makes later ticks come after them; returns how many moved the set forward.
 fn apply_entries(set: &RevocationSet, engine: &Engine, entries: &[u8], n: usize) -> usize {
-    let all: Vec<(Scope, &str, i64)> = wire::Entries::new(entries).flatten().collect();
+    let decoded: Vec<wire::Entry<'_>> = wire::Entries::new(entries).flatten().collect();
+    for rec in decoded.iter().filter_map(wire::Entry::record) {
+        engine.meta().insert(rec);
+    }
+    let all: Vec<(Scope, &str, i64)> = decoded.iter().map(|e| (e.scope, e.target, e.nb)).collect();
     let latest = all.iter().map(|e| e.2).max().unwrap_or(i64::MIN);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())

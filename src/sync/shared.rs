@@ -96,8 +96,13 @@ impl PeerShared {
         let Ok(body) = body else { return true };
         let peers = self.client.peers();
         let asks = peers.iter().map(|p| {
-            self.client
-                .call_with(p, Method::POST, "/v1/peer/claim", Some(body.clone()), CLAIM_TIMEOUT)
+            self.client.call_with(
+                p,
+                Method::POST,
+                "/v1/peer/claim",
+                Some(body.clone()),
+                CLAIM_TIMEOUT,
+            )
         });
         let answers = futures_util::future::join_all(asks).await;
         // Any peer that had the key already wins it away; unreachable peers do not.
@@ -115,7 +120,10 @@ impl PeerShared {
         for p in self.client.peers() {
             let (client, body) = (self.client.clone(), body.clone());
             tokio::spawn(async move {
-                if let Err(e) = client.call(&p, Method::POST, "/v1/peer/failure", Some(body)).await {
+                if let Err(e) = client
+                    .call(&p, Method::POST, "/v1/peer/failure", Some(body))
+                    .await
+                {
                     tracing::debug!(peer = %p, error = %e, "could not tell a peer about a failed sign-in");
                 }
             });
