@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod error;
 pub mod gateway;
+pub mod idp;
 pub mod login;
 pub mod metrics;
 pub mod origin;
