@@ -296,10 +296,14 @@ pub async fn op_logout(c: &Client, end_session_url: &Url) -> String {
 }
 
 /// A listener standing in for the RP's `backchannel_logout_uri`: answers 200 and hands
-/// every `logout_token` it receives to the test.
+/// every `logout_token` it receives (with the request's Host) to the test.
 pub struct BackChannel {
     pub url: String,
-    tokens: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
+    /// For the OP's `backchannel.resolve`: `"<host>:<port>"` → `"127.0.0.1:<port>"`.
+    pub resolve: (String, String),
+    /// The self-signed certificate (PEM file) of a TLS listener, for `backchannel.ca_file`.
+    pub ca_file: Option<tempfile::NamedTempFile>,
+    tokens: tokio::sync::Mutex<mpsc::UnboundedReceiver<(String, String)>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -309,54 +313,120 @@ impl Drop for BackChannel {
     }
 }
 
+type Received = mpsc::UnboundedSender<(String, String)>;
+
+async fn receive(
+    req: hyper::Request<hyper::body::Incoming>,
+    tx: Received,
+) -> hyper::Response<http_body_util::Empty<bytes::Bytes>> {
+    let host = req
+        .headers()
+        .get("host")
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or_default()
+        .to_string();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    for (k, v) in form_urlencoded::parse(&body) {
+        if k == "logout_token" {
+            let _ = tx.send((host.clone(), v.into_owned()));
+        }
+    }
+    hyper::Response::new(http_body_util::Empty::new())
+}
+
+async fn serve<S>(s: S, tx: Received)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = hyper::service::service_fn(move |req| {
+        let tx = tx.clone();
+        async move { Ok::<_, std::convert::Infallible>(receive(req, tx).await) }
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
+        .await;
+}
+
 impl BackChannel {
+    /// Plain HTTP on 127.0.0.1.
     pub async fn start() -> BackChannel {
+        Self::start_as(None).await
+    }
+
+    /// HTTPS under `host` (e.g. `auth.localhost`) with a fresh self-signed certificate;
+    /// the OP reaches it through `resolve` and trusts it through `ca_file`.
+    pub async fn start_tls(host: &str) -> BackChannel {
+        Self::start_as(Some(host)).await
+    }
+
+    async fn start_as(tls_host: Option<&str>) -> BackChannel {
         let l = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let url = format!(
-            "http://{}/backchannel-logout",
-            l.local_addr().expect("addr")
-        );
+        let addr = l.local_addr().expect("addr");
         let (tx, rx) = mpsc::unbounded_channel();
+        let (acceptor, ca_file, host) = match tls_host {
+            None => (None, None, addr.ip().to_string()),
+            Some(host) => {
+                let key = rcgen::KeyPair::generate().expect("key");
+                let params = rcgen::CertificateParams::new(vec![host.to_string()]).expect("params");
+                let cert = params.self_signed(&key).expect("cert");
+                let ca = tempfile::NamedTempFile::new().expect("temp file");
+                std::fs::write(ca.path(), cert.pem()).expect("write cert");
+                let der = rustls_pki_types::PrivateKeyDer::try_from(key.serialize_der())
+                    .expect("key der");
+                let cfg = rustls::ServerConfig::builder_with_provider(portcullis::tls::provider())
+                    .with_safe_default_protocol_versions()
+                    .expect("versions")
+                    .with_no_client_auth()
+                    .with_single_cert(vec![cert.der().clone()], der)
+                    .expect("server config");
+                let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(cfg));
+                (Some(acceptor), Some(ca), host.to_string())
+            }
+        };
+        let scheme = if acceptor.is_some() { "https" } else { "http" };
+        let authority = format!("{host}:{}", addr.port());
+        let url = format!("{scheme}://{authority}/backchannel-logout");
         let task = tokio::spawn(async move {
             while let Ok((s, _)) = l.accept().await {
                 let tx = tx.clone();
+                let acceptor = acceptor.clone();
                 tokio::spawn(async move {
-                    let svc = hyper::service::service_fn(
-                        move |req: hyper::Request<hyper::body::Incoming>| {
-                            let tx = tx.clone();
-                            async move {
-                                let body = req
-                                    .into_body()
-                                    .collect()
-                                    .await
-                                    .map(|b| b.to_bytes())
-                                    .unwrap_or_default();
-                                for (k, v) in form_urlencoded::parse(&body) {
-                                    if k == "logout_token" {
-                                        let _ = tx.send(v.into_owned());
-                                    }
-                                }
-                                Ok::<_, std::convert::Infallible>(hyper::Response::new(
-                                    http_body_util::Empty::<bytes::Bytes>::new(),
-                                ))
+                    match acceptor {
+                        None => serve(s, tx).await,
+                        Some(a) => {
+                            if let Ok(tls) = a.accept(s).await {
+                                serve(tls, tx).await
                             }
-                        },
-                    );
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(hyper_util::rt::TokioIo::new(s), svc)
-                        .await;
+                        }
+                    }
                 });
             }
         });
         BackChannel {
             url,
+            resolve: (authority, addr.to_string()),
+            ca_file,
             tokens: tokio::sync::Mutex::new(rx),
             task,
         }
     }
 
-    /// The next logout token received (waits up to 5 s).
-    pub async fn next(&self) -> String {
+    /// The OP's `backchannel` settings that reach this listener.
+    pub fn op_settings(&self) -> Value {
+        let mut v = json!({"resolve": {self.resolve.0.clone(): self.resolve.1.clone()}});
+        if let Some(ca) = &self.ca_file {
+            v["ca_file"] = json!(ca.path());
+        }
+        v
+    }
+
+    /// The next logout token received, with the Host it was sent to (waits up to 5 s).
+    pub async fn next_with_host(&self) -> (String, String) {
         let mut rx = self.tokens.lock().await;
         tokio::time::timeout(Duration::from_secs(5), rx.recv())
             .await
@@ -364,9 +434,14 @@ impl BackChannel {
             .expect("channel open")
     }
 
+    /// The next logout token received (waits up to 5 s).
+    pub async fn next(&self) -> String {
+        self.next_with_host().await.1
+    }
+
     /// Whether a token arrived (without waiting).
     pub async fn try_next(&self) -> Option<String> {
-        self.tokens.lock().await.try_recv().ok()
+        self.tokens.lock().await.try_recv().ok().map(|(_, t)| t)
     }
 }
 
@@ -1110,5 +1185,32 @@ async fn end_session_url_is_off_when_configured_off() {
     let on = discover("corp", &op, "rp").await;
     let url = on.end_session_url("x.y.z", &post_logout_uri()).expect("on");
     assert!(url.as_str().starts_with(&op.url("/session/end")), "{url}");
+    op.stop().await;
+}
+
+#[tokio::test]
+async fn back_channel_logout_reaches_an_https_rp_by_its_name() {
+    let bc = BackChannel::start_tls("auth.localhost").await;
+    assert!(bc.url.starts_with("https://auth.localhost:"), "{}", bc.url);
+    let mut config = op_config(vec![op_client("rp", "corp", Some(&bc.url))]);
+    config["backchannel"] = bc.op_settings();
+    let op = TestOp::start(config).await;
+    let p = discover("corp", &op, "rp").await;
+    let c = browser();
+    let (_, id) = sign_in_alice(&p, &c).await;
+    let end = p
+        .end_session_url(&id.id_token, &post_logout_uri())
+        .expect("end_session");
+    op_logout(&c, &end).await;
+    let (host, token) = bc.next_with_host().await;
+    assert_eq!(
+        host, bc.resolve.0,
+        "sent to the RP's name, over TLS it trusted"
+    );
+    let lt = p
+        .verify_logout_token(&token, now())
+        .await
+        .expect("verifies");
+    assert_eq!(lt.sid, id.sid);
     op.stop().await;
 }
