@@ -11,9 +11,9 @@ use openidconnect::core::{
 };
 use openidconnect::{
     AuthenticationContextClass, AuthorizationCode, ClientId, ClientSecret, CsrfToken,
-    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, OAuth2TokenResponse,
-    PkceCodeChallenge, PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl,
-    RequestTokenError, Scope, TokenResponse,
+    EndpointMaybeSet, EndpointNotSet, EndpointSet, IssuerUrl, Nonce, PkceCodeChallenge,
+    PkceCodeVerifier, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope,
+    TokenResponse,
 };
 use std::time::Duration;
 use url::Url;
@@ -165,7 +165,6 @@ impl Provider {
             .request_async(&self.http)
             .await
             .map_err(token_error)?;
-        let _ = response.access_token(); // not used: identity comes from the ID token alone
         let id_token = response
             .id_token()
             .ok_or_else(|| IdpError::TokenRefused("the token response has no id_token".into()))?

@@ -314,7 +314,11 @@ async function main() {
     ready.signing_keys = keys.map((k) => ({ kid: k.jwk.kid, alg: k.jwk.alg, pem: k.pem }));
   }
   process.stdout.write(`${JSON.stringify(ready)}\n`);
-  const stop = () => server.close(() => process.exit(0)) && setTimeout(() => process.exit(0), 500).unref();
+  const stop = () => {
+    server.close(() => process.exit(0));
+    server.closeAllConnections();
+    setTimeout(() => process.exit(0), 500).unref();
+  };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
   if (cfg.exit_on_stdin_eof) {
