@@ -187,7 +187,7 @@ impl Provider {
     ) -> Result<IdpIdentity, IdpError> {
         let claims = token::verify(self, id_token, &pending.nonce, now).await?;
         let identity = token::identity(&self.cfg, &claims, id_token)?;
-        token::check_fresh(&identity, pending, reauth_after)?;
+        identity.check_fresh(pending, reauth_after)?;
         Ok(identity)
     }
 

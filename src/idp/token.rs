@@ -209,37 +209,39 @@ fn bad_groups(cfg: &IdpConfig) -> IdpError {
     ))
 }
 
-/// Re-authentication checks: `auth_time` must not be before `reauth_after`, and `acr`
-/// must be one of the values asked for. `auth_time` has whole seconds, so it is compared
-/// with the second `reauth_after` falls in. No clock skew is allowed here: it would be a
-/// window for an IdP session from just before the revocation. An IdP whose clock is
-/// behind ours refuses a re-login made within that lag once; the retry passes.
-pub(crate) fn check_fresh(
-    id: &IdpIdentity,
-    pending: &PendingAuth,
-    reauth_after: Option<Micros>,
-) -> Result<(), IdpError> {
-    if let Some(required) = reauth_after {
-        let floor = required.div_euclid(1_000_000) * 1_000_000;
-        if id.auth_time.is_none_or(|t| t < floor) {
-            return Err(IdpError::ReauthRequired {
-                auth_time: id.auth_time,
-                required,
+impl IdpIdentity {
+    /// Re-authentication checks: `auth_time` must not be before `reauth_after`, and
+    /// `acr` must be one of the values `pending` asked for. `auth_time` has whole
+    /// seconds, so it is compared with the second `reauth_after` falls in. No clock
+    /// skew is allowed here: it would be a window for an IdP session from just before
+    /// the revocation. An IdP whose clock is behind ours refuses a re-login made within
+    /// that lag once; the retry passes.
+    ///
+    /// [`Provider::exchange`] runs it with the `reauth_after` it is given; call it
+    /// again once the identity is known if the instant depends on who signed in.
+    pub fn check_fresh(
+        &self,
+        pending: &PendingAuth,
+        reauth_after: Option<Micros>,
+    ) -> Result<(), IdpError> {
+        if let Some(required) = reauth_after {
+            let floor = required.div_euclid(1_000_000) * 1_000_000;
+            if self.auth_time.is_none_or(|t| t < floor) {
+                return Err(IdpError::ReauthRequired {
+                    auth_time: self.auth_time,
+                    required,
+                });
+            }
+        }
+        let asked = &pending.acr_values;
+        if !asked.is_empty() && !self.acr.as_ref().is_some_and(|a| asked.contains(a)) {
+            return Err(IdpError::AcrNotSatisfied {
+                acr: self.acr.clone(),
+                wanted: asked.clone(),
             });
         }
+        Ok(())
     }
-    if !pending.acr_values.is_empty()
-        && !id
-            .acr
-            .as_ref()
-            .is_some_and(|a| pending.acr_values.contains(a))
-    {
-        return Err(IdpError::AcrNotSatisfied {
-            acr: id.acr.clone(),
-            wanted: pending.acr_values.clone(),
-        });
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -275,7 +277,7 @@ mod tests {
     fn auth_time_is_compared_in_whole_seconds() {
         let revoked = 1_000_500_000; // 1000.5 s
         let p = pending(&[]);
-        let fresh = |t: Micros| check_fresh(&ident(Some(t), None), &p, Some(revoked));
+        let fresh = |t: Micros| ident(Some(t), None).check_fresh(&p, Some(revoked));
         assert_eq!(fresh(1_000_000_000), Ok(()), "same second");
         assert_eq!(fresh(1_001_000_000), Ok(()));
         assert_eq!(
@@ -286,27 +288,27 @@ mod tests {
             })
         );
         assert!(matches!(
-            check_fresh(&ident(None, None), &p, Some(revoked)),
+            ident(None, None).check_fresh(&p, Some(revoked)),
             Err(IdpError::ReauthRequired {
                 auth_time: None,
                 ..
             })
         ));
-        assert_eq!(check_fresh(&ident(None, None), &p, None), Ok(()));
+        assert_eq!(ident(None, None).check_fresh(&p, None), Ok(()));
     }
 
     #[test]
     fn acr_must_be_one_asked_for() {
         let p = pending(&["urn:mfa"]);
-        assert_eq!(check_fresh(&ident(None, Some("urn:mfa")), &p, None), Ok(()));
+        assert_eq!(ident(None, Some("urn:mfa")).check_fresh(&p, None), Ok(()));
         assert!(matches!(
-            check_fresh(&ident(None, Some("urn:pwd")), &p, None),
+            ident(None, Some("urn:pwd")).check_fresh(&p, None),
             Err(IdpError::AcrNotSatisfied { .. })
         ));
         assert!(matches!(
-            check_fresh(&ident(None, None), &p, None),
+            ident(None, None).check_fresh(&p, None),
             Err(IdpError::AcrNotSatisfied { .. })
         ));
-        assert_eq!(check_fresh(&ident(None, None), &pending(&[]), None), Ok(()));
+        assert_eq!(ident(None, None).check_fresh(&pending(&[]), None), Ok(()));
     }
 }

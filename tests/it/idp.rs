@@ -857,6 +857,18 @@ async fn force_reauth_makes_the_op_ask_again_and_auth_time_is_checked() {
         }
         other => panic!("expected ReauthRequired, got {other:?}"),
     }
+    // The same check after the fact, once the gateway knows who signed in.
+    let (_, cb, pending) = signed_in(&p, &c, false, creds(ALICE, ALICE_PW)).await;
+    let id = p
+        .exchange(&cb, &pending, &redirect, None, now())
+        .await
+        .expect("exchange");
+    assert_eq!(id.auth_time, Some(t1));
+    assert!(
+        id.check_fresh(&pending, Some(revoked_at))
+            .is_err_and(|e| e.needs_reauth())
+    );
+    assert_eq!(id.check_fresh(&pending, Some(t1)), Ok(()));
 
     // Forced: prompt=login, max_age=0 and the MFA acr are sent; the OP shows its login page.
     let (url, pending) = p.authorization_url(&redirect, true, now());
