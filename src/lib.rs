@@ -5,7 +5,8 @@
 //!   [`web`] (HTTP building blocks), [`metrics`];
 //! - [`config`], [`tls`], [`session`] (keys, tokens, cookies, registry), [`audit`],
 //!   [`origin`] (the HTTP/1 origin client), [`error`];
-//! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`];
+//! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`],
+//!   [`idp`] (OpenID Connect providers), [`cluster`] (shared state interface);
 //! - [`sync`] (the peer backend), [`login`] (sign-in flows);
 //! - [`proxy`] (the data plane), [`control`] (the control port);
 //! - [`server`]: builds the node's services and runs the listeners.
@@ -18,6 +19,7 @@ pub mod cluster;
 pub mod config;
 pub mod control;
 pub(crate) mod error;
+pub mod idp;
 pub mod login;
 pub mod metrics;
 pub mod origin;

@@ -41,6 +41,8 @@ pub struct FileConfig {
     pub apps: Vec<AppFile>,
     #[serde(default, rename = "user")]
     pub users: Vec<UserFile>,
+    #[serde(default, rename = "idp")]
+    pub idps: Vec<super::idp::IdpFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -2,6 +2,7 @@
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
 pub mod file;
+pub mod idp;
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -70,6 +71,7 @@ pub struct Config {
     pub log: LogFile,
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
+    pub idps: Vec<idp::IdpConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -354,6 +356,8 @@ impl Validator {
         let sync = self.sync(&raw)?;
         let apps = self.apps(&raw, &auth_domain, g.origin_timeout.0)?;
         let users = self.users(&raw)?;
+        let idps = idp::validate(&raw.idps, &self.base)
+            .map_err(|(field, reason)| self.err(field, reason))?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -391,6 +395,7 @@ impl Validator {
             log: raw.log,
             apps,
             users,
+            idps,
         })
     }
 
