@@ -19,5 +19,6 @@ pub mod revocation;
 pub mod secrets;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub mod sync;
 pub mod tls;
