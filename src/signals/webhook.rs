@@ -76,7 +76,10 @@ pub fn validate(files: &[WebhookFile], base_dir: &Path) -> Result<Vec<WebhookCon
         let field = |k: &str| format!("signals.webhook[{i}].{k}");
         check_name(&f.name).map_err(|r| FieldError::new(field("name"), r))?;
         if out.iter().any(|w| w.name == f.name) {
-            return Err(FieldError::new(field("name"), format!("{:?} appears twice", f.name)));
+            return Err(FieldError::new(
+                field("name"),
+                format!("{:?} appears twice", f.name),
+            ));
         }
         let text = read_secret(&resolve(base_dir, &f.secret_file))
             .map_err(|r| FieldError::new(field("secret_file"), r))?;
@@ -89,7 +92,10 @@ pub fn validate(files: &[WebhookFile], base_dir: &Path) -> Result<Vec<WebhookCon
         if let Some(short) = secrets.iter().find(|s| s.len() < 16) {
             return Err(FieldError::new(
                 field("secret_file"),
-                format!("a secret of {} bytes is too short: use at least 16", short.len()),
+                format!(
+                    "a secret of {} bytes is too short: use at least 16",
+                    short.len()
+                ),
             ));
         }
         out.push(WebhookConfig {
@@ -310,16 +316,36 @@ mod tests {
             ("wrong secret", Some(&other), BODY, HookError::BadSignature),
             ("stale", Some(&stale), BODY, HookError::Stale),
             ("future", Some(&future), BODY, HookError::Future),
-            ("tampered body", Some(&good), tampered, HookError::BadSignature),
-            ("empty", Some(""), BODY, HookError::MalformedSignature("expected key=value pairs")),
-            ("no t", Some("v1=00"), BODY, HookError::MalformedSignature("v1 is not 64 hex digits")),
+            (
+                "tampered body",
+                Some(&good),
+                tampered,
+                HookError::BadSignature,
+            ),
+            (
+                "empty",
+                Some(""),
+                BODY,
+                HookError::MalformedSignature("expected key=value pairs"),
+            ),
+            (
+                "no t",
+                Some("v1=00"),
+                BODY,
+                HookError::MalformedSignature("v1 is not 64 hex digits"),
+            ),
             (
                 "t not a number",
                 Some("t=12a,v1=00"),
                 BODY,
                 HookError::MalformedSignature("t is not unix seconds"),
             ),
-            ("no v1", Some("t=1760000000"), BODY, HookError::MalformedSignature("no v1 signature")),
+            (
+                "no v1",
+                Some("t=1760000000"),
+                BODY,
+                HookError::MalformedSignature("no v1 signature"),
+            ),
             (
                 "two t",
                 Some("t=1,t=2,v1=00"),
@@ -355,7 +381,10 @@ mod tests {
         let ours = WebhookConfig::new("h", vec![new.clone()]);
         assert!(ours.verify(Some(&both), BODY, NOW).is_ok());
         // We hold both; sender still signs with the old one only. Unknown v0 ignored.
-        let old_only = format!("v0=zz, t={NOW_S} , v1={}", hex::encode(sign(&old, NOW_S, BODY)));
+        let old_only = format!(
+            "v0=zz, t={NOW_S} , v1={}",
+            hex::encode(sign(&old, NOW_S, BODY))
+        );
         let ours = WebhookConfig::new("h", vec![new, old]);
         assert!(ours.verify(Some(&old_only), BODY, NOW).is_ok());
     }
@@ -364,12 +393,27 @@ mod tests {
     fn bodies_must_be_valid_revocations() {
         let cases: [(&[u8], &str); 7] = [
             (b"not json", "expected"),
-            (br#"{"scope":"user","target":"a@b.c","event_id":"e","extra":1}"#, "unknown field"),
-            (br#"{"scope":"planet","target":"x","event_id":"e"}"#, "scope must be"),
-            (br#"{"scope":"user","target":"a@b.c"}"#, "missing field `event_id`"),
-            (br#"{"scope":"user","target":"a@b.c","event_id":""}"#, "event_id must be"),
+            (
+                br#"{"scope":"user","target":"a@b.c","event_id":"e","extra":1}"#,
+                "unknown field",
+            ),
+            (
+                br#"{"scope":"planet","target":"x","event_id":"e"}"#,
+                "scope must be",
+            ),
+            (
+                br#"{"scope":"user","target":"a@b.c"}"#,
+                "missing field `event_id`",
+            ),
+            (
+                br#"{"scope":"user","target":"a@b.c","event_id":""}"#,
+                "event_id must be",
+            ),
             (br#"{"scope":"user","event_id":"e"}"#, "target is required"),
-            (br#"{"scope":"user","target":"a@b.c","event_id":"has space"}"#, "printable"),
+            (
+                br#"{"scope":"user","target":"a@b.c","event_id":"has space"}"#,
+                "printable",
+            ),
         ];
         for (body, want) in cases {
             let h = signature_header(SECRET, NOW_S, body);
@@ -389,7 +433,11 @@ mod tests {
     #[test]
     fn config_validation_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("s"), "first-secret-0123456\n\nsecond-secret-012345\n").unwrap();
+        std::fs::write(
+            dir.path().join("s"),
+            "first-secret-0123456\n\nsecond-secret-012345\n",
+        )
+        .unwrap();
         std::fs::write(dir.path().join("short"), "tiny\n").unwrap();
         let f = |name: &str, file: &str| WebhookFile {
             name: name.into(),
@@ -397,7 +445,10 @@ mod tests {
         };
         let ok = validate(&[f("soar", "s")], dir.path()).unwrap();
         assert_eq!(ok[0].secrets.len(), 2);
-        assert!(!format!("{ok:?}").contains("first-secret"), "Debug leaks the secret");
+        assert!(
+            !format!("{ok:?}").contains("first-secret"),
+            "Debug leaks the secret"
+        );
         let e = validate(&[f("soar", "s"), f("soar", "s")], dir.path()).unwrap_err();
         assert_eq!(e.field, "signals.webhook[1].name");
         let e = validate(&[f("Bad Name", "s")], dir.path()).unwrap_err();

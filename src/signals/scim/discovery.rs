@@ -65,8 +65,15 @@ fn attribute(a: &Attr, kind: Kind) -> Value {
         Shape::Complex(s) => ("complex", false, s),
         Shape::MultiComplex(s) => ("complex", true, s),
     };
-    let required = matches!((kind, a.name), (Kind::User, "userName") | (Kind::Group, "displayName"));
-    let uniqueness = if a.name == "userName" || a.name == "id" { "server" } else { "none" };
+    let required = matches!(
+        (kind, a.name),
+        (Kind::User, "userName") | (Kind::Group, "displayName")
+    );
+    let uniqueness = if a.name == "userName" || a.name == "id" {
+        "server"
+    } else {
+        "none"
+    };
     let mut v = json!({
         "name": a.name,
         "type": ty,
@@ -110,7 +117,10 @@ fn schema(base: &str, kind: Kind) -> Value {
 
 pub fn schemas(base: &str, id: Option<&str>) -> Result<Value, ScimError> {
     match id {
-        None => Ok(list(vec![schema(base, Kind::User), schema(base, Kind::Group)])),
+        None => Ok(list(vec![
+            schema(base, Kind::User),
+            schema(base, Kind::Group),
+        ])),
         Some(u) if u.eq_ignore_ascii_case(USER_SCHEMA) => Ok(schema(base, Kind::User)),
         Some(g) if g.eq_ignore_ascii_case(GROUP_SCHEMA) => Ok(schema(base, Kind::Group)),
         Some(other) => Err(ScimError::not_found(format!("schema {other} not found"))),

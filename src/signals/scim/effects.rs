@@ -18,11 +18,23 @@ use std::collections::BTreeSet;
 #[serde(tag = "effect", rename_all = "snake_case")]
 pub enum Effect {
     /// Revoke every session and token of the user; sign-in is refused while inactive.
-    Deactivated { user_id: String, email: String, aliases: Vec<String> },
+    Deactivated {
+        user_id: String,
+        email: String,
+        aliases: Vec<String>,
+    },
     /// Same as `Deactivated`; the account is gone from SCIM (sign-in stays refused).
-    Deleted { user_id: String, email: String, aliases: Vec<String> },
+    Deleted {
+        user_id: String,
+        email: String,
+        aliases: Vec<String>,
+    },
     /// Sign-in is allowed again (nothing to revoke).
-    Reactivated { user_id: String, email: String, aliases: Vec<String> },
+    Reactivated {
+        user_id: String,
+        email: String,
+        aliases: Vec<String>,
+    },
     /// Revoke the user's app tokens that carry `group`; the global session stays and the
     /// next navigation re-issues a token without it.
     LeftGroup {
@@ -79,16 +91,28 @@ pub fn user_effects(before: Option<&UserRecord>, after: &UserRecord) -> Vec<Effe
     let live_before = before.filter(|b| !b.deleted);
     let (user_id, email, aliases) = (after.id.clone(), after.email(), after.aliases());
     let effect = if after.deleted {
-        live_before.map(|_| Effect::Deleted { user_id, email, aliases })
+        live_before.map(|_| Effect::Deleted {
+            user_id,
+            email,
+            aliases,
+        })
     } else if !after.active {
         // Created inactive counts too: the person may hold sessions from before SCIM.
         match live_before {
             Some(b) if !b.active => None,
-            _ => Some(Effect::Deactivated { user_id, email, aliases }),
+            _ => Some(Effect::Deactivated {
+                user_id,
+                email,
+                aliases,
+            }),
         }
     } else {
         match live_before {
-            Some(b) if !b.active => Some(Effect::Reactivated { user_id, email, aliases }),
+            Some(b) if !b.active => Some(Effect::Reactivated {
+                user_id,
+                email,
+                aliases,
+            }),
             _ => None,
         }
     };
@@ -97,10 +121,20 @@ pub fn user_effects(before: Option<&UserRecord>, after: &UserRecord) -> Vec<Effe
 
 /// Effects of a group record changing from `before` to `after` (the store already holds
 /// `after`). A rename is leaving the old name and joining the new one.
-pub fn group_effects(store: &dyn ScimStore, before: Option<&GroupRecord>, after: &GroupRecord) -> Vec<Effect> {
+pub fn group_effects(
+    store: &dyn ScimStore,
+    before: Option<&GroupRecord>,
+    after: &GroupRecord,
+) -> Vec<Effect> {
     let live_before = before.filter(|b| !b.deleted);
-    let old: Vec<&String> = live_before.map(|b| b.members.iter().collect()).unwrap_or_default();
-    let new: Vec<&String> = if after.deleted { Vec::new() } else { after.members.iter().collect() };
+    let old: Vec<&String> = live_before
+        .map(|b| b.members.iter().collect())
+        .unwrap_or_default();
+    let new: Vec<&String> = if after.deleted {
+        Vec::new()
+    } else {
+        after.members.iter().collect()
+    };
     let old_name = live_before.map(|b| b.display_name.as_str());
     let renamed = old_name.is_some_and(|n| n != after.display_name);
     let mut out = Vec::new();

@@ -93,12 +93,19 @@ fn tokenize(s: &str) -> Result<Vec<Tok>, ScimError> {
             }
             _ => {
                 let start = i;
-                while i < b.len() && !matches!(b[i], b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b'[' | b']' | b'"') {
+                while i < b.len()
+                    && !matches!(
+                        b[i],
+                        b' ' | b'\t' | b'\n' | b'\r' | b'(' | b')' | b'[' | b']' | b'"'
+                    )
+                {
                     i += 1;
                 }
                 let w = &s[start..i];
                 out.push(match w {
-                    "true" | "false" | "null" => Tok::Lit(serde_json::from_str(w).unwrap_or(Value::Null)),
+                    "true" | "false" | "null" => {
+                        Tok::Lit(serde_json::from_str(w).unwrap_or(Value::Null))
+                    }
                     _ if w.starts_with(|c: char| c.is_ascii_digit() || c == '-') => {
                         match serde_json::from_str::<serde_json::Number>(w) {
                             Ok(n) => Tok::Lit(Value::Number(n)),
@@ -204,7 +211,9 @@ impl Parser<'_> {
             self.pos += 1;
             let attr = resolve_attr(self.kind, name, ScimError::invalid_filter)?;
             if !matches!(attr.shape, Shape::MultiComplex(_)) || self.within.is_some() {
-                return Err(ScimError::invalid_filter(format!("{name} is not multi-valued")));
+                return Err(ScimError::invalid_filter(format!(
+                    "{name} is not multi-valued"
+                )));
             }
             let saved = self.within.replace(attr);
             let inner = self.nested(Tok::RBracket)?;
@@ -230,7 +239,11 @@ impl Parser<'_> {
             "ge" => Op::Ge,
             "lt" => Op::Lt,
             "le" => Op::Le,
-            other => return Err(ScimError::invalid_filter(format!("unknown operator {other:?}"))),
+            other => {
+                return Err(ScimError::invalid_filter(format!(
+                    "unknown operator {other:?}"
+                )));
+            }
         };
         let value = match self.next() {
             Some(Tok::Str(s)) => Value::String(s),
@@ -271,9 +284,9 @@ fn attr_path(kind: Kind, name: &str) -> Result<AttrPath, ScimError> {
 }
 
 fn sub_path(parent: &'static Attr, sub: &str) -> Result<AttrPath, ScimError> {
-    let s = parent
-        .sub(sub)
-        .ok_or_else(|| ScimError::invalid_filter(format!("unknown attribute {}.{sub}", parent.name)))?;
+    let s = parent.sub(sub).ok_or_else(|| {
+        ScimError::invalid_filter(format!("unknown attribute {}.{sub}", parent.name))
+    })?;
     Ok(AttrPath {
         attr: parent.name,
         sub: Some(s),
@@ -289,7 +302,11 @@ pub fn parse(kind: Kind, text: &str) -> Result<Filter, ScimError> {
     parse_within(kind, None, text)
 }
 
-fn parse_within(kind: Kind, within: Option<&'static Attr>, text: &str) -> Result<Filter, ScimError> {
+fn parse_within(
+    kind: Kind,
+    within: Option<&'static Attr>,
+    text: &str,
+) -> Result<Filter, ScimError> {
     let toks = tokenize(text)?;
     let mut p = Parser {
         toks: &toks,
@@ -300,7 +317,9 @@ fn parse_within(kind: Kind, within: Option<&'static Attr>, text: &str) -> Result
     };
     let f = p.or()?;
     if p.pos != toks.len() {
-        return Err(ScimError::invalid_filter("unexpected text after the filter"));
+        return Err(ScimError::invalid_filter(
+            "unexpected text after the filter",
+        ));
     }
     Ok(f)
 }
@@ -321,14 +340,22 @@ pub fn parse_path(kind: Kind, path: &str) -> Result<PatchPath, ScimError> {
     };
     // `urn:...:User:name.givenName`: the URN ends at the last ':' before the first '.'.
     let Some(stripped) = kind.strip_urn(head) else {
-        return Ok(PatchPath { attr: None, filter: None, sub: None });
+        return Ok(PatchPath {
+            attr: None,
+            filter: None,
+            sub: None,
+        });
     };
     let (name, mut sub) = match stripped.split_once('.') {
         Some((n, s)) => (n, Some(s)),
         None => (stripped, None),
     };
     let Some(attr) = kind.attr(name) else {
-        return Ok(PatchPath { attr: None, filter: None, sub: None });
+        return Ok(PatchPath {
+            attr: None,
+            filter: None,
+            sub: None,
+        });
     };
     if let Some(r) = rest.strip_prefix('.') {
         if sub.is_some() || filter.is_none() {
@@ -343,14 +370,18 @@ pub fn parse_path(kind: Kind, path: &str) -> Result<PatchPath, ScimError> {
         Some(f) if matches!(attr.shape, Shape::MultiComplex(_)) => {
             Some(parse_within(kind, Some(attr), f).map_err(|e| ScimError::invalid_path(e.detail))?)
         }
-        Some(_) => return Err(ScimError::invalid_path(format!("{} is not multi-valued", attr.name))),
+        Some(_) => {
+            return Err(ScimError::invalid_path(format!(
+                "{} is not multi-valued",
+                attr.name
+            )));
+        }
     };
     let sub = match sub {
         None => None,
-        Some(s) => Some(
-            attr.sub(s)
-                .ok_or_else(|| ScimError::invalid_path(format!("unknown attribute {}.{s}", attr.name)))?,
-        ),
+        Some(s) => Some(attr.sub(s).ok_or_else(|| {
+            ScimError::invalid_path(format!("unknown attribute {}.{s}", attr.name))
+        })?),
     };
     Ok(PatchPath {
         attr: Some(attr),
@@ -364,7 +395,11 @@ fn matching_bracket(s: &str, open: usize) -> Result<usize, ScimError> {
     let mut i = open + 1;
     while i < b.len() {
         match b[i] {
-            b'"' => i = string_literal(s, i).map_err(|e| ScimError::invalid_path(e.detail))?.1,
+            b'"' => {
+                i = string_literal(s, i)
+                    .map_err(|e| ScimError::invalid_path(e.detail))?
+                    .1
+            }
             b']' => return Ok(i),
             _ => i += 1,
         }
@@ -374,7 +409,9 @@ fn matching_bracket(s: &str, open: usize) -> Result<usize, ScimError> {
 
 /// The values an attribute path designates in `res` (several for multi-valued ones).
 fn values<'a>(res: &'a Value, p: &AttrPath) -> Vec<&'a Value> {
-    let Some(v) = res.get(p.attr) else { return Vec::new() };
+    let Some(v) = res.get(p.attr) else {
+        return Vec::new();
+    };
     let items: Vec<&Value> = match v {
         Value::Array(a) => a.iter().collect(),
         other => vec![other],
@@ -426,11 +463,15 @@ fn compare(actual: &Value, op: Op, want: &Value, case_exact: bool) -> bool {
 /// Whether `res` (a resource's JSON, or one element inside `attr[...]`) matches.
 pub fn matches(f: &Filter, res: &Value) -> bool {
     match f {
-        Filter::Cmp(p, Op::Ne, w) => !values(res, p).iter().any(|a| compare(a, Op::Eq, w, p.case_exact)),
-        Filter::Cmp(p, op, w) => values(res, p).iter().any(|a| compare(a, *op, w, p.case_exact)),
-        Filter::Present(p) => values(res, p)
+        Filter::Cmp(p, Op::Ne, w) => !values(res, p)
             .iter()
-            .any(|v| !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())),
+            .any(|a| compare(a, Op::Eq, w, p.case_exact)),
+        Filter::Cmp(p, op, w) => values(res, p)
+            .iter()
+            .any(|a| compare(a, *op, w, p.case_exact)),
+        Filter::Present(p) => values(res, p).iter().any(|v| {
+            !v.is_null() && v.as_str() != Some("") && v.as_array().is_none_or(|a| !a.is_empty())
+        }),
         Filter::And(a, b) => matches(a, res) && matches(b, res),
         Filter::Or(a, b) => matches(a, res) || matches(b, res),
         Filter::Not(a) => !matches(a, res),
@@ -495,20 +536,35 @@ mod tests {
     #[test]
     fn what_okta_and_entra_query_matches() {
         // Okta: GET /Users?filter=userName%20eq%20%22...%22 ; Entra: userName eq "..." too.
-        assert!(check(r#"userName eq "ada@example.com""#), "userName is case-insensitive");
+        assert!(
+            check(r#"userName eq "ada@example.com""#),
+            "userName is case-insensitive"
+        );
         assert!(check(r#"USERNAME EQ "ADA@EXAMPLE.COM""#));
         assert!(check(r#"externalId eq "Ext-1""#));
-        assert!(!check(r#"externalId eq "ext-1""#), "externalId is case-exact");
+        assert!(
+            !check(r#"externalId eq "ext-1""#),
+            "externalId is case-exact"
+        );
         assert!(check(r#"id eq "ID-1""#));
         assert!(check(r#"emails.value eq "ada@home.example""#));
-        assert!(check(r#"emails[type eq "work" and value eq "ada@work.example"]"#));
+        assert!(check(
+            r#"emails[type eq "work" and value eq "ada@work.example"]"#
+        ));
         assert!(!check(r#"emails[type eq "home" and primary eq true]"#));
-        assert!(check(r#"emails co "home""#), "bare multi-valued attribute means .value");
-        assert!(check(r#"active eq false and (name.givenName sw "A" or userName eq "x")"#));
+        assert!(
+            check(r#"emails co "home""#),
+            "bare multi-valued attribute means .value"
+        );
+        assert!(check(
+            r#"active eq false and (name.givenName sw "A" or userName eq "x")"#
+        ));
         assert!(check(r#"not (userName eq "x") and externalId pr"#));
         assert!(!check(r#"displayName pr"#));
         assert!(check(r#"userName ne "x""#));
-        assert!(check(r#"urn:ietf:params:scim:schemas:core:2.0:User:userName ew "EXAMPLE.COM""#));
+        assert!(check(
+            r#"urn:ietf:params:scim:schemas:core:2.0:User:userName ew "EXAMPLE.COM""#
+        ));
         assert!(check(r#"userName eq "with \"quote\"" or active eq false"#));
     }
 
@@ -535,20 +591,50 @@ mod tests {
 
     #[test]
     fn patch_paths() {
-        let p = parse_path(Kind::Group, r#"members[value eq "7f4bc1a3-285e-48ae-8202-5accb43efb0e"]"#).unwrap();
+        let p = parse_path(
+            Kind::Group,
+            r#"members[value eq "7f4bc1a3-285e-48ae-8202-5accb43efb0e"]"#,
+        )
+        .unwrap();
         assert_eq!(p.attr.unwrap().name, "members");
-        assert!(matches_element(p.filter.as_ref().unwrap(), &json!({"value": "7f4bc1a3-285e-48ae-8202-5accb43efb0e"})));
-        assert!(!matches_element(p.filter.as_ref().unwrap(), &json!({"value": "7F4BC1A3-285E-48AE-8202-5ACCB43EFB0E"})));
+        assert!(matches_element(
+            p.filter.as_ref().unwrap(),
+            &json!({"value": "7f4bc1a3-285e-48ae-8202-5accb43efb0e"})
+        ));
+        assert!(!matches_element(
+            p.filter.as_ref().unwrap(),
+            &json!({"value": "7F4BC1A3-285E-48AE-8202-5ACCB43EFB0E"})
+        ));
         let p = parse_path(Kind::User, r#"emails[type eq "work"].value"#).unwrap();
         assert_eq!((p.attr.unwrap().name, p.sub), ("emails", Some("value")));
-        assert_eq!(equalities(p.filter.as_ref().unwrap()), vec![("type", json!("work"))]);
+        assert_eq!(
+            equalities(p.filter.as_ref().unwrap()),
+            vec![("type", json!("work"))]
+        );
         let p = parse_path(Kind::User, "name.givenName").unwrap();
-        assert_eq!((p.attr.unwrap().name, p.sub, p.filter), ("name", Some("givenName"), None));
-        let p = parse_path(Kind::User, "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber").unwrap();
+        assert_eq!(
+            (p.attr.unwrap().name, p.sub, p.filter),
+            ("name", Some("givenName"), None)
+        );
+        let p = parse_path(
+            Kind::User,
+            "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber",
+        )
+        .unwrap();
         assert!(p.attr.is_none(), "not modelled: ignored");
         assert!(parse_path(Kind::User, "nickName").unwrap().attr.is_none());
-        for bad in ["userName[value eq \"x\"]", "emails[type eq \"work\"", "emails[type eq \"work\"]x", "name.nope", ""] {
-            assert_eq!(parse_path(Kind::User, bad).unwrap_err().scim_type, Some("invalidPath"), "{bad:?}");
+        for bad in [
+            "userName[value eq \"x\"]",
+            "emails[type eq \"work\"",
+            "emails[type eq \"work\"]x",
+            "name.nope",
+            "",
+        ] {
+            assert_eq!(
+                parse_path(Kind::User, bad).unwrap_err().scim_type,
+                Some("invalidPath"),
+                "{bad:?}"
+            );
         }
     }
 }

@@ -126,28 +126,46 @@ impl Scim {
         }
     }
 
-    fn route(&self, store: &dyn ScimStore, req: &ScimRequest<'_>, now: Micros) -> Result<ScimOutcome, ScimError> {
+    fn route(
+        &self,
+        store: &dyn ScimStore,
+        req: &ScimRequest<'_>,
+        now: Micros,
+    ) -> Result<ScimOutcome, ScimError> {
         let s = &self.settings;
         let q = Query::parse(req.query);
         let segs: Vec<&str> = req.path.split('/').filter(|p| !p.is_empty()).collect();
         let m = &req.method;
         let endpoint = segs.first().map(|e| e.to_ascii_lowercase());
         match (endpoint.as_deref(), segs.get(1).copied(), segs.len()) {
-            (Some("users"), id, n) if n <= 2 => self.resource::<UserRecord>(store, m, id, req.body, &q, now),
-            (Some("groups"), id, n) if n <= 2 => self.resource::<GroupRecord>(store, m, id, req.body, &q, now),
+            (Some("users"), id, n) if n <= 2 => {
+                self.resource::<UserRecord>(store, m, id, req.body, &q, now)
+            }
+            (Some("groups"), id, n) if n <= 2 => {
+                self.resource::<GroupRecord>(store, m, id, req.body, &q, now)
+            }
             (Some("serviceproviderconfig"), None, 1) => {
                 get_only(m)?;
-                Ok(ScimOutcome::json(200, discovery::service_provider_config(&s.base_url, s.max_results)))
+                Ok(ScimOutcome::json(
+                    200,
+                    discovery::service_provider_config(&s.base_url, s.max_results),
+                ))
             }
             (Some("resourcetypes"), name, n) if n <= 2 => {
                 get_only(m)?;
-                Ok(ScimOutcome::json(200, discovery::resource_types(&s.base_url, name)?))
+                Ok(ScimOutcome::json(
+                    200,
+                    discovery::resource_types(&s.base_url, name)?,
+                ))
             }
             (Some("schemas"), id, n) if n <= 2 => {
                 get_only(m)?;
                 Ok(ScimOutcome::json(200, discovery::schemas(&s.base_url, id)?))
             }
-            _ => Err(ScimError::not_found(format!("no SCIM endpoint at {}", req.path))),
+            _ => Err(ScimError::not_found(format!(
+                "no SCIM endpoint at {}",
+                req.path
+            ))),
         }
     }
 
@@ -168,7 +186,9 @@ impl Scim {
             ("PUT", Some(id)) => resources::replace::<R>(store, s, id, &json_body(body)?, q, now),
             ("PATCH", Some(id)) => resources::patch::<R>(store, s, id, &json_body(body)?, q, now),
             ("DELETE", Some(id)) => resources::delete::<R>(store, id, now),
-            _ => Err(ScimError::method_not_allowed(format!("{m} is not allowed here"))),
+            _ => Err(ScimError::method_not_allowed(format!(
+                "{m} is not allowed here"
+            ))),
         }
     }
 }
@@ -177,7 +197,9 @@ fn get_only(m: &Method) -> Result<(), ScimError> {
     if *m == Method::GET {
         Ok(())
     } else {
-        Err(ScimError::method_not_allowed(format!("{m} is not allowed here")))
+        Err(ScimError::method_not_allowed(format!(
+            "{m} is not allowed here"
+        )))
     }
 }
 
@@ -185,5 +207,6 @@ fn json_body(body: &[u8]) -> Result<Value, ScimError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ScimError::invalid_syntax("the request needs a JSON body"));
     }
-    serde_json::from_slice(body).map_err(|e| ScimError::invalid_syntax(format!("invalid JSON: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ScimError::invalid_syntax(format!("invalid JSON: {e}")))
 }

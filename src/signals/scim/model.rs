@@ -90,7 +90,11 @@ impl UserRecord {
             .emails
             .iter()
             .find(|e| e.primary)
-            .or_else(|| self.emails.iter().find(|e| e.kind.as_deref() == Some("work")))
+            .or_else(|| {
+                self.emails
+                    .iter()
+                    .find(|e| e.kind.as_deref() == Some("work"))
+            })
             .or_else(|| self.emails.first());
         match pick {
             Some(e) => norm_email(&e.value),
@@ -115,7 +119,8 @@ impl UserRecord {
 
     /// Whether `email` (normalised) is one of this user's addresses.
     pub fn has_email(&self, email: &str) -> bool {
-        norm_email(&self.user_name) == email || self.emails.iter().any(|e| norm_email(&e.value) == email)
+        norm_email(&self.user_name) == email
+            || self.emails.iter().any(|e| norm_email(&e.value) == email)
     }
 }
 
@@ -182,7 +187,10 @@ pub fn user_json(u: &UserRecord, base: &str) -> Value {
     if !emails.is_empty() {
         m.insert("emails".into(), Value::Array(emails));
     }
-    m.insert("meta".into(), meta(Kind::User, base, &u.id, u.created, u.version));
+    m.insert(
+        "meta".into(),
+        meta(Kind::User, base, &u.id, u.created, u.version),
+    );
     Value::Object(m)
 }
 
@@ -198,7 +206,10 @@ pub fn group_json(g: &GroupRecord, base: &str) -> Value {
         .map(|id| json!({"value": id, "$ref": location(base, Kind::User, id), "type": "User"}))
         .collect();
     m.insert("members".into(), Value::Array(members));
-    m.insert("meta".into(), meta(Kind::Group, base, &g.id, g.created, g.version));
+    m.insert(
+        "meta".into(),
+        meta(Kind::Group, base, &g.id, g.created, g.version),
+    );
     Value::Object(m)
 }
 
@@ -241,14 +252,16 @@ fn canonical_subs(attr: &super::schema::Attr, o: &Map<String, Value>) -> Map<Str
 fn string(field: &str, v: Option<&Value>) -> Result<Option<String>, ScimError> {
     match v {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) if s.len() > MAX_STRING => {
-            Err(ScimError::invalid_value(format!("{field} is longer than {MAX_STRING} bytes")))
-        }
-        Some(Value::String(s)) if s.chars().any(char::is_control) => {
-            Err(ScimError::invalid_value(format!("{field} has control characters")))
-        }
+        Some(Value::String(s)) if s.len() > MAX_STRING => Err(ScimError::invalid_value(format!(
+            "{field} is longer than {MAX_STRING} bytes"
+        ))),
+        Some(Value::String(s)) if s.chars().any(char::is_control) => Err(ScimError::invalid_value(
+            format!("{field} has control characters"),
+        )),
         Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(_) => Err(ScimError::invalid_value(format!("{field} must be a string"))),
+        Some(_) => Err(ScimError::invalid_value(format!(
+            "{field} must be a string"
+        ))),
     }
 }
 
@@ -258,7 +271,9 @@ pub fn boolish(field: &str, v: &Value) -> Result<bool, ScimError> {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.eq_ignore_ascii_case("true") => Ok(true),
         Value::String(s) if s.eq_ignore_ascii_case("false") => Ok(false),
-        _ => Err(ScimError::invalid_value(format!("{field} must be a boolean"))),
+        _ => Err(ScimError::invalid_value(format!(
+            "{field} must be a boolean"
+        ))),
     }
 }
 
@@ -292,7 +307,9 @@ fn parse_emails(v: Option<&Value>) -> Result<Vec<Email>, ScimError> {
         Some(_) => return Err(ScimError::invalid_value("emails must be an array")),
     };
     if items.len() > MAX_EMAILS {
-        return Err(ScimError::invalid_value(format!("more than {MAX_EMAILS} emails")));
+        return Err(ScimError::invalid_value(format!(
+            "more than {MAX_EMAILS} emails"
+        )));
     }
     let mut out: Vec<Email> = Vec::with_capacity(items.len());
     for e in items {
@@ -307,7 +324,10 @@ fn parse_emails(v: Option<&Value>) -> Result<Vec<Email>, ScimError> {
             None | Some(Value::Null) => false,
             Some(p) => boolish("emails.primary", p)?,
         };
-        if out.iter().any(|x| norm_email(&x.value) == norm_email(&value)) {
+        if out
+            .iter()
+            .any(|x| norm_email(&x.value) == norm_email(&value))
+        {
             continue;
         }
         out.push(Email {
@@ -362,7 +382,9 @@ pub fn group_from(
     };
     Ok(GroupRecord {
         id,
-        display_name: required("displayName", m.get("displayName"))?.trim().to_string(),
+        display_name: required("displayName", m.get("displayName"))?
+            .trim()
+            .to_string(),
         external_id: string("externalId", m.get("externalId"))?,
         members,
         created,
@@ -377,10 +399,16 @@ pub fn member_ids(v: &Value) -> Result<Vec<String>, ScimError> {
         Value::Null => &[],
         Value::Array(a) => a,
         Value::Object(_) => std::slice::from_ref(v),
-        _ => return Err(ScimError::invalid_value("members must be an array of objects")),
+        _ => {
+            return Err(ScimError::invalid_value(
+                "members must be an array of objects",
+            ));
+        }
     };
     if items.len() > MAX_MEMBERS {
-        return Err(ScimError::invalid_value(format!("more than {MAX_MEMBERS} members")));
+        return Err(ScimError::invalid_value(format!(
+            "more than {MAX_MEMBERS} members"
+        )));
     }
     let mut seen = std::collections::HashSet::new();
     let mut out = Vec::with_capacity(items.len());
@@ -430,10 +458,16 @@ mod tests {
 
     #[test]
     fn the_sign_in_email_prefers_an_email_like_user_name() {
-        let u = user("Ada@Example.com", &[("ada.l@example.org", Some("work"), true)]);
+        let u = user(
+            "Ada@Example.com",
+            &[("ada.l@example.org", Some("work"), true)],
+        );
         assert_eq!(u.email(), "ada@example.com");
         assert_eq!(u.aliases(), vec!["ada.l@example.org".to_string()]);
-        let u = user("ada", &[("x@o.org", None, false), ("Ada@W.org", Some("work"), false)]);
+        let u = user(
+            "ada",
+            &[("x@o.org", None, false), ("Ada@W.org", Some("work"), false)],
+        );
         assert_eq!(u.email(), "ada@w.org");
         let u = user("ada", &[("x@o.org", None, false), ("p@o.org", None, true)]);
         assert_eq!(u.email(), "p@o.org");
@@ -448,11 +482,26 @@ mod tests {
         let m = canonical(Kind::User, &body).unwrap();
         assert!(!m.contains_key("password") && !m.contains_key("id"));
         let u = user_from(&m, "id1".into(), None, 1, 2).unwrap();
-        assert_eq!((u.user_name.as_str(), u.active, u.emails.len()), ("a@b.c", false, 1));
+        assert_eq!(
+            (u.user_name.as_str(), u.active, u.emails.len()),
+            ("a@b.c", false, 1)
+        );
         let bad = json!({"userName": "a", "active": "maybe"});
-        let err = user_from(&canonical(Kind::User, &bad).unwrap(), "x".into(), None, 0, 0);
+        let err = user_from(
+            &canonical(Kind::User, &bad).unwrap(),
+            "x".into(),
+            None,
+            0,
+            0,
+        );
         assert_eq!(err.unwrap_err().scim_type, Some("invalidValue"));
-        let err = user_from(&canonical(Kind::User, &json!({"userName": 5})).unwrap(), "x".into(), None, 0, 0);
+        let err = user_from(
+            &canonical(Kind::User, &json!({"userName": 5})).unwrap(),
+            "x".into(),
+            None,
+            0,
+            0,
+        );
         assert!(err.unwrap_err().detail.contains("string"));
         let err = user_from(&Map::new(), "x".into(), None, 0, 0).unwrap_err();
         assert!(err.detail.contains("userName is required"));
@@ -463,13 +512,19 @@ mod tests {
         let mut prev = user("a@b.c", &[]);
         prev.active = false;
         let m = canonical(Kind::User, &json!({"userName": "a@b.c"})).unwrap();
-        assert!(!user_from(&m, "u1".into(), Some(&prev), 0, 1).unwrap().active);
+        assert!(
+            !user_from(&m, "u1".into(), Some(&prev), 0, 1)
+                .unwrap()
+                .active
+        );
         assert!(user_from(&m, "u1".into(), None, 0, 1).unwrap().active);
     }
 
     #[test]
     fn members_are_deduplicated_and_need_values() {
-        let ids = member_ids(&json!([{"value": "a", "$ref": null}, {"value": "b"}, {"value": "a"}])).unwrap();
+        let ids =
+            member_ids(&json!([{"value": "a", "$ref": null}, {"value": "b"}, {"value": "a"}]))
+                .unwrap();
         assert_eq!(ids, vec!["a", "b"]);
         assert!(member_ids(&json!([{"display": "x"}])).is_err());
         assert!(member_ids(&json!("a")).is_err());
@@ -482,7 +537,10 @@ mod tests {
         let v = user_json(&u, "https://auth.example.com/scim/v2/");
         assert_eq!(v["active"], json!(true));
         assert_eq!(v["meta"]["resourceType"], "User");
-        assert_eq!(v["meta"]["location"], "https://auth.example.com/scim/v2/Users/u1");
+        assert_eq!(
+            v["meta"]["location"],
+            "https://auth.example.com/scim/v2/Users/u1"
+        );
         assert_eq!(v["meta"]["created"], "1970-01-01T00:00:00.000Z");
         assert_eq!(v["meta"]["version"], "W/\"0\"");
         assert!(v.get("name").is_none());

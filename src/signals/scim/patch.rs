@@ -33,32 +33,48 @@ pub struct PatchOp {
 }
 
 fn get_ci<'a>(o: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    o.iter().find(|(k, _)| k.eq_ignore_ascii_case(key)).map(|(_, v)| v)
+    o.iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(key))
+        .map(|(_, v)| v)
 }
 
 /// Parses a PatchOp request body.
 pub fn parse_request(body: &Value) -> Result<Vec<PatchOp>, ScimError> {
     let Value::Object(o) = body else {
-        return Err(ScimError::invalid_syntax("the body must be a PatchOp object"));
+        return Err(ScimError::invalid_syntax(
+            "the body must be a PatchOp object",
+        ));
     };
     let Some(Value::Array(ops)) = get_ci(o, "Operations") else {
         return Err(ScimError::invalid_syntax("Operations must be an array"));
     };
     if ops.is_empty() || ops.len() > MAX_OPERATIONS {
-        return Err(ScimError::invalid_syntax("Operations must hold 1 to 10000 operations"));
+        return Err(ScimError::invalid_syntax(
+            "Operations must hold 1 to 10000 operations",
+        ));
     }
     ops.iter().map(parse_op).collect()
 }
 
 fn parse_op(v: &Value) -> Result<PatchOp, ScimError> {
     let Value::Object(o) = v else {
-        return Err(ScimError::invalid_syntax("each operation must be an object"));
+        return Err(ScimError::invalid_syntax(
+            "each operation must be an object",
+        ));
     };
-    let op = match get_ci(o, "op").and_then(Value::as_str).map(str::to_ascii_lowercase).as_deref() {
+    let op = match get_ci(o, "op")
+        .and_then(Value::as_str)
+        .map(str::to_ascii_lowercase)
+        .as_deref()
+    {
         Some("add") => OpKind::Add,
         Some("replace") => OpKind::Replace,
         Some("remove") => OpKind::Remove,
-        _ => return Err(ScimError::invalid_syntax("op must be add, replace or remove")),
+        _ => {
+            return Err(ScimError::invalid_syntax(
+                "op must be add, replace or remove",
+            ));
+        }
     };
     let path = match get_ci(o, "path") {
         None | Some(Value::Null) => None,
@@ -80,7 +96,9 @@ pub fn apply(kind: Kind, doc: &mut Map<String, Value>, op: &PatchOp) -> Result<(
         None if op.op == OpKind::Remove => Err(ScimError::no_target("remove needs a path")),
         None => {
             let Some(Value::Object(o)) = &op.value else {
-                return Err(ScimError::invalid_value("an operation without path needs an object value"));
+                return Err(ScimError::invalid_value(
+                    "an operation without path needs an object value",
+                ));
             };
             for (k, v) in o {
                 apply_path(kind, doc, op.op, k, Some(v))?;
@@ -106,7 +124,8 @@ fn apply_path(
         // Okta repeats the group's id in a path-less replace; read-only: ignored.
         return Ok(());
     }
-    let needs_value = || value.ok_or_else(|| ScimError::invalid_value(format!("{op:?} of {path} needs a value")));
+    let needs_value =
+        || value.ok_or_else(|| ScimError::invalid_value(format!("{op:?} of {path} needs a value")));
     match (attr.shape, &p.filter, p.sub) {
         (Shape::Simple, None, None) => {
             match op {
@@ -165,7 +184,10 @@ fn canonical_element(attr: &Attr, v: &Value) -> Result<Value, ScimError> {
                 .filter_map(|(k, v)| attr.sub(k).map(|s| (s.to_string(), v.clone())))
                 .collect(),
         )),
-        _ => Err(ScimError::invalid_value(format!("{} values must be objects", attr.name))),
+        _ => Err(ScimError::invalid_value(format!(
+            "{} values must be objects",
+            attr.name
+        ))),
     }
 }
 
@@ -188,7 +210,12 @@ fn complex_whole(
             obj.extend(incoming);
             doc.insert(attr.name.into(), Value::Object(obj));
         }
-        _ => return Err(ScimError::invalid_value(format!("{} needs an object value", attr.name))),
+        _ => {
+            return Err(ScimError::invalid_value(format!(
+                "{} needs an object value",
+                attr.name
+            )));
+        }
     }
     Ok(())
 }
@@ -236,7 +263,12 @@ fn multi_whole(
             }
             doc.insert(attr.name.into(), Value::Array(arr));
         }
-        (_, None) => return Err(ScimError::invalid_value(format!("{op:?} of {} needs a value", attr.name))),
+        (_, None) => {
+            return Err(ScimError::invalid_value(format!(
+                "{op:?} of {} needs a value",
+                attr.name
+            )));
+        }
     }
     Ok(())
 }
@@ -263,7 +295,9 @@ fn edit_matching(
     op: OpKind,
     value: Option<&Value>,
 ) -> Result<(), ScimError> {
-    let hit: Vec<usize> = (0..arr.len()).filter(|&i| matches_element(f, &arr[i])).collect();
+    let hit: Vec<usize> = (0..arr.len())
+        .filter(|&i| matches_element(f, &arr[i]))
+        .collect();
     if op == OpKind::Remove {
         match sub {
             None => {
@@ -281,7 +315,9 @@ fn edit_matching(
         }
         return Ok(());
     }
-    let v = value.ok_or_else(|| ScimError::invalid_value(format!("{op:?} of {} needs a value", attr.name)))?;
+    let v = value.ok_or_else(|| {
+        ScimError::invalid_value(format!("{op:?} of {} needs a value", attr.name))
+    })?;
     let patch: Map<String, Value> = match sub {
         Some(s) => std::iter::once((s.to_string(), v.clone())).collect(),
         None => match canonical_element(attr, v)? {
@@ -291,10 +327,16 @@ fn edit_matching(
     };
     if hit.is_empty() {
         if op == OpKind::Replace && sub.is_none() {
-            return Err(ScimError::no_target(format!("no {} element matches", attr.name)));
+            return Err(ScimError::no_target(format!(
+                "no {} element matches",
+                attr.name
+            )));
         }
         // Entra: replace of emails[type eq "work"].value on a user without a work email.
-        let mut el: Map<String, Value> = equalities(f).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let mut el: Map<String, Value> = equalities(f)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         el.extend(patch);
         arr.push(Value::Object(el));
         return Ok(());
@@ -313,7 +355,9 @@ mod tests {
     use serde_json::json;
 
     fn run(kind: Kind, doc: Value, body: Value) -> Result<Value, ScimError> {
-        let Value::Object(mut d) = doc else { unreachable!() };
+        let Value::Object(mut d) = doc else {
+            unreachable!()
+        };
         for op in parse_request(&body)? {
             apply(kind, &mut d, &op)?;
         }
@@ -333,10 +377,20 @@ mod tests {
             {"op": "REPLACE", "value": {"active": "False", "name.givenName": "Z", "id": "ignored",
                 "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber": "7"}}
         ]))).unwrap();
-        assert_eq!(out, json!({"userName": "a", "displayName": "Ada", "active": "False",
-                               "name": {"givenName": "Z", "familyName": "C"}}));
-        let out = run(Kind::User, d, ops(json!([{"op": "replace", "path": "name", "value": {"formatted": "F"}},
-                                                 {"op": "remove", "path": "name.givenName"}]))).unwrap();
+        assert_eq!(
+            out,
+            json!({"userName": "a", "displayName": "Ada", "active": "False",
+                               "name": {"givenName": "Z", "familyName": "C"}})
+        );
+        let out = run(
+            Kind::User,
+            d,
+            ops(
+                json!([{"op": "replace", "path": "name", "value": {"formatted": "F"}},
+                                                 {"op": "remove", "path": "name.givenName"}]),
+            ),
+        )
+        .unwrap();
         assert_eq!(out["name"], json!({"familyName": "B", "formatted": "F"}));
     }
 
@@ -348,22 +402,43 @@ mod tests {
             {"op": "Remove", "path": "members", "value": [{"value": "b", "$ref": null}]},
             {"op": "Add", "path": "members", "value": [{"value": "d", "$ref": null}, {"value": "c"}]}
         ]))).unwrap();
-        assert_eq!(out["members"], json!([{"value": "c"}, {"value": "d", "$ref": null}]));
-        let out = run(Kind::Group, d.clone(), ops(json!([{"op": "replace", "path": "members", "value": [{"value": "z"}]}]))).unwrap();
+        assert_eq!(
+            out["members"],
+            json!([{"value": "c"}, {"value": "d", "$ref": null}])
+        );
+        let out = run(
+            Kind::Group,
+            d.clone(),
+            ops(json!([{"op": "replace", "path": "members", "value": [{"value": "z"}]}])),
+        )
+        .unwrap();
         assert_eq!(out["members"], json!([{"value": "z"}]));
-        let out = run(Kind::Group, d, ops(json!([{"op": "remove", "path": "members"}]))).unwrap();
+        let out = run(
+            Kind::Group,
+            d,
+            ops(json!([{"op": "remove", "path": "members"}])),
+        )
+        .unwrap();
         assert!(out.get("members").is_none());
     }
 
     #[test]
     fn filtered_email_updates_create_the_element_when_missing() {
         let d = json!({"userName": "a", "emails": [{"value": "h@x", "type": "home"}]});
-        let out = run(Kind::User, d, ops(json!([
-            {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "w@x"},
-            {"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}
-        ]))).unwrap();
-        assert_eq!(out["emails"], json!([{"value": "h@x", "type": "home", "primary": true},
-                                         {"type": "work", "value": "w@x"}]));
+        let out = run(
+            Kind::User,
+            d,
+            ops(json!([
+                {"op": "Replace", "path": "emails[type eq \"work\"].value", "value": "w@x"},
+                {"op": "replace", "path": "emails[type eq \"home\"].primary", "value": true}
+            ])),
+        )
+        .unwrap();
+        assert_eq!(
+            out["emails"],
+            json!([{"value": "h@x", "type": "home", "primary": true},
+                                         {"type": "work", "value": "w@x"}])
+        );
     }
 
     #[test]
@@ -372,14 +447,37 @@ mod tests {
         let cases = [
             (json!({"Operations": []}), "invalidSyntax"),
             (json!({"nope": 1}), "invalidSyntax"),
-            (ops(json!([{"op": "move", "path": "userName"}])), "invalidSyntax"),
+            (
+                ops(json!([{"op": "move", "path": "userName"}])),
+                "invalidSyntax",
+            ),
             (ops(json!([{"op": "remove"}])), "noTarget"),
-            (ops(json!([{"op": "replace", "value": "x"}])), "invalidValue"),
-            (ops(json!([{"op": "replace", "path": "userName"}])), "invalidValue"),
-            (ops(json!([{"op": "replace", "path": 5, "value": 1}])), "invalidPath"),
-            (ops(json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "x"}}])), "noTarget"),
-            (ops(json!([{"op": "add", "path": "emails", "value": ["x"]}])), "invalidValue"),
-            (ops(json!([{"op": "add", "path": "name", "value": "x"}])), "invalidValue"),
+            (
+                ops(json!([{"op": "replace", "value": "x"}])),
+                "invalidValue",
+            ),
+            (
+                ops(json!([{"op": "replace", "path": "userName"}])),
+                "invalidValue",
+            ),
+            (
+                ops(json!([{"op": "replace", "path": 5, "value": 1}])),
+                "invalidPath",
+            ),
+            (
+                ops(
+                    json!([{"op": "replace", "path": "emails[type eq \"work\"]", "value": {"value": "x"}}]),
+                ),
+                "noTarget",
+            ),
+            (
+                ops(json!([{"op": "add", "path": "emails", "value": ["x"]}])),
+                "invalidValue",
+            ),
+            (
+                ops(json!([{"op": "add", "path": "name", "value": "x"}])),
+                "invalidValue",
+            ),
         ];
         for (body, want) in cases {
             let e = run(Kind::User, d.clone(), body.clone()).unwrap_err();

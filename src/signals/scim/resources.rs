@@ -24,8 +24,13 @@ pub(crate) trait Resource: Clone + Sized {
     fn deleted(&self) -> bool;
     fn tombstone(&self, version: Micros) -> Self;
     fn to_json(&self, base: &str) -> Value;
-    fn from_doc(doc: &Map<String, Value>, id: String, prev: Option<&Self>, created: Micros, version: Micros)
-    -> Result<Self, ScimError>;
+    fn from_doc(
+        doc: &Map<String, Value>,
+        id: String,
+        prev: Option<&Self>,
+        created: Micros,
+        version: Micros,
+    ) -> Result<Self, ScimError>;
     fn load(store: &dyn ScimStore, id: &str) -> Option<Self>;
     fn load_all(store: &dyn ScimStore) -> Vec<Self>;
     fn save(store: &dyn ScimStore, rec: Self, expected: Option<Micros>) -> Result<(), StoreError>;
@@ -88,7 +93,10 @@ impl Resource for UserRecord {
             .iter()
             .any(|u| !u.deleted && u.id != self.id && model::norm_email(&u.user_name) == name);
         if taken {
-            return Err(ScimError::uniqueness(format!("userName {:?} is already taken", self.user_name)));
+            return Err(ScimError::uniqueness(format!(
+                "userName {:?} is already taken",
+                self.user_name
+            )));
         }
         Ok(())
     }
@@ -159,7 +167,10 @@ impl Query {
     pub fn parse(q: Option<&str>) -> Query {
         let mut out = Query::default();
         let list = |v: &str| -> Vec<String> {
-            v.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect()
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
         };
         for (k, v) in form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
             match k.to_ascii_lowercase().as_str() {
@@ -203,15 +214,23 @@ fn int_param(name: &str, v: &Option<String>, default: i64) -> Result<i64, ScimEr
     }
 }
 
-pub(crate) fn list<R: Resource>(store: &dyn ScimStore, s: &ScimSettings, q: &Query) -> Result<ScimOutcome, ScimError> {
+pub(crate) fn list<R: Resource>(
+    store: &dyn ScimStore,
+    s: &ScimSettings,
+    q: &Query,
+) -> Result<ScimOutcome, ScimError> {
     let f = match q.filter.as_deref().map(str::trim) {
         Some(text) if !text.is_empty() => Some(filter::parse(R::KIND, text)?),
         _ => None,
     };
     // RFC 7644 §3.4.2.4: startIndex < 1 means 1, a negative count means 0.
     let start = int_param("startIndex", &q.start_index, 1)?.max(1) as usize;
-    let count = int_param("count", &q.count, s.max_results as i64)?.clamp(0, s.max_results as i64) as usize;
-    let mut all: Vec<R> = R::load_all(store).into_iter().filter(|r| !r.deleted()).collect();
+    let count =
+        int_param("count", &q.count, s.max_results as i64)?.clamp(0, s.max_results as i64) as usize;
+    let mut all: Vec<R> = R::load_all(store)
+        .into_iter()
+        .filter(|r| !r.deleted())
+        .collect();
     all.sort_by(|a, b| (a.created(), a.id()).cmp(&(b.created(), b.id())));
     let matching: Vec<Value> = all
         .iter()
@@ -241,14 +260,25 @@ fn live<R: Resource>(store: &dyn ScimStore, id: &str) -> Result<R, ScimError> {
         .ok_or_else(|| ScimError::not_found(format!("{} {id} not found", R::KIND.resource_type())))
 }
 
-fn respond<R: Resource>(status: u16, r: &R, s: &ScimSettings, q: &Query, effects: Vec<Effect>) -> ScimOutcome {
+fn respond<R: Resource>(
+    status: u16,
+    r: &R,
+    s: &ScimSettings,
+    q: &Query,
+    effects: Vec<Effect>,
+) -> ScimOutcome {
     let mut out = ScimOutcome::json(status, q.project(r.to_json(&s.base_url)));
     out.etag = Some(model::etag(r.version()));
     out.effects = effects;
     out
 }
 
-pub(crate) fn get<R: Resource>(store: &dyn ScimStore, s: &ScimSettings, id: &str, q: &Query) -> Result<ScimOutcome, ScimError> {
+pub(crate) fn get<R: Resource>(
+    store: &dyn ScimStore,
+    s: &ScimSettings,
+    id: &str,
+    q: &Query,
+) -> Result<ScimOutcome, ScimError> {
     let r: R = live(store, id)?;
     Ok(respond(200, &r, s, q, Vec::new()))
 }
@@ -293,7 +323,9 @@ fn update<R: Resource>(
             Err(e) => return Err(store_error(e)),
         }
     }
-    Err(ScimError::unavailable("the resource is being changed concurrently; retry"))
+    Err(ScimError::unavailable(
+        "the resource is being changed concurrently; retry",
+    ))
 }
 
 pub(crate) fn replace<R: Resource>(
@@ -340,7 +372,11 @@ pub(crate) fn patch<R: Resource>(
     Ok(out)
 }
 
-pub(crate) fn delete<R: Resource>(store: &dyn ScimStore, id: &str, now: Micros) -> Result<ScimOutcome, ScimError> {
+pub(crate) fn delete<R: Resource>(
+    store: &dyn ScimStore,
+    id: &str,
+    now: Micros,
+) -> Result<ScimOutcome, ScimError> {
     let (_, effects) = update(store, id, now, |prev: &R, v| Ok(prev.tombstone(v)))?;
     let mut out = ScimOutcome::empty(204);
     out.effects = effects;
@@ -349,7 +385,9 @@ pub(crate) fn delete<R: Resource>(store: &dyn ScimStore, id: &str, now: Micros) 
 
 fn store_error(e: StoreError) -> ScimError {
     match e {
-        StoreError::Conflict => ScimError::unavailable("the resource is being changed concurrently; retry"),
+        StoreError::Conflict => {
+            ScimError::unavailable("the resource is being changed concurrently; retry")
+        }
         StoreError::Unavailable(m) => ScimError::unavailable(m),
     }
 }
@@ -357,5 +395,12 @@ fn store_error(e: StoreError) -> ScimError {
 /// A random resource id in UUID form.
 fn new_id() -> String {
     let h = format!("{:032x}", rand::random::<u128>());
-    format!("{}-{}-{}-{}-{}", &h[..8], &h[8..12], &h[12..16], &h[16..20], &h[20..])
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
 }

@@ -41,7 +41,13 @@ const NAME_SUBS: &[&str] = &[
 ];
 const EMAIL_SUBS: &[&str] = &["value", "type", "primary", "display"];
 const MEMBER_SUBS: &[&str] = &["value", "display", "type", "$ref"];
-const META_SUBS: &[&str] = &["resourceType", "created", "lastModified", "location", "version"];
+const META_SUBS: &[&str] = &[
+    "resourceType",
+    "created",
+    "lastModified",
+    "location",
+    "version",
+];
 
 const fn simple(name: &'static str, case_exact: bool) -> Attr {
     Attr {
@@ -120,11 +126,13 @@ impl Kind {
     /// The attribute called `name` (any case, with or without this schema's URN prefix).
     pub fn attr(self, name: &str) -> Option<&'static Attr> {
         let name = self.strip_urn(name)?;
-        self.attrs().iter().find(|a| a.name.eq_ignore_ascii_case(name))
+        self.attrs()
+            .iter()
+            .find(|a| a.name.eq_ignore_ascii_case(name))
     }
 
     /// `urn:...:User:userName` → `userName`; another schema's URN → None.
-    pub fn strip_urn<'a>(self, name: &'a str) -> Option<&'a str> {
+    pub fn strip_urn(self, name: &str) -> Option<&str> {
         if !name.starts_with("urn:") {
             return Some(name);
         }
@@ -158,7 +166,10 @@ mod tests {
 
     #[test]
     fn names_resolve_case_insensitively_and_through_the_schema_urn() {
-        assert_eq!(Kind::User.attr("USERNAME").map(|a| a.name), Some("userName"));
+        assert_eq!(
+            Kind::User.attr("USERNAME").map(|a| a.name),
+            Some("userName")
+        );
         let urn = "urn:ietf:params:scim:schemas:core:2.0:User:active";
         assert_eq!(Kind::User.attr(urn).map(|a| a.name), Some("active"));
         let ext = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User:employeeNumber";

@@ -41,7 +41,10 @@ pub trait ScimStore: Send + Sync {
     /// with an index when the directory is large; sign-in calls this.
     fn users_by_email(&self, email: &str) -> Vec<UserRecord> {
         let email = norm_email(email);
-        self.users().into_iter().filter(|u| u.has_email(&email)).collect()
+        self.users()
+            .into_iter()
+            .filter(|u| u.has_email(&email))
+            .collect()
     }
 
     /// Live groups that list `user_id` as a member. Override with an index when large.
@@ -84,7 +87,9 @@ fn put<T: Clone>(
 }
 
 fn read<T: Clone>(map: &RwLock<HashMap<String, T>>) -> Vec<T> {
-    map.read().map(|m| m.values().cloned().collect()).unwrap_or_default()
+    map.read()
+        .map(|m| m.values().cloned().collect())
+        .unwrap_or_default()
 }
 
 impl ScimStore for MemoryStore {

@@ -37,7 +37,10 @@ pub enum SsfAction {
     /// SSF verification event: acknowledge (the caller may compare `state`).
     Verify { state: Option<String> },
     /// CAEP session-revoked with a session subject: end that session.
-    EndSession { session: SsfSession, user: Option<SsfUser> },
+    EndSession {
+        session: SsfSession,
+        user: Option<SsfUser>,
+    },
     /// End all of the user's sessions and tokens (CAEP session-revoked for a user,
     /// credential-change; RISC account-credential-change-required, sessions-revoked).
     EndAllSessions { user: SsfUser },
@@ -67,15 +70,23 @@ pub struct SsfEvent {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Subject {
     Email(String),
-    IssSub { iss: String, sub: String },
+    IssSub {
+        iss: String,
+        sub: String,
+    },
     Opaque(String),
-    Complex { user: Option<Box<Subject>>, session: Option<Box<Subject>> },
+    Complex {
+        user: Option<Box<Subject>>,
+        session: Option<Box<Subject>>,
+    },
     /// A format this receiver cannot act on (phone_number, did, jwt_id...).
     Other(String),
 }
 
 fn field<'a>(o: &'a Map<String, Value>, k: &str) -> Option<&'a str> {
-    o.get(k).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= MAX_ID)
+    o.get(k)
+        .and_then(Value::as_str)
+        .filter(|s| !s.is_empty() && s.len() <= MAX_ID)
 }
 
 /// Parses a subject identifier object; None when it is not one.
@@ -114,7 +125,9 @@ pub fn parse_subject(v: &Value) -> Option<Subject> {
 
 fn user_of(s: &Subject) -> Option<SsfUser> {
     match s {
-        Subject::Email(email) => Some(SsfUser::Email { email: email.clone() }),
+        Subject::Email(email) => Some(SsfUser::Email {
+            email: email.clone(),
+        }),
         Subject::IssSub { iss, sub } => Some(SsfUser::IssSub {
             iss: iss.clone(),
             sub: sub.clone(),
@@ -126,7 +139,10 @@ fn user_of(s: &Subject) -> Option<SsfUser> {
 
 fn session_of(s: &Subject) -> Option<SsfSession> {
     match s {
-        Subject::Opaque(id) => Some(SsfSession { id: id.clone(), iss: None }),
+        Subject::Opaque(id) => Some(SsfSession {
+            id: id.clone(),
+            iss: None,
+        }),
         Subject::IssSub { iss, sub } => Some(SsfSession {
             id: sub.clone(),
             iss: Some(iss.clone()),
@@ -136,7 +152,9 @@ fn session_of(s: &Subject) -> Option<SsfSession> {
 }
 
 fn reason(event: &Value) -> Option<String> {
-    let r = event.get("reason_admin").or_else(|| event.get("reason_user"))?;
+    let r = event
+        .get("reason_admin")
+        .or_else(|| event.get("reason_user"))?;
     let text = match r {
         Value::String(s) => s.clone(),
         Value::Object(m) => m
@@ -173,7 +191,10 @@ fn needs_user(subject: Option<&Subject>, f: impl FnOnce(SsfUser) -> SsfAction) -
 
 fn decide(event_type: &str, event: &Value, subject: Option<&Subject>) -> SsfAction {
     if event_type == VERIFICATION {
-        let state = event.get("state").and_then(Value::as_str).map(str::to_string);
+        let state = event
+            .get("state")
+            .and_then(Value::as_str)
+            .map(str::to_string);
         return SsfAction::Verify { state };
     }
     let caep = event_type.strip_prefix(CAEP);
@@ -182,7 +203,9 @@ fn decide(event_type: &str, event: &Value, subject: Option<&Subject>) -> SsfActi
         (Some("session-revoked"), _) => session_revoked(subject),
         (Some("credential-change"), _)
         | (_, Some("account-credential-change-required"))
-        | (_, Some("sessions-revoked")) => needs_user(subject, |user| SsfAction::EndAllSessions { user }),
+        | (_, Some("sessions-revoked")) => {
+            needs_user(subject, |user| SsfAction::EndAllSessions { user })
+        }
         (Some("token-claims-change"), _) | (Some("assurance-level-change"), _) => {
             needs_user(subject, |user| SsfAction::EndAppTokens { user })
         }
@@ -199,10 +222,16 @@ fn session_revoked(subject: Option<&Subject>) -> SsfAction {
     match subject {
         // CAEP 1.0 §3.1's first example: a simple opaque subject is the session id.
         Some(Subject::Opaque(id)) => SsfAction::EndSession {
-            session: SsfSession { id: id.clone(), iss: None },
+            session: SsfSession {
+                id: id.clone(),
+                iss: None,
+            },
             user: None,
         },
-        Some(Subject::Complex { session: Some(s), user }) => match session_of(s) {
+        Some(Subject::Complex {
+            session: Some(s),
+            user,
+        }) => match session_of(s) {
             Some(session) => SsfAction::EndSession {
                 session,
                 user: user.as_deref().and_then(user_of),
@@ -234,7 +263,10 @@ mod tests {
         assert_eq!(
             act(&format!("{CAEP}session-revoked"), opaque),
             SsfAction::EndSession {
-                session: SsfSession { id: "dMTlD|1600802906337.16|16008.16".into(), iss: None },
+                session: SsfSession {
+                    id: "dMTlD|1600802906337.16|16008.16".into(),
+                    iss: None
+                },
                 user: None
             }
         );
@@ -242,8 +274,10 @@ mod tests {
             "session": {"format": "opaque", "id": "dMTlD|1600802906337.16|16008.16"},
             "user": {"format": "iss_sub", "iss": "https://idp.example.com/123456789/", "sub": "99beb27c"},
             "tenant": {"format": "opaque", "id": "123456789"}});
-        let SsfAction::EndSession { user: Some(SsfUser::IssSub { sub, .. }), .. } =
-            act(&format!("{CAEP}session-revoked"), complex)
+        let SsfAction::EndSession {
+            user: Some(SsfUser::IssSub { sub, .. }),
+            ..
+        } = act(&format!("{CAEP}session-revoked"), complex)
         else {
             panic!("not a session end with a user")
         };
@@ -251,35 +285,93 @@ mod tests {
         let user_device = json!({"format": "complex",
             "user": {"format": "iss_sub", "iss": "https://idp.example.com/123456789/", "sub": "jane.smith@example.com"},
             "device": {"format": "iss_sub", "iss": "https://idp.example.com/123456789/", "sub": "e9297990"}});
-        assert!(matches!(act(&format!("{CAEP}session-revoked"), user_device), SsfAction::EndAllSessions { .. }));
+        assert!(matches!(
+            act(&format!("{CAEP}session-revoked"), user_device),
+            SsfAction::EndAllSessions { .. }
+        ));
     }
 
     #[test]
     fn event_table() {
         let user = json!({"format": "email", "email": "Ada@Example.com"});
         let cases = [
-            (format!("{CAEP}credential-change"), SsfAction::EndAllSessions { user: email("ada@example.com") }),
-            (format!("{RISC}account-credential-change-required"), SsfAction::EndAllSessions { user: email("ada@example.com") }),
-            (format!("{CAEP}token-claims-change"), SsfAction::EndAppTokens { user: email("ada@example.com") }),
-            (format!("{CAEP}assurance-level-change"), SsfAction::EndAppTokens { user: email("ada@example.com") }),
-            (format!("{RISC}account-disabled"), SsfAction::Disable { user: email("ada@example.com") }),
-            (format!("{RISC}account-enabled"), SsfAction::Enable { user: email("ada@example.com") }),
-            (format!("{RISC}account-purged"), SsfAction::Purge { user: email("ada@example.com") }),
+            (
+                format!("{CAEP}credential-change"),
+                SsfAction::EndAllSessions {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{RISC}account-credential-change-required"),
+                SsfAction::EndAllSessions {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{CAEP}token-claims-change"),
+                SsfAction::EndAppTokens {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{CAEP}assurance-level-change"),
+                SsfAction::EndAppTokens {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{RISC}account-disabled"),
+                SsfAction::Disable {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{RISC}account-enabled"),
+                SsfAction::Enable {
+                    user: email("ada@example.com"),
+                },
+            ),
+            (
+                format!("{RISC}account-purged"),
+                SsfAction::Purge {
+                    user: email("ada@example.com"),
+                },
+            ),
         ];
         for (uri, want) in cases {
             assert_eq!(act(&uri, user.clone()), want, "{uri}");
         }
-        for uri in [format!("{CAEP}device-compliance-change"), format!("{RISC}credential-compromise"), "urn:x:custom".into()] {
-            assert!(matches!(act(&uri, user.clone()), SsfAction::Ignore { .. }), "{uri}");
+        for uri in [
+            format!("{CAEP}device-compliance-change"),
+            format!("{RISC}credential-compromise"),
+            "urn:x:custom".into(),
+        ] {
+            assert!(
+                matches!(act(&uri, user.clone()), SsfAction::Ignore { .. }),
+                "{uri}"
+            );
         }
         // An opaque subject names no user: credential-change cannot be applied.
         let opaque = json!({"format": "opaque", "id": "x"});
-        assert!(matches!(act(&format!("{CAEP}credential-change"), opaque), SsfAction::Ignore { .. }));
+        assert!(matches!(
+            act(&format!("{CAEP}credential-change"), opaque),
+            SsfAction::Ignore { .. }
+        ));
         let acct = json!({"format": "account", "uri": "acct:Bob@Example.com"});
-        assert_eq!(act(&format!("{RISC}account-disabled"), acct), SsfAction::Disable { user: email("bob@example.com") });
+        assert_eq!(
+            act(&format!("{RISC}account-disabled"), acct),
+            SsfAction::Disable {
+                user: email("bob@example.com")
+            }
+        );
         let aliases = json!({"format": "aliases", "identifiers": [{"format": "phone_number", "phone_number": "+1"},
                                                                  {"format": "email", "email": "c@d.e"}]});
-        assert_eq!(act(&format!("{RISC}account-purged"), aliases), SsfAction::Purge { user: email("c@d.e") });
+        assert_eq!(
+            act(&format!("{RISC}account-purged"), aliases),
+            SsfAction::Purge {
+                user: email("c@d.e")
+            }
+        );
     }
 
     #[test]
@@ -287,9 +379,22 @@ mod tests {
         let ev = json!({"subject": {"format": "email", "email": "x@y.z"},
                         "reason_admin": {"de": "Richtlinie", "en": "Landspeed Policy Violation: C076E82F"}});
         let e = action(&format!("{CAEP}credential-change"), &ev, None);
-        assert_eq!(e.action, SsfAction::EndAllSessions { user: email("x@y.z") });
-        assert_eq!(e.reason.as_deref(), Some("Landspeed Policy Violation: C076E82F"));
+        assert_eq!(
+            e.action,
+            SsfAction::EndAllSessions {
+                user: email("x@y.z")
+            }
+        );
+        assert_eq!(
+            e.reason.as_deref(),
+            Some("Landspeed Policy Violation: C076E82F")
+        );
         let v = action(VERIFICATION, &json!({"state": "VGhpcw"}), None);
-        assert_eq!(v.action, SsfAction::Verify { state: Some("VGhpcw".into()) });
+        assert_eq!(
+            v.action,
+            SsfAction::Verify {
+                state: Some("VGhpcw".into())
+            }
+        );
     }
 }

@@ -42,11 +42,15 @@ fn key_of(v: &Value) -> Option<Key> {
     }
     let alg = match (&jwk.common.key_algorithm, &jwk.algorithm) {
         (Some(KeyAlgorithm::RS256), AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-        (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
+        (Some(KeyAlgorithm::ES256), AlgorithmParameters::EllipticCurve(p))
+            if p.curve == EllipticCurve::P256 =>
+        {
             Algorithm::ES256
         }
         (None, AlgorithmParameters::RSA(_)) => Algorithm::RS256,
-        (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => Algorithm::ES256,
+        (None, AlgorithmParameters::EllipticCurve(p)) if p.curve == EllipticCurve::P256 => {
+            Algorithm::ES256
+        }
         _ => return None,
     };
     let key = DecodingKey::from_jwk(&jwk).ok()?;
@@ -121,7 +125,13 @@ impl Source {
     }
 
     /// Keys for a SET header's `kid` (None: every key) and `alg`.
-    pub async fn find(&self, kid: Option<&str>, alg: Algorithm, now: Micros, p: &KeyPolicy) -> Result<Vec<Key>, KeyError> {
+    pub async fn find(
+        &self,
+        kid: Option<&str>,
+        alg: Algorithm,
+        now: Micros,
+        p: &KeyPolicy,
+    ) -> Result<Vec<Key>, KeyError> {
         let select = |keys: &[Key]| -> Vec<Key> {
             keys.iter()
                 .filter(|k| k.alg == alg && (kid.is_none() || k.kid.as_deref() == kid))
@@ -131,7 +141,11 @@ impl Source {
         let state = match self {
             Source::Fixed(keys) => {
                 let found = select(keys);
-                return if found.is_empty() { Err(KeyError::Unknown) } else { Ok(found) };
+                return if found.is_empty() {
+                    Err(KeyError::Unknown)
+                } else {
+                    Ok(found)
+                };
             }
             Source::Url { state, .. } => state,
         };
@@ -144,7 +158,11 @@ impl Source {
         match self.refresh(now, p, stale).await {
             Ok(fresh) => {
                 let found = select(&fresh);
-                if found.is_empty() { Err(KeyError::Unknown) } else { Ok(found) }
+                if found.is_empty() {
+                    Err(KeyError::Unknown)
+                } else {
+                    Ok(found)
+                }
             }
             // Stale keys still verify while the transmitter cannot be reached.
             Err(_) if !found.is_empty() => Ok(found),
@@ -161,10 +179,20 @@ impl Source {
 
     /// Fetches the JWKS unless another fetch happened within `refetch_min_interval`
     /// (a stale cache is refetched regardless of that interval).
-    pub async fn refresh(&self, now: Micros, p: &KeyPolicy, stale: bool) -> Result<Arc<Vec<Key>>, KeyError> {
+    pub async fn refresh(
+        &self,
+        now: Micros,
+        p: &KeyPolicy,
+        stale: bool,
+    ) -> Result<Arc<Vec<Key>>, KeyError> {
         let (url, http, state, fetching) = match self {
             Source::Fixed(k) => return Ok(k.clone()),
-            Source::Url { url, http, state, fetching } => (url, http, state, fetching),
+            Source::Url {
+                url,
+                http,
+                state,
+                fetching,
+            } => (url, http, state, fetching),
         };
         let _one = fetching.lock().await;
         let last = state.read().ok().and_then(|s| s.last_attempt);
@@ -173,7 +201,11 @@ impl Source {
             let (keys, fetched_at) = self.snapshot(state);
             let fresh_enough = fetched_at.is_some_and(|t| now - t <= us(p.keys_max_age));
             if fresh_enough || !stale {
-                return if keys.is_empty() { Err(KeyError::Unknown) } else { Ok(keys) };
+                return if keys.is_empty() {
+                    Err(KeyError::Unknown)
+                } else {
+                    Ok(keys)
+                };
             }
         }
         if let Ok(mut s) = state.write() {
@@ -202,7 +234,9 @@ async fn fetch(http: &reqwest::Client, url: &str) -> Result<Vec<Key>, String> {
     let mut body = Vec::new();
     while let Some(chunk) = resp.chunk().await.map_err(|e| format!("GET {url}: {e}"))? {
         if body.len() + chunk.len() > MAX_JWKS_BYTES {
-            return Err(format!("GET {url}: JWKS larger than {MAX_JWKS_BYTES} bytes"));
+            return Err(format!(
+                "GET {url}: JWKS larger than {MAX_JWKS_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }

@@ -77,7 +77,10 @@ impl std::fmt::Debug for SsfConfig {
             .field("issuer", &self.issuer)
             .field("jwks", &jwks)
             .field("audience", &self.audience)
-            .field("authorization", &self.authorization.as_ref().map(|_| "<set>"))
+            .field(
+                "authorization",
+                &self.authorization.as_ref().map(|_| "<set>"),
+            )
             .finish()
     }
 }
@@ -97,7 +100,11 @@ impl SsfConfig {
     /// Requires this `Authorization` header: `token` alone means `Bearer <token>`.
     pub fn require_authorization(mut self, token: &str) -> Self {
         let t = token.trim();
-        self.authorization = Some(if t.contains(' ') { t.to_string() } else { format!("Bearer {t}") });
+        self.authorization = Some(if t.contains(' ') {
+            t.to_string()
+        } else {
+            format!("Bearer {t}")
+        });
         self
     }
 }
@@ -122,14 +129,24 @@ pub fn validate(files: &[SsfFile], base_dir: &Path) -> Result<Vec<SsfConfig>, Fi
             (Some(u), None) => JwksSource::Url(check_jwks_url(u).map_err(|r| err("jwks_url", r))?),
             (None, Some(p)) => {
                 let path = resolve(base_dir, p);
-                let bytes = std::fs::read(&path).map_err(|e| err("jwks_file", format!("cannot read {}: {e}", path.display())))?;
+                let bytes = std::fs::read(&path).map_err(|e| {
+                    err("jwks_file", format!("cannot read {}: {e}", path.display()))
+                })?;
                 let keys = keys::parse_jwks(&bytes).map_err(|r| err("jwks_file", r))?;
                 if keys.is_empty() {
-                    return Err(err("jwks_file", "holds no RS256 or ES256 signing key".into()));
+                    return Err(err(
+                        "jwks_file",
+                        "holds no RS256 or ES256 signing key".into(),
+                    ));
                 }
                 JwksSource::Keys(Arc::new(keys))
             }
-            _ => return Err(FieldError::new(format!("signals.ssf[{i}]"), "set exactly one of jwks_url or jwks_file")),
+            _ => {
+                return Err(FieldError::new(
+                    format!("signals.ssf[{i}]"),
+                    "set exactly one of jwks_url or jwks_file",
+                ));
+            }
         };
         let mut cfg = SsfConfig {
             name: f.name.clone(),
@@ -139,7 +156,8 @@ pub fn validate(files: &[SsfFile], base_dir: &Path) -> Result<Vec<SsfConfig>, Fi
             authorization: None,
         };
         if let Some(p) = &f.authorization_token_file {
-            let token = read_secret(&resolve(base_dir, p)).map_err(|r| err("authorization_token_file", r))?;
+            let token = read_secret(&resolve(base_dir, p))
+                .map_err(|r| err("authorization_token_file", r))?;
             cfg = cfg.require_authorization(&token);
         }
         out.push(cfg);
@@ -159,7 +177,9 @@ fn check_jwks_url(u: &str) -> Result<String, String> {
     match url.scheme() {
         "https" if url.host().is_some() => Ok(url.to_string()),
         "http" if loopback => Ok(url.to_string()),
-        _ => Err(format!("{u:?} must be an https:// URL (http:// only on loopback)")),
+        _ => Err(format!(
+            "{u:?} must be an https:// URL (http:// only on loopback)"
+        )),
     }
 }
 
@@ -287,7 +307,11 @@ impl Receiver {
     }
 
     /// Verifies one pushed SET.
-    pub async fn receive(&self, req: &SsfRequest<'_>, now: Micros) -> Result<VerifiedSet, SsfError> {
+    pub async fn receive(
+        &self,
+        req: &SsfRequest<'_>,
+        now: Micros,
+    ) -> Result<VerifiedSet, SsfError> {
         self.check_authorization(req.authorization)?;
         check_content_type(req.content_type)?;
         let token = token_of(req.body)?;
@@ -297,7 +321,9 @@ impl Receiver {
     }
 
     fn check_authorization(&self, got: Option<&str>) -> Result<(), SsfError> {
-        let Some(want) = &self.cfg.authorization else { return Ok(()) };
+        let Some(want) = &self.cfg.authorization else {
+            return Ok(());
+        };
         let ok = got.is_some_and(|g| crate::secrets::ct_eq(g.trim().as_bytes(), want.as_bytes()));
         if ok {
             return Ok(());
@@ -309,12 +335,24 @@ impl Receiver {
         })
     }
 
-    async fn verify_signature(&self, token: &str, h: &JoseHeader, now: Micros) -> Result<Value, SsfError> {
-        let keys = match self.keys.find(h.kid.as_deref(), h.alg, now, &self.policy.keys).await {
+    async fn verify_signature(
+        &self,
+        token: &str,
+        h: &JoseHeader,
+        now: Micros,
+    ) -> Result<Value, SsfError> {
+        let keys = match self
+            .keys
+            .find(h.kid.as_deref(), h.alg, now, &self.policy.keys)
+            .await
+        {
             Ok(k) => k,
             Err(KeyError::Unknown) => {
                 let kid = h.kid.as_deref().unwrap_or("(none)");
-                return Err(SsfError::new(SetErrorCode::InvalidKey, format!("no {:?} key with kid {kid}", h.alg)));
+                return Err(SsfError::new(
+                    SetErrorCode::InvalidKey,
+                    format!("no {:?} key with kid {kid}", h.alg),
+                ));
             }
             Err(KeyError::Unavailable(e)) => {
                 return Err(SsfError {
@@ -331,17 +369,25 @@ impl Receiver {
         for k in &keys {
             match jsonwebtoken::decode::<Value>(token, &k.key, &v) {
                 Ok(data) => return Ok(data.claims),
-                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => continue,
+                Err(e) if matches!(e.kind(), jsonwebtoken::errors::ErrorKind::InvalidSignature) => {
+                    continue;
+                }
                 Err(e) => return Err(SsfError::request(format!("cannot decode the SET: {e}"))),
             }
         }
-        Err(SsfError::new(SetErrorCode::AuthenticationFailed, "the signature does not verify"))
+        Err(SsfError::new(
+            SetErrorCode::AuthenticationFailed,
+            "the signature does not verify",
+        ))
     }
 
     fn check_claims(&self, c: &Value, now: Micros) -> Result<VerifiedSet, SsfError> {
         let iss = c.get("iss").and_then(Value::as_str).unwrap_or_default();
         if iss != self.cfg.issuer {
-            return Err(SsfError::new(SetErrorCode::InvalidIssuer, format!("iss {iss:?} is not {:?}", self.cfg.issuer)));
+            return Err(SsfError::new(
+                SetErrorCode::InvalidIssuer,
+                format!("iss {iss:?} is not {:?}", self.cfg.issuer),
+            ));
         }
         let aud_ok = match c.get("aud") {
             Some(Value::String(a)) => *a == self.cfg.audience,
@@ -349,11 +395,16 @@ impl Receiver {
             _ => false,
         };
         if !aud_ok {
-            return Err(SsfError::new(SetErrorCode::InvalidAudience, format!("aud does not include {:?}", self.cfg.audience)));
+            return Err(SsfError::new(
+                SetErrorCode::InvalidAudience,
+                format!("aud does not include {:?}", self.cfg.audience),
+            ));
         }
         let iat = self.check_iat(c.get("iat"), now)?;
         let jti = match c.get("jti").and_then(Value::as_str) {
-            Some(j) if !j.is_empty() && j.len() <= MAX_JTI && !j.chars().any(char::is_control) => j.to_string(),
+            Some(j) if !j.is_empty() && j.len() <= MAX_JTI && !j.chars().any(char::is_control) => {
+                j.to_string()
+            }
             _ => return Err(SsfError::request("jti missing or malformed")),
         };
         let events = match c.get("events") {
@@ -362,9 +413,16 @@ impl Receiver {
         };
         let top = match c.get("sub_id") {
             None => None,
-            Some(v) => Some(events::parse_subject(v).ok_or_else(|| SsfError::request("sub_id is not a subject identifier"))?),
+            Some(v) => Some(
+                events::parse_subject(v)
+                    .ok_or_else(|| SsfError::request("sub_id is not a subject identifier"))?,
+            ),
         };
-        if top.is_none() && !events.values().all(|e| e.get("subject").and_then(events::parse_subject).is_some()) {
+        if top.is_none()
+            && !events
+                .values()
+                .all(|e| e.get("subject").and_then(events::parse_subject).is_some())
+        {
             return Err(SsfError::request("sub_id missing"));
         }
         Ok(VerifiedSet {
@@ -372,7 +430,10 @@ impl Receiver {
             iss: iss.to_string(),
             iat,
             txn: c.get("txn").and_then(Value::as_str).map(str::to_string),
-            events: events.iter().map(|(uri, ev)| events::action(uri, ev, top.as_ref())).collect(),
+            events: events
+                .iter()
+                .map(|(uri, ev)| events::action(uri, ev, top.as_ref()))
+                .collect(),
         })
     }
 
@@ -396,7 +457,9 @@ fn check_content_type(ct: Option<&str>) -> Result<(), SsfError> {
     if essence.eq_ignore_ascii_case(CONTENT_TYPE) {
         Ok(())
     } else {
-        Err(SsfError::request(format!("Content-Type must be {CONTENT_TYPE}")))
+        Err(SsfError::request(format!(
+            "Content-Type must be {CONTENT_TYPE}"
+        )))
     }
 }
 
@@ -404,9 +467,13 @@ fn token_of(body: &[u8]) -> Result<&str, SsfError> {
     if body.len() > MAX_SET_BYTES {
         return Err(SsfError::request("the SET is too large"));
     }
-    let s = std::str::from_utf8(body).map_err(|_| SsfError::request("the body is not UTF-8"))?.trim();
+    let s = std::str::from_utf8(body)
+        .map_err(|_| SsfError::request("the body is not UTF-8"))?
+        .trim();
     if s.split('.').count() != 3 {
-        return Err(SsfError::request("the body is not a signed JWT (JWE is not supported)"));
+        return Err(SsfError::request(
+            "the body is not a signed JWT (JWE is not supported)",
+        ));
     }
     Ok(s)
 }
@@ -416,19 +483,26 @@ fn jose_header(token: &str) -> Result<JoseHeader, SsfError> {
     let raw = URL_SAFE_NO_PAD
         .decode(first)
         .map_err(|_| SsfError::request("the JOSE header is not base64url"))?;
-    let h: Value = serde_json::from_slice(&raw).map_err(|_| SsfError::request("the JOSE header is not JSON"))?;
+    let h: Value = serde_json::from_slice(&raw)
+        .map_err(|_| SsfError::request("the JOSE header is not JSON"))?;
     let typ = h.get("typ").and_then(Value::as_str).unwrap_or_default();
     let typ = typ.strip_prefix("application/").unwrap_or(typ);
     if !typ.eq_ignore_ascii_case("secevent+jwt") {
         return Err(SsfError::request("typ must be secevent+jwt"));
     }
     if h.get("crit").is_some() {
-        return Err(SsfError::request("crit header parameters are not supported"));
+        return Err(SsfError::request(
+            "crit header parameters are not supported",
+        ));
     }
     let alg = match h.get("alg").and_then(Value::as_str) {
         Some("RS256") => Algorithm::RS256,
         Some("ES256") => Algorithm::ES256,
-        Some(other) => return Err(SsfError::request(format!("alg {other} is not accepted (RS256, ES256)"))),
+        Some(other) => {
+            return Err(SsfError::request(format!(
+                "alg {other} is not accepted (RS256, ES256)"
+            )));
+        }
         None => return Err(SsfError::request("alg missing")),
     };
     let kid = h.get("kid").and_then(Value::as_str).map(str::to_string);
