@@ -37,6 +37,11 @@ pub(crate) trait Resource: Clone + Sized {
     fn check_unique(&self, _store: &dyn ScimStore) -> Result<(), ScimError> {
         Ok(())
     }
+    /// The only records a filter can match, when an index answers it (the per-user
+    /// `userName eq` lookups IdPs make on every sync); None: scan everything.
+    fn narrow(_store: &dyn ScimStore, _f: &filter::Filter) -> Option<Vec<Self>> {
+        None
+    }
     fn effects(store: &dyn ScimStore, before: Option<&Self>, after: &Self) -> Vec<Effect>;
     /// Entra wants 204 from a group PATCH; Okta accepts it; users get their new state.
     const PATCH_RETURNS_BODY: bool;
@@ -88,8 +93,9 @@ impl Resource for UserRecord {
     }
     fn check_unique(&self, store: &dyn ScimStore) -> Result<(), ScimError> {
         let name = model::norm_email(&self.user_name);
+        // users_by_email matches userName too, and is what the gateway indexes.
         let taken = store
-            .users()
+            .users_by_email(&name)
             .iter()
             .any(|u| !u.deleted && u.id != self.id && model::norm_email(&u.user_name) == name);
         if taken {
@@ -102,6 +108,31 @@ impl Resource for UserRecord {
     }
     fn effects(_store: &dyn ScimStore, before: Option<&Self>, after: &Self) -> Vec<Effect> {
         user_effects(before, after)
+    }
+    fn narrow(store: &dyn ScimStore, f: &filter::Filter) -> Option<Vec<Self>> {
+        use filter::{AttrPath, Filter, Op};
+        match f {
+            Filter::Cmp(
+                AttrPath {
+                    attr: "userName",
+                    sub: None,
+                    ..
+                },
+                Op::Eq,
+                Value::String(s),
+            ) => Some(store.users_by_email(s)),
+            Filter::Cmp(
+                AttrPath {
+                    attr: "id",
+                    sub: None,
+                    ..
+                },
+                Op::Eq,
+                Value::String(s),
+            ) => Some(store.user(s).into_iter().collect()),
+            Filter::And(a, b) => Self::narrow(store, a).or_else(|| Self::narrow(store, b)),
+            _ => None,
+        }
     }
 }
 
@@ -227,7 +258,9 @@ pub(crate) fn list<R: Resource>(
     let start = int_param("startIndex", &q.start_index, 1)?.max(1) as usize;
     let count =
         int_param("count", &q.count, s.max_results as i64)?.clamp(0, s.max_results as i64) as usize;
-    let mut all: Vec<R> = R::load_all(store)
+    let candidates = f.as_ref().and_then(|f| R::narrow(store, f));
+    let mut all: Vec<R> = candidates
+        .unwrap_or_else(|| R::load_all(store))
         .into_iter()
         .filter(|r| !r.deleted())
         .collect();

@@ -895,3 +895,71 @@ fn a_concurrent_write_is_retried_not_lost() {
         vec!["from-elsewhere", "mine"]
     );
 }
+
+/// A store with an email index, counting full scans.
+struct Indexed {
+    inner: MemoryStore,
+    scans: std::sync::atomic::AtomicUsize,
+}
+
+impl ScimStore for Indexed {
+    fn user(&self, id: &str) -> Option<UserRecord> {
+        self.inner.user(id)
+    }
+    fn users(&self) -> Vec<UserRecord> {
+        self.scans.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.users()
+    }
+    fn put_user(&self, user: UserRecord, expected: Option<Micros>) -> Result<(), StoreError> {
+        self.inner.put_user(user, expected)
+    }
+    fn group(&self, id: &str) -> Option<GroupRecord> {
+        self.inner.group(id)
+    }
+    fn groups(&self) -> Vec<GroupRecord> {
+        self.inner.groups()
+    }
+    fn put_group(&self, group: GroupRecord, expected: Option<Micros>) -> Result<(), StoreError> {
+        self.inner.put_group(group, expected)
+    }
+    fn users_by_email(&self, email: &str) -> Vec<UserRecord> {
+        self.inner.users_by_email(email)
+    }
+}
+
+#[test]
+fn user_name_lookups_and_creates_use_the_index_not_a_scan() {
+    let h = Harness::new();
+    let store = Indexed {
+        inner: MemoryStore::new(),
+        scans: 0.into(),
+    };
+    let send = |f: &Fixture, now: Micros| {
+        let req = ScimRequest {
+            method: f.method.clone(),
+            path: &f.path,
+            query: f.query.as_deref(),
+            body: f.body.as_deref().unwrap_or("").as_bytes(),
+        };
+        h.scim.handle(&store, &req, now)
+    };
+    assert_eq!(send(&fixture!("okta_create_user"), T0).status, 201);
+    let r = send(&fixture!("okta_user_exists"), T0 + 1);
+    assert_eq!(body(&r)["totalResults"], json!(1));
+    assert_eq!(send(&fixture!("okta_create_user"), T0 + 2).status, 409);
+    assert_eq!(store.scans.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // Other filters still scan, and still answer correctly.
+    let r = send(&fixture!("entra_get_user_zero_results"), T0 + 3);
+    assert_eq!(body(&r)["totalResults"], json!(0));
+    let req = ScimRequest {
+        method: Method::GET,
+        path: "/Users",
+        query: Some("filter=externalId%20eq%20%2200ujl29u0le5T6Aj10h7%22"),
+        body: b"",
+    };
+    assert_eq!(
+        body(&h.scim.handle(&store, &req, T0 + 4))["totalResults"],
+        json!(1)
+    );
+    assert_eq!(store.scans.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
