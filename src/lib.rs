@@ -6,7 +6,8 @@
 //! - [`config`], [`tls`], [`session`] (keys, tokens, cookies, registry), [`audit`],
 //!   [`origin`] (the HTTP/1 origin client), [`error`];
 //! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`],
-//!   [`idp`] (OpenID Connect providers), [`cluster`] (shared state interface);
+//!   [`idp`] (OpenID Connect providers), [`signals`] (SCIM, Shared Signals, webhooks),
+//!   [`cluster`] (shared state interface);
 //! - [`sync`] (the peer backend), [`login`] (sign-in flows);
 //! - [`proxy`] (the data plane), [`control`] (the control port);
 //! - [`server`]: builds the node's services and runs the listeners.
@@ -29,6 +30,7 @@ pub mod runtime;
 pub mod secrets;
 pub mod server;
 pub mod session;
+pub mod signals;
 pub(crate) mod store;
 pub mod sync;
 pub(crate) mod timefmt;
