@@ -6,5 +6,7 @@ mod common;
 mod origin;
 mod origin_wire;
 mod proxy;
+mod redis_backend;
 mod revocation;
 mod sessions;
+mod support;
