@@ -128,6 +128,25 @@ impl RedisServer {
         self.wait_ready();
     }
 
+    /// SIGSTOP: the server keeps its connections but answers nothing (a hung Redis).
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// SIGCONT after [`RedisServer::pause`].
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let pid = self.child.as_ref().expect("redis-server is running").id();
+        let ok = Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .expect("run kill");
+        assert!(ok.success(), "kill {sig} {pid} failed");
+    }
+
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
         self.restart();
@@ -238,6 +257,12 @@ impl RedisServer {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
+        if let Some(c) = &self.child {
+            // A stopped process dies of SIGKILL too, but make it runnable to be tidy.
+            let _ = Command::new("kill")
+                .args(["-CONT", &c.id().to_string()])
+                .status();
+        }
         self.kill9();
     }
 }
