@@ -63,8 +63,13 @@ struct Inner {
 
 impl RedisStore {
     /// Builds the store without connecting: a node must start even while Redis is down.
-    /// Fails only on a bad configuration.
+    /// Fails only on a bad configuration, or when called outside a tokio runtime.
     pub fn new(cfg: RedisConfig, clock: Arc<dyn Clock>) -> Result<RedisStore, RedisError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(RedisError::Config(
+                "the redis backend must be created inside a tokio runtime".into(),
+            ));
+        }
         let client = cfg.client()?;
         // One connection attempt per call (the call's own timeout bounds it); the next
         // call tries again. Retrying inside the manager would only hold callers longer.
@@ -150,7 +155,7 @@ impl RedisStore {
 
 /// One request: a command, a pipeline (possibly MULTI/EXEC) or a Lua script call.
 #[derive(Clone, Copy)]
-pub(crate) enum Req<'a> {
+enum Req<'a> {
     Cmd(&'a Cmd),
     Pipe(&'a Pipeline),
     Script(&'a ScriptInvocation<'a>),
@@ -163,5 +168,30 @@ impl Req<'_> {
             Req::Pipe(p) => p.query_async(c).await,
             Req::Script(s) => s.invoke_async(c).await,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    #[test]
+    fn outside_a_runtime_new_is_an_error_not_a_panic() {
+        let r = RedisStore::new(
+            RedisConfig::new("redis://127.0.0.1:1/0"),
+            Arc::new(SystemClock),
+        );
+        assert!(matches!(r, Err(RedisError::Config(_))));
+    }
+
+    #[tokio::test]
+    async fn inside_a_runtime_new_connects_to_nothing_yet() {
+        let r = RedisStore::new(
+            RedisConfig::new("redis://127.0.0.1:1/0"),
+            Arc::new(SystemClock),
+        );
+        let store = r.expect("a store even with nothing listening");
+        assert!(!store.health().connected);
     }
 }

@@ -121,7 +121,7 @@ async fn publish_snapshot_and_tail_keep_order_and_the_newest_record() {
     let h = b.health();
     assert!(h.connected);
     assert_eq!(h.last_applied, Some(got[5].0));
-    assert_eq!(h.lag_ms, 0);
+    assert_eq!(h.lag_ms, Some(0));
     assert!(h.last_applied_at_us.is_some() && h.last_contact_us.is_some());
 }
 

@@ -20,8 +20,9 @@ pub struct Health {
     pub last_applied_at_us: Option<Micros>,
     /// The newest stream entry the tail knows exists.
     pub stream_tip: Option<StreamId>,
-    /// `stream_tip` minus `last_applied`, in stream (Redis server) milliseconds.
-    pub lag_ms: u64,
+    /// `stream_tip` minus `last_applied`, in stream (Redis server) milliseconds; None
+    /// before this node applied anything (no tail started yet).
+    pub lag_ms: Option<u64>,
     /// The last time Redis answered anything (for `max_staleness`).
     pub last_contact_us: Option<Micros>,
 }
@@ -105,9 +106,9 @@ impl HealthState {
     pub(super) fn snapshot(&self) -> Health {
         let p = self.lock();
         let lag_ms = match (p.tip, p.applied) {
-            (Some(t), Some((a, _))) => t.ms.saturating_sub(a.ms),
-            (Some(t), None) if t != StreamId::ZERO => t.ms,
-            _ => 0,
+            (Some(t), Some((a, _))) => Some(t.ms.saturating_sub(a.ms)),
+            (None, Some(_)) => Some(0),
+            (_, None) => None,
         };
         let contact = self.last_contact_us.load(Ordering::Relaxed);
         Health {
@@ -150,11 +151,12 @@ mod tests {
     fn lag_is_tip_minus_applied() {
         let h = HealthState::new(ManualClock::new(5));
         h.tip(StreamId { ms: 900, seq: 0 });
+        assert_eq!(h.snapshot().lag_ms, None, "nothing applied yet");
         h.applied(StreamId { ms: 400, seq: 2 });
         let s = h.snapshot();
-        assert_eq!(s.lag_ms, 500);
+        assert_eq!(s.lag_ms, Some(500));
         assert_eq!(s.last_applied_at_us, Some(5));
         h.applied(StreamId { ms: 900, seq: 0 });
-        assert_eq!(h.snapshot().lag_ms, 0);
+        assert_eq!(h.snapshot().lag_ms, Some(0));
     }
 }

@@ -79,9 +79,11 @@ impl Drop for Tail {
 
 impl RedisStore {
     /// Follows the stream from just after `from` (the position [`RedisStore::snapshot`]
-    /// returned, or `StreamId::ZERO` for everything). Must be called within a tokio
-    /// runtime. Never fails: while Redis is away the tail keeps trying, and health says so.
+    /// returned, or `StreamId::ZERO` for everything); everything up to `from` counts as
+    /// applied. Must be called within a tokio runtime. Never fails: while Redis is away
+    /// the tail keeps trying, and health says so.
     pub fn tail(&self, from: StreamId) -> Tail {
+        self.inner.health.applied(from);
         let (tx, rx) = mpsc::channel(64);
         let follower = Follower {
             client: self.inner.client.clone(),
