@@ -7,6 +7,7 @@
 //! engine's `Notifier`), as does the session inventory.
 
 pub mod memory;
+pub mod redis;
 
 use crate::clock::Micros;
 use futures_util::future::BoxFuture;

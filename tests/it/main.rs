@@ -7,5 +7,7 @@ mod idp;
 mod origin;
 mod origin_wire;
 mod proxy;
+mod redis_backend;
 mod revocation;
 mod sessions;
+mod support;

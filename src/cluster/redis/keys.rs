@@ -1,0 +1,57 @@
+//! The Redis key layout, in one place. Every key starts with `<prefix>:` so several
+//! clusters (or other software) can share one Redis.
+//!
+//! | key | type | holds |
+//! | --- | --- | --- |
+//! | `<p>:revocations` | stream | every revocation ever published, field `r` = record JSON |
+//! | `<p>:revocations:trimmed` | string | ms of the last `prune` trim point |
+//! | `<p>:revset` | hash | `<scope>:<target>` → the record in force (newest `not_before_us`) |
+//! | `<p>:once:<key>` | string | a claimed single-use key, with its TTL |
+//! | `<p>:fail:<key>` | sorted set | one member per failure, score = time (µs) |
+//! | `<p>:session:<sid>` | hash | `doc`, `seen`, `ended`, `app:<name>` of one session |
+//! | `<p>:sessions` | sorted set | every sid, score = keep-until (ms) |
+//! | `<p>:user:<email>` | sorted set | the sids of one user (lowercased), score = keep-until |
+//! | `<p>:doc:<ns>` | hash | id → `<version>:<json>` (`<version>:` alone is a tombstone) |
+
+use crate::revocation::Scope;
+
+#[derive(Clone, Debug)]
+pub(super) struct Keys {
+    prefix: String,
+    pub stream: String,
+    pub trimmed: String,
+    pub revset: String,
+    pub sessions: String,
+}
+
+impl Keys {
+    pub fn new(prefix: &str) -> Keys {
+        Keys {
+            prefix: prefix.to_owned(),
+            stream: format!("{prefix}:revocations"),
+            trimmed: format!("{prefix}:revocations:trimmed"),
+            revset: format!("{prefix}:revset"),
+            sessions: format!("{prefix}:sessions"),
+        }
+    }
+    pub fn once(&self, key: &str) -> String {
+        format!("{}:once:{key}", self.prefix)
+    }
+    pub fn fail(&self, key: &str) -> String {
+        format!("{}:fail:{key}", self.prefix)
+    }
+    pub fn session(&self, sid: &str) -> String {
+        format!("{}:session:{sid}", self.prefix)
+    }
+    pub fn user(&self, email: &str) -> String {
+        format!("{}:user:{}", self.prefix, email.to_lowercase())
+    }
+    pub fn docs(&self, ns: &str) -> String {
+        format!("{}:doc:{ns}", self.prefix)
+    }
+}
+
+/// The snapshot hash's field for a revocation: one entry per scope and target.
+pub(super) fn revset_field(scope: Scope, target: &str) -> String {
+    format!("{}:{target}", scope.as_str())
+}
