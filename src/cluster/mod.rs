@@ -10,6 +10,7 @@ pub mod memory;
 pub mod redis;
 
 use crate::clock::Micros;
+use crate::session::registry::SessionView;
 use futures_util::future::BoxFuture;
 use std::time::Duration;
 
@@ -45,6 +46,24 @@ pub trait SharedState: Send + Sync {
 
     /// Forgets the failures under `key` (after a successful sign-in).
     fn clear_failures<'a>(&'a self, key: &'a str) -> BoxFuture<'a, Result<(), ClusterError>>;
+}
+
+/// Sessions as the whole cluster knows them, and which nodes could not answer.
+#[derive(Debug, Default)]
+pub struct Directory {
+    pub sessions: Vec<SessionView>,
+    pub answered: usize,
+    pub missing: Vec<String>,
+}
+
+/// The cluster-wide session inventory.
+pub trait SessionDirectory: Send + Sync {
+    /// Live sessions (of `user` when given), one view each (see `registry::merge`),
+    /// newest first; sessions revoked anywhere are left out.
+    fn live<'a>(&'a self, user: Option<&'a str>) -> BoxFuture<'a, Directory>;
+
+    /// Every session, live or not, created since `since` (for the monthly user list).
+    fn created_since(&self, since: Micros) -> BoxFuture<'_, Directory>;
 }
 
 /// Seconds to wait when `times` (failures inside the window, oldest first) already

@@ -2,13 +2,14 @@
 //! cluster-wide session and user lists.
 
 use super::{Control, ControlError, Res, json_of, read_body};
+use crate::cluster::SessionDirectory;
 use crate::revocation::Scope;
 use crate::revocation::engine::RevokeRequest;
-use crate::session::registry::{SessionView, merge};
+use crate::session::registry::SessionView;
 use crate::timefmt::format_rfc3339_millis;
 use crate::timefmt::month_start;
 use crate::web::body;
-use http::{Method, Request, StatusCode, header};
+use http::{Request, StatusCode, header};
 use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
@@ -161,73 +162,20 @@ impl Control {
         ))
     }
 
-    /// Asks every peer for `path` (a JSON list) at once: what they sent, how many
-    /// answered, and which did not.
-    async fn gather<T: serde::de::DeserializeOwned + Send + 'static>(
-        &self,
-        path: String,
-    ) -> (Vec<T>, usize, Vec<String>) {
-        let peers = self.sync.client.peers();
-        let mut set = tokio::task::JoinSet::new();
-        for p in peers {
-            let (client, path) = (self.sync.client.clone(), path.clone());
-            set.spawn(async move {
-                let r = client.call(&p, Method::GET, &path, None).await;
-                (
-                    p,
-                    r.ok()
-                        .and_then(|b| serde_json::from_slice::<Vec<T>>(&b).ok()),
-                )
-            });
-        }
-        let (mut out, mut answered, mut missing) = (Vec::new(), 0, Vec::new());
-        while let Some(Ok((p, r))) = set.join_next().await {
-            match r {
-                Some(v) => {
-                    answered += 1;
-                    out.extend(v);
-                }
-                None => missing.push(p),
-            }
-        }
-        (out, answered, missing)
-    }
-
     pub(super) async fn sessions(&self, user: Option<&str>) -> Res {
-        let now = self.engine.now_us();
-        let mut all = self.sessions.list(user, now);
-        let path = match user {
-            Some(u) => format!(
-                "/v1/peer/sessions?{}",
-                form_urlencoded::Serializer::new(String::new())
-                    .append_pair("user", u)
-                    .finish()
-            ),
-            None => "/v1/peer/sessions".into(),
-        };
-        let (remote, answered, missing) = self.gather::<SessionView>(path).await;
-        all.extend(remote);
-        let mut all = merge(all);
-        // A session revoked anywhere is over everywhere.
-        let set = self.engine.set();
-        all.retain(|s| {
-            let i = &s.info;
-            !set.revokes_session(&i.sid, &i.user, &i.groups, i.created_us)
-        });
-        let items: Vec<serde_json::Value> = all.iter().map(session_json).collect();
+        let d = self.sync.live(user).await;
+        let items: Vec<serde_json::Value> = d.sessions.iter().map(session_json).collect();
         Ok(body::json(
             StatusCode::OK,
-            &json!({"sessions": items, "count": items.len(), "peers_answered": answered, "peers_missing": missing}),
+            &json!({"sessions": items, "count": items.len(), "peers_answered": d.answered, "peers_missing": d.missing}),
         ))
     }
 
     pub(super) async fn users(&self) -> Res {
         let since = month_start(self.engine.now_us());
-        let mut all = self.sessions.created_since(since);
-        let (remote, answered, missing) = self.gather::<SessionView>("/v1/peer/users".into()).await;
-        all.extend(remote);
+        let d = self.sync.created_since(since).await;
         let mut by_user: BTreeMap<String, (usize, i64, i64)> = BTreeMap::new();
-        for s in &merge(all) {
+        for s in &d.sessions {
             let e = by_user.entry(s.info.user.clone()).or_insert((0, 0, 0));
             e.0 += 1;
             e.1 = e.1.max(s.info.created_us);
@@ -238,16 +186,16 @@ impl Control {
             .map(|(user, (n, login, seen))| {
                 json!({
                     "user": user, "sessions": n,
-                    "last_login": crate::timefmt::format_rfc3339_millis(login),
-                    "last_seen": crate::timefmt::format_rfc3339_millis(seen),
+                    "last_login": format_rfc3339_millis(login),
+                    "last_seen": format_rfc3339_millis(seen),
                 })
             })
             .collect();
         Ok(body::json(
             StatusCode::OK,
             &json!({
-                "since": crate::timefmt::format_rfc3339_millis(since),
-                "users": items, "peers_answered": answered, "peers_missing": missing,
+                "since": format_rfc3339_millis(since),
+                "users": items, "peers_answered": d.answered, "peers_missing": d.missing,
             }),
         ))
     }

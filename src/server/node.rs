@@ -159,6 +159,7 @@ impl Node {
             engine.clone(),
             auth.clone(),
             client,
+            d.sessions.clone(),
             d.journal,
             ticker,
         ));

@@ -23,6 +23,7 @@
 
 pub mod anti_entropy;
 pub mod client;
+mod directory;
 pub mod http;
 pub mod journal;
 pub mod peer;
@@ -39,6 +40,7 @@ use crate::revocation::Scope;
 use crate::revocation::engine::{Engine, canonical};
 use crate::revocation::set::RevocationSet;
 use crate::runtime::Live;
+use crate::session::registry::Registry;
 use client::PeerClient;
 use journal::Journal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -64,6 +66,7 @@ pub struct PeerSync {
     engine: Arc<Engine>,
     auth: Arc<Authenticator>,
     pub client: Arc<PeerClient>,
+    sessions: Arc<Registry>,
     /// The single-use markers and sign-in failures this backend shares.
     pub shared: Arc<shared::PeerShared>,
     journal: Journal,
@@ -80,6 +83,7 @@ impl PeerSync {
         engine: Arc<Engine>,
         auth: Arc<Authenticator>,
         client: Arc<PeerClient>,
+        sessions: Arc<Registry>,
         journal: Journal,
         ticker: Arc<crate::clock::Ticker>,
     ) -> Self {
@@ -91,6 +95,7 @@ impl PeerSync {
             engine,
             auth,
             client,
+            sessions,
             shared,
             journal,
             ready: AtomicBool::new(alone),
