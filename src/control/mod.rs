@@ -11,6 +11,7 @@ mod health;
 mod peer_api;
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::metrics::Metrics;
 use crate::revocation::engine::{Engine, RevokeError};
 use crate::runtime::Live;
@@ -163,6 +164,7 @@ pub struct Control {
     live: Arc<Live>,
     engine: Arc<Engine>,
     sync: Arc<PeerSync>,
+    cluster: Cluster,
     sessions: Arc<Registry>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
@@ -173,6 +175,7 @@ pub struct ControlParts {
     pub live: Arc<Live>,
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
+    pub cluster: Cluster,
     pub sessions: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
@@ -184,6 +187,7 @@ impl Control {
             live: p.live,
             engine: p.engine,
             sync: p.sync,
+            cluster: p.cluster,
             sessions: p.sessions,
             auth: p.auth,
             metrics: p.metrics,
