@@ -581,6 +581,12 @@ impl Validator {
             }
             return Ok(None);
         }
+        if !s.peers.is_empty() {
+            return Err(self.err(
+                "sync.peers",
+                "not used with backend = \"redis\": the nodes meet in Redis",
+            ));
+        }
         let url = s
             .redis_url
             .as_deref()
@@ -886,6 +892,41 @@ allow_groups = ["staff"]
         assert_eq!(parse(&s).unwrap_err().field(), Some("app[1].hosts[0]"));
         let e = parse("[gateway\nlisten=").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn redis_backend_settings_are_checked() {
+        let with =
+            |sync: &str| parse(&BASE.replace("[control]", &format!("[sync]\n{sync}\n[control]")));
+        let c = with("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"").unwrap();
+        let r = c.sync.redis.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.prefix.as_str()),
+            ("redis://127.0.0.1:6379/0", "portcullis")
+        );
+        for (sync, field) in [
+            ("backend = \"redis\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"http://x\"",
+                "sync.redis_url",
+            ),
+            ("redis_url = \"redis://x\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\npeers = [\"http://a:1\"]",
+                "sync.peers",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_prefix = \"a b\"",
+                "sync.redis_prefix",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_password_file = \"/nonexistent\"",
+                "sync.redis_password_file",
+            ),
+            ("backend = \"etcd\"", "sync.backend"),
+        ] {
+            assert_eq!(with(sync).unwrap_err().field(), Some(field), "{sync}");
+        }
     }
 
     #[test]
