@@ -9,6 +9,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod control;
+pub mod cpus;
 pub mod error;
 pub mod gateway;
 pub mod login;

@@ -366,7 +366,8 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
     }
 }
 
-/// The async runtime: one worker thread per core by default (`TOKIO_WORKER_THREADS` or
+/// The async runtime: one worker thread per CPU the process may use by default (its
+/// affinity mask and cgroup CPU quota, see `cpus`; `TOKIO_WORKER_THREADS` or
 /// `[gateway] workers` override). With a single worker the current-thread scheduler is
 /// used: it skips the work-stealing machinery and its wake-ups, which a one-core
 /// deployment never benefits from.
@@ -379,8 +380,9 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     ) {
         (n, _) if n > 0 => n,
         (_, Some(n)) => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => portcullis::cpus::usable(),
     };
+    tracing::debug!(workers, "async runtime");
     if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
