@@ -99,7 +99,10 @@ pub fn own_cgroup(proc_cgroup: &str) -> Option<(Cgroup, PathBuf)> {
             continue;
         };
         let rel = PathBuf::from(path.trim_start_matches('/'));
-        if rel.components().any(|c| c == std::path::Component::ParentDir) {
+        if rel
+            .components()
+            .any(|c| c == std::path::Component::ParentDir)
+        {
             continue;
         }
         if kind == Cgroup::V1 || found.is_none() {
@@ -156,7 +159,8 @@ mod tests {
         assert_eq!(parse_cpu_list("0"), Some(1));
         assert_eq!(parse_cpu_list("3-1"), None);
         assert_eq!(parse_cpu_list(""), None);
-        let status = "Name:\tportcullis\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\nMems_allowed:\t1\n";
+        let status =
+            "Name:\tportcullis\nCpus_allowed:\t3\nCpus_allowed_list:\t0-1\nMems_allowed:\t1\n";
         assert_eq!(affinity_from_status(status), Some(2));
         assert_eq!(parse_cpu_max("150000 100000\n"), Some(2));
         assert_eq!(parse_cpu_max("100000 100000"), Some(1));
@@ -199,10 +203,22 @@ mod tests {
         write(r, "proc/self/cgroup", "0::/app.slice/gw.service\n");
         write(r, "sys/fs/cgroup/cgroup.controllers", "cpu io\n");
         write(r, "sys/fs/cgroup/app.slice/cpu.max", "300000 100000\n");
-        write(r, "sys/fs/cgroup/app.slice/gw.service/cgroup.controllers", "");
-        write(r, "sys/fs/cgroup/app.slice/gw.service/cpu.max", "max 100000\n");
+        write(
+            r,
+            "sys/fs/cgroup/app.slice/gw.service/cgroup.controllers",
+            "",
+        );
+        write(
+            r,
+            "sys/fs/cgroup/app.slice/gw.service/cpu.max",
+            "max 100000\n",
+        );
         assert_eq!(usable_under(r), 3);
-        write(r, "sys/fs/cgroup/app.slice/gw.service/cpu.max", "150000 100000\n");
+        write(
+            r,
+            "sys/fs/cgroup/app.slice/gw.service/cpu.max",
+            "150000 100000\n",
+        );
         assert_eq!(usable_under(r), 2, "1.5 CPUs round up");
         // The affinity mask is tighter than the quota.
         write(r, "proc/self/status", "Cpus_allowed_list:\t2\n");
@@ -215,7 +231,11 @@ mod tests {
         let r = t.path();
         write(r, "proc/self/status", "Cpus_allowed_list:\t0-3\n");
         // The host's path: this container sees its own group at the mount root.
-        write(r, "proc/self/cgroup", "2:cpuacct:/\n1:cpu:/docker/abc\n0::/\n");
+        write(
+            r,
+            "proc/self/cgroup",
+            "2:cpuacct:/\n1:cpu:/docker/abc\n0::/\n",
+        );
         write(r, "sys/fs/cgroup/cpu/cpu.cfs_period_us", "100000\n");
         write(r, "sys/fs/cgroup/cpu/cpu.cfs_quota_us", "-1\n");
         assert_eq!(usable_under(r), 4, "no quota: the affinity mask");

@@ -4,6 +4,7 @@
 //! policy → `proxy::forward`); state lives in [`gateway::Gateway`], and the server in
 //! [`server`] wires listeners, reload and shutdown around it.
 
+pub mod access_log;
 pub mod audit;
 pub mod auth;
 pub mod clock;

@@ -137,14 +137,33 @@ fn init_tracing(config: Option<&Config>) {
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let json = config.is_some_and(|c| c.log.format == portcullis::config::file::LogFormat::Json);
+    // Colour codes only for a person at a terminal, never in a file or a pipe.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         b.json().flatten_event(true).init();
     } else {
         b.init();
     }
+}
+
+/// The process's access log, in `[log] format`, to `[log] access_log_file` or stderr.
+/// Started even with `access_log = false`, since a reload may turn it on.
+fn start_access_log(config: &Config) -> Result<portcullis::access_log::Guard> {
+    use portcullis::access_log::{self, AccessLog, Destination, Settings};
+    let dest = match &config.log.access_log_file {
+        Some(p) => Destination::File(p.clone()),
+        None => Destination::Stderr,
+    };
+    let log = AccessLog::start(
+        Settings::new(config.log.format),
+        &dest,
+        Arc::new(portcullis::clock::SystemClock),
+    )
+    .with_context(|| format!("cannot open the access log ({dest:?})"))?;
+    access_log::install(log).map_err(|_| anyhow::anyhow!("an access log is already installed"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -193,6 +212,8 @@ fn real_main(cli: Cli) -> Result<std::process::ExitCode> {
             let config =
                 Config::load(&cli.config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
             init_tracing(Some(&config));
+            // Stops (and flushes) the access log when `run` returns, after the runtime.
+            let _access_log = start_access_log(&config)?;
             let rt = runtime(config.workers)?;
             rt.block_on(async {
                 let handle =

@@ -127,6 +127,11 @@ impl Metrics {
                 g(&self.tunnels_closed_on_revocation),
             ),
             (
+                "portcullis_access_log_dropped_total",
+                "Access log lines dropped because the writer fell behind (or could not write).",
+                crate::access_log::dropped_total(),
+            ),
+            (
                 "portcullis_origin_connections_opened_total",
                 "New connections to origins (reused ones are not counted).",
                 g(&crate::origin::STATS.connects),

@@ -21,7 +21,6 @@ use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -121,19 +120,7 @@ pub async fn handle(
     req: Request<Incoming>,
 ) -> Response<Body> {
     let rt = gw.runtime.load_full();
-    let access = rt.config.log.access_log.then(|| {
-        (
-            Instant::now(),
-            req.method().clone(),
-            req.headers()
-                .get(header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri().host())
-                .unwrap_or("")
-                .to_string(),
-            req.uri().path().to_string(),
-        )
-    });
+    let access = (rt.config.log.access_log).then(|| crate::access_log::Pending::of(&req));
     let mut user: Option<String> = None;
     // The framing guard stops watching a connection after an upgrade request; when the
     // upgrade does not happen, the connection must not carry more requests.
@@ -154,17 +141,9 @@ pub async fn handle(
         resp.headers_mut()
             .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
     }
-    if let Some((start, method, host, path)) = access {
-        tracing::info!(
-            target: "portcullis::access",
-            method = %method,
-            host = %host,
-            path = %path,
-            status = resp.status().as_u16(),
-            duration_us = start.elapsed().as_micros() as u64,
-            user = user.as_deref().unwrap_or("-"),
-            peer = %conn.peer.ip(),
-        );
+    if let Some(a) = &access {
+        let peer = conn.peer_ip.to_str().unwrap_or("-");
+        crate::access_log::record(&a.line(resp.status(), user.as_deref(), peer));
     }
     resp
 }
