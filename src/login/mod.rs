@@ -391,14 +391,14 @@ fn authorize(
     };
     if !app.allows(&v.claims.email, &v.claims.groups) {
         return Err(GatewayError::Forbidden {
-            email: v.claims.email.clone(),
+            email: v.claims.email.to_string(),
             app: app.name.clone(),
         });
     }
     let now = gw.now_us();
     gw.codes.sweep(now);
     let code = gw.codes.issue(Pending {
-        session: v.claims.clone(),
+        session: v.claims.to_claims(),
         app: app.name.clone(),
         return_path: path,
         expires_us: now + rt.config.session.code_ttl.as_micros() as i64,
@@ -418,7 +418,7 @@ async fn logout(
             gw,
             RevokeRequest {
                 scope: Scope::Session,
-                target: v.claims.sid.clone(),
+                target: v.claims.sid.to_string(),
                 reason: "logout".into(),
                 actor: format!("user:{}", v.claims.email),
             },

@@ -121,7 +121,8 @@ pub async fn handle(
 ) -> Response<Body> {
     let rt = gw.runtime.load_full();
     let access = (rt.config.log.access_log).then(|| crate::access_log::Pending::of(&req));
-    let mut user: Option<String> = None;
+    // The user for the access log: an inline copy of the email, no allocation.
+    let mut user: Option<compact_str::CompactString> = None;
     // The framing guard stops watching a connection after an upgrade request; when the
     // upgrade does not happen, the connection must not carry more requests.
     let close_unless_upgraded =
@@ -179,7 +180,7 @@ async fn route(
     rt: &Arc<Runtime>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    user: &mut Option<String>,
+    user: &mut Option<compact_str::CompactString>,
 ) -> Result<Response<Body>, GatewayError> {
     if conn.framing.as_ref().is_some_and(|f| f.is_set()) {
         return Err(GatewayError::BadFraming(
@@ -248,7 +249,7 @@ async fn route(
     if !app.allows(&claims.email, &claims.groups) {
         *user = Some(claims.email.clone());
         return Err(GatewayError::Forbidden {
-            email: claims.email.clone(),
+            email: claims.email.to_string(),
             app: app.name.clone(),
         });
     }

@@ -141,7 +141,7 @@ async fn logout(
             gw,
             RevokeRequest {
                 scope: Scope::Session,
-                target: v.claims.sid.clone(),
+                target: v.claims.sid.to_string(),
                 reason: "logout".into(),
                 actor: format!("user:{}", v.claims.email),
             },
