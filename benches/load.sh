@@ -654,7 +654,7 @@ log "Portcullis: $workers; $REVOKED revocation entries; haproxy mode: $HAP_MODE"
 # Keys carry the log mode: nginx@off, pc_auth_tls@on...; the direct origin (never logged)
 # is measured once, in the first pass, and shown in both tables.
 scenarios_plain() { # off|on
-    local m="$1" l=", access log $1"
+    local m="$1" l=" [log $1]"
     [ "$m" = "$FIRST_MODE" ] && run_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
     run_case "nginx@$m" "b) nginx proxy_pass (keepalive)$l" "http://127.0.0.1:$NGINX_PORT/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
     run_case "haproxy@$m" "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)$l" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
@@ -663,7 +663,7 @@ scenarios_plain() { # off|on
 }
 
 scenarios_tls() { # off|on
-    local m="$1" l=", access log $1" s
+    local m="$1" l=" [log $1]" s
     # wrk sends the URL's host as SNI; Portcullis refuses an SNI that differs from Host,
     # so the TLS URLs name the app host and wrk reaches it through a resolver-free path:
     # the certificate covers app.localhost and the Host header carries it.
