@@ -22,6 +22,8 @@ pub mod config;
 pub mod control;
 pub mod cpus;
 pub(crate) mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod idp;
 pub mod login;
 pub mod metrics;

@@ -5,7 +5,7 @@
 //! peer (the cluster's peer token).
 
 mod admin;
-mod bulk;
+pub(crate) mod bulk;
 pub mod client;
 mod health;
 mod peer_api;
@@ -32,7 +32,7 @@ use std::sync::Arc;
 const MAX_BODY: usize = 8 * 1024 * 1024;
 
 #[derive(Debug, thiserror::Error)]
-enum ControlError {
+pub(crate) enum ControlError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("{0}")]

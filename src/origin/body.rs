@@ -17,7 +17,7 @@ const MAX_CHUNK_LINE: usize = 4096;
 const MAX_TRAILERS: usize = 16 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
+pub(crate) enum State {
     /// Bytes left of a Content-Length body.
     Length(u64),
     /// Expecting a chunk-size line.
@@ -93,14 +93,14 @@ impl OriginBody {
 }
 
 /// What one decoding step found in the buffer.
-enum Step {
+pub(crate) enum Step {
     Data(Bytes),
     End,
     NeedMore,
 }
 
 /// Decodes what is buffered: a data frame, the end, or a request for more bytes.
-fn decode(state: &mut State, buf: &mut BytesMut) -> Result<Step, OriginError> {
+pub(crate) fn decode(state: &mut State, buf: &mut BytesMut) -> Result<Step, OriginError> {
     loop {
         match *state {
             State::Done => return Ok(Step::End),

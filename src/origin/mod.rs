@@ -5,7 +5,7 @@
 //! connection task through a channel and the response back through another; on the
 //! hot path those hops and wake-ups cost more than all of the gateway's own checks.)
 
-mod body;
+pub(crate) mod body;
 pub mod head;
 mod pool;
 
