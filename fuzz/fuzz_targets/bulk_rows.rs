@@ -17,14 +17,21 @@ fn json_model(body: &[u8]) -> Option<(Vec<String>, Option<String>)> {
     let v: Value = serde_json::from_slice(body).ok()?;
     let (list, reason) = match &v {
         Value::Array(a) => (a, None),
-        Value::Object(o) => (o.get("users")?.as_array()?, o.get("reason").and_then(Value::as_str)),
+        Value::Object(o) => (
+            o.get("users")?.as_array()?,
+            o.get("reason").and_then(Value::as_str),
+        ),
         _ => return None,
     };
     let rows = list
         .iter()
         .map(|x| match x {
             Value::String(s) => s.clone(),
-            Value::Object(o) => o.get("user").and_then(Value::as_str).unwrap_or("").to_string(),
+            Value::Object(o) => o
+                .get("user")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_string(),
             _ => String::new(),
         })
         .collect();
@@ -51,6 +58,10 @@ fuzz_target!(|data: &[u8]| {
     } else if let Ok((rows, reason)) = got {
         assert!(reason.is_none());
         let lines = text.split(['\n', '\r']).count();
-        assert!(rows.len() < lines.max(1), "{} rows from {lines} lines", rows.len());
+        assert!(
+            rows.len() < lines.max(1),
+            "{} rows from {lines} lines",
+            rows.len()
+        );
     }
 });

@@ -63,8 +63,12 @@ fn valid_ext(mut s: &[u8]) -> bool {
                             s = rest;
                             break;
                         }
-                        [b'\\', c, rest @ ..] if *c == b'\t' || *c >= 0x20 && *c != 0x7f => s = rest,
-                        [c, rest @ ..] if *c == b'\t' || (*c >= 0x20 && *c != 0x7f && *c != b'\\') => {
+                        [b'\\', c, rest @ ..] if *c == b'\t' || *c >= 0x20 && *c != 0x7f => {
+                            s = rest
+                        }
+                        [c, rest @ ..]
+                            if *c == b'\t' || (*c >= 0x20 && *c != 0x7f && *c != b'\\') =>
+                        {
                             s = rest
                         }
                         _ => return false,
@@ -81,10 +85,14 @@ fn valid_ext(mut s: &[u8]) -> bool {
 
 /// `field-name ":" OWS field-value OWS`, field-value of VCHAR, obs-text, SP and HTAB.
 fn valid_trailer(line: &[u8]) -> bool {
-    let Some(colon) = line.iter().position(|b| *b == b':') else { return false };
+    let Some(colon) = line.iter().position(|b| *b == b':') else {
+        return false;
+    };
     colon > 0
         && line[..colon].iter().all(|b| tchar(*b))
-        && line[colon + 1..].iter().all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
+        && line[colon + 1..]
+            .iter()
+            .all(|b| *b == b'\t' || (*b >= 0x20 && *b != 0x7f))
 }
 
 fn strict(input: &[u8]) -> Strict {
@@ -99,13 +107,19 @@ fn strict(input: &[u8]) -> Strict {
         }
     };
     loop {
-        let Ok(found) = line(p, 4096) else { return Strict::Invalid };
+        let Ok(found) = line(p, 4096) else {
+            return Strict::Invalid;
+        };
         let Some(end) = found else {
             // A prefix of a size line: hex digits, then an extension.
             let l = &input[p..];
             let l = l.strip_suffix(b"\r").unwrap_or(l);
             let hex = l.iter().take_while(|b| b.is_ascii_hexdigit()).count();
-            return if hex <= 15 { Strict::Partial(data) } else { Strict::Invalid };
+            return if hex <= 15 {
+                Strict::Partial(data)
+            } else {
+                Strict::Invalid
+            };
         };
         let l = &input[p..p + end];
         let hex = l.iter().take_while(|b| b.is_ascii_hexdigit()).count();
@@ -135,7 +149,9 @@ fn strict(input: &[u8]) -> Strict {
         let Ok(found) = line(p, (16 * 1024usize).saturating_sub(trailers)) else {
             return Strict::Invalid;
         };
-        let Some(end) = found else { return Strict::Partial(data) };
+        let Some(end) = found else {
+            return Strict::Partial(data);
+        };
         if end == 0 {
             return Strict::Complete(data, p + 2);
         }
@@ -159,14 +175,25 @@ fuzz_target!(|data: &[u8]| {
         let take = (n as usize).min(input.len());
         assert_eq!(body, &input[..take]);
         assert_eq!(used, take);
-        assert_eq!(end, if take as u64 == n { BodyEnd::Complete } else { BodyEnd::NeedMore });
+        assert_eq!(
+            end,
+            if take as u64 == n {
+                BodyEnd::Complete
+            } else {
+                BodyEnd::NeedMore
+            }
+        );
         return;
     }
 
     let whole = decode_body(BodyFraming::Chunked, [input]);
     let split = decode_body(BodyFraming::Chunked, input.chunks(size));
     // (How much was consumed is only defined for a complete body.)
-    assert_eq!((&split.0, &split.1), (&whole.0, &whole.1), "read sizes changed the result");
+    assert_eq!(
+        (&split.0, &split.1),
+        (&whole.0, &whole.1),
+        "read sizes changed the result"
+    );
     if whole.1 == BodyEnd::Complete {
         assert_eq!(split.2, whole.2);
     }

@@ -17,7 +17,9 @@ fn names_special_files(v: &toml::Value) -> bool {
     match v {
         toml::Value::String(s) => ["dev", "proc", "sys", "fd"].iter().any(|w| s.contains(w)),
         toml::Value::Array(a) => a.iter().any(names_special_files),
-        toml::Value::Table(t) => t.iter().any(|(k, v)| k.contains("dev") || names_special_files(v)),
+        toml::Value::Table(t) => t
+            .iter()
+            .any(|(k, v)| k.contains("dev") || names_special_files(v)),
         _ => false,
     }
 }
@@ -33,8 +35,14 @@ fuzz_target!(|data: &[u8]| {
     let first = Config::parse(text, path, Secrets::ReadOnly);
     let again = Config::parse(text, path, Secrets::ReadOnly);
     assert_eq!(
-        first.as_ref().map(|c| c.node_id.clone()).map_err(ToString::to_string),
-        again.as_ref().map(|c| c.node_id.clone()).map_err(ToString::to_string),
+        first
+            .as_ref()
+            .map(|c| c.node_id.clone())
+            .map_err(ToString::to_string),
+        again
+            .as_ref()
+            .map(|c| c.node_id.clone())
+            .map_err(ToString::to_string),
     );
     match first {
         Err(ConfigError::Syntax { line, column, .. }) => {

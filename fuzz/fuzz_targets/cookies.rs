@@ -79,7 +79,8 @@ fuzz_target!(|data: &[u8]| {
 
     match (GatewayCookies::parse(&h), model_parse(&pairs)) {
         (Ok(c), Ok(want)) => {
-            let got = [c.session, c.app, c.binding, c.csrf].map(|v| v.map(|s| s.as_bytes().to_vec()));
+            let got =
+                [c.session, c.app, c.binding, c.csrf].map(|v| v.map(|s| s.as_bytes().to_vec()));
             assert_eq!(got, want);
             let any = pairs.iter().any(|(n, _)| n.starts_with(b"portcullis_"));
             assert_eq!(c.any, any);
@@ -93,8 +94,7 @@ fuzz_target!(|data: &[u8]| {
         strip_for_origin(&mut h, keep);
         let out: Vec<&HeaderValue> = h.get_all(COOKIE).iter().collect();
         assert!(out.len() <= 1, "one Cookie header at most");
-        let untouched = values.len() == 1
-            && !values[0].windows(11).any(|w| w == b"portcullis_");
+        let untouched = values.len() == 1 && !values[0].windows(11).any(|w| w == b"portcullis_");
         if untouched {
             assert_eq!(out.len(), 1);
             assert_eq!(out[0].as_bytes(), values[0]);
@@ -108,7 +108,10 @@ fuzz_target!(|data: &[u8]| {
             })
             .cloned()
             .collect();
-        let got = out.first().map(|v| model_pairs(&[v.as_bytes()])).unwrap_or_default();
+        let got = out
+            .first()
+            .map(|v| model_pairs(&[v.as_bytes()]))
+            .unwrap_or_default();
         // A pair without `=` comes back as `name=`: compare names and values.
         assert_eq!(got, want);
         if !keep {

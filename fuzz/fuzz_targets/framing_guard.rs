@@ -57,7 +57,11 @@ fuzz_target!(|data: &[u8]| {
         return;
     }
     let (ctl, stream) = (data[0], &data[2..]);
-    let max_head = if ctl & 0x80 != 0 { 64 + usize::from(data[1]) * 16 } else { 64 * 1024 };
+    let max_head = if ctl & 0x80 != 0 {
+        64 + usize::from(data[1]) * 16
+    } else {
+        64 * 1024
+    };
     let whole = run(vec![stream.to_vec()], max_head, stream);
     // Read sizes from a small generator seeded by the control bytes.
     let mut seed = u32::from(data[0]) << 8 | u32::from(data[1]) | 1;
@@ -74,6 +78,10 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(run(pieces, max_head, stream), whole, "split reads disagree");
     if stream.len() <= 4096 {
         let bytes = stream.iter().map(|b| vec![*b]).collect();
-        assert_eq!(run(bytes, max_head, stream), whole, "byte-wise reads disagree");
+        assert_eq!(
+            run(bytes, max_head, stream),
+            whole,
+            "byte-wise reads disagree"
+        );
     }
 });

@@ -10,7 +10,9 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use fuzz_common::{IDP_CLIENT, IDP_ISSUER, IDP_NONCE, NOW_S, NOW_US, idp_provider, pending, runtime, sign_jws};
+use fuzz_common::{
+    IDP_CLIENT, IDP_ISSUER, IDP_NONCE, NOW_S, NOW_US, idp_provider, pending, runtime, sign_jws,
+};
 use libfuzzer_sys::fuzz_target;
 use portcullis::idp::{PendingAuth, Provider};
 use serde_json::Value;
@@ -64,7 +66,10 @@ fuzz_target!(|data: &[u8]| {
     } else {
         text.to_string()
     };
-    let got = idp.rt.block_on(idp.provider.verify_id_token(&token, &idp.pending, None, NOW_US));
+    let got = idp.rt.block_on(
+        idp.provider
+            .verify_id_token(&token, &idp.pending, None, NOW_US),
+    );
     if let Ok(identity) = got {
         check_accepted(&token, &identity.email);
     }

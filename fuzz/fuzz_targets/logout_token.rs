@@ -38,11 +38,23 @@ fn check_accepted(token: &str, got: &LogoutToken) {
     assert_eq!(c["jti"].as_str(), Some(got.jti.as_str()));
     assert!(!got.jti.is_empty());
     assert!(got.sid.is_some() || got.sub.is_some());
-    assert_eq!(got.sid.as_deref(), c["sid"].as_str().filter(|s| !s.is_empty()));
-    assert_eq!(got.sub.as_deref(), c["sub"].as_str().filter(|s| !s.is_empty()));
+    assert_eq!(
+        got.sid.as_deref(),
+        c["sid"].as_str().filter(|s| !s.is_empty())
+    );
+    assert_eq!(
+        got.sub.as_deref(),
+        c["sub"].as_str().filter(|s| !s.is_empty())
+    );
     let iat = c["iat"].as_f64().expect("iat");
-    assert!(iat * 1e6 <= (NOW_US + 60_000_000) as f64, "iat in the future");
-    assert!(got.remember_until >= NOW_US, "accepted after it may be forgotten");
+    assert!(
+        iat * 1e6 <= (NOW_US + 60_000_000) as f64,
+        "iat in the future"
+    );
+    assert!(
+        got.remember_until >= NOW_US,
+        "accepted after it may be forgotten"
+    );
 }
 
 fuzz_target!(|data: &[u8]| {

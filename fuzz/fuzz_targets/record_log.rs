@@ -24,7 +24,9 @@ fn framing(ctl: u8) -> Framing {
 fn payloads(f: Framing, data: &[u8]) -> Vec<Vec<u8>> {
     data.split(|b| *b == b'|')
         .map(|p| match f {
-            Framing::Lines | Framing::CheckedLines => p.iter().copied().filter(|b| *b != b'\n').collect(),
+            Framing::Lines | Framing::CheckedLines => {
+                p.iter().copied().filter(|b| *b != b'\n').collect()
+            }
             Framing::Frames(_) => p.to_vec(),
         })
         .collect()
@@ -46,7 +48,11 @@ fuzz_target!(|data: &[u8]| {
     drop(log);
     let (log, again) = RecordLog::open(&path, f).expect("open again");
     assert_eq!(again, records);
-    assert_eq!(std::fs::read(&path).expect("read"), after, "a second open changed the file");
+    assert_eq!(
+        std::fs::read(&path).expect("read"),
+        after,
+        "a second open changed the file"
+    );
 
     let more = payloads(f, file);
     log.append(&more, LogSync::Buffered).expect("append");
@@ -75,5 +81,8 @@ fuzz_target!(|data: &[u8]| {
     let (_, kept) = RecordLog::open(&fresh, f).expect("open the cut log");
     let whole = ends.iter().filter(|e| **e <= cut).count();
     assert_eq!(kept, more[..whole], "cut at {cut} of {len}");
-    assert_eq!(std::fs::metadata(&fresh).expect("stat").len(), ends[..whole].last().copied().unwrap_or(0));
+    assert_eq!(
+        std::fs::metadata(&fresh).expect("stat").len(),
+        ends[..whole].last().copied().unwrap_or(0)
+    );
 });

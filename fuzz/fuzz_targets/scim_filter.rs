@@ -17,10 +17,19 @@ use serde_json::json;
 /// `totalResults` of a filtered list, or None when the filter is refused.
 fn count(scim: &Scim, store: &MemoryStore, path: &str, filter: &str) -> Option<u64> {
     let query: String = form_urlencoded_pair(filter);
-    let req = ScimRequest { method: Method::GET, path, query: Some(&query), body: b"" };
+    let req = ScimRequest {
+        method: Method::GET,
+        path,
+        query: Some(&query),
+        body: b"",
+    };
     let out = scim.handle(store, &req, NOW_US);
     match out.status {
-        200 => Some(out.body.expect("a list")["totalResults"].as_u64().expect("totalResults")),
+        200 => Some(
+            out.body.expect("a list")["totalResults"]
+                .as_u64()
+                .expect("totalResults"),
+        ),
         400 => None,
         s => panic!("status {s} for filter {filter:?}"),
     }
@@ -61,16 +70,32 @@ fuzz_target!(|data: &[u8]| {
         }
     }
 
-    for (op, value) in [("remove", json!(null)), ("replace", json!("x")), ("add", json!([{"value": SCIM_USERS[1]}]))] {
+    for (op, value) in [
+        ("remove", json!(null)),
+        ("replace", json!("x")),
+        ("add", json!([{"value": SCIM_USERS[1]}])),
+    ] {
         let body = json!({
             "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
             "Operations": [{"op": op, "path": f, "value": value}],
         })
         .to_string();
-        for path in [format!("/Users/{}", SCIM_USERS[0]), "/Groups/a99962b9f99d4c4fac67".to_string()] {
-            let req = ScimRequest { method: Method::PATCH, path: &path, query: None, body: body.as_bytes() };
+        for path in [
+            format!("/Users/{}", SCIM_USERS[0]),
+            "/Groups/a99962b9f99d4c4fac67".to_string(),
+        ] {
+            let req = ScimRequest {
+                method: Method::PATCH,
+                path: &path,
+                query: None,
+                body: body.as_bytes(),
+            };
             let out = scim.handle(&store, &req, NOW_US);
-            assert!(matches!(out.status, 200 | 204 | 400 | 409), "PATCH {op} {f:?}: {}", out.status);
+            assert!(
+                matches!(out.status, 200 | 204 | 400 | 409),
+                "PATCH {op} {f:?}: {}",
+                out.status
+            );
         }
     }
 });

@@ -35,10 +35,19 @@ fuzz_target!(|data: &[u8]| {
     };
     let scim = Scim::new(ScimSettings::default());
     let store = scim_store();
-    let req = ScimRequest { method: method.clone(), path, query, body };
+    let req = ScimRequest {
+        method: method.clone(),
+        path,
+        query,
+        body,
+    };
     let out = scim.handle(&store, &req, NOW_US);
 
-    assert!((200..600).contains(&out.status) && out.status != 500, "status {}", out.status);
+    assert!(
+        (200..600).contains(&out.status) && out.status != 500,
+        "status {}",
+        out.status
+    );
     if out.status >= 400 {
         let b = out.body.as_ref().expect("an error body");
         assert_eq!(b["schemas"][0], ERROR_SCHEMA);
@@ -55,13 +64,25 @@ fuzz_target!(|data: &[u8]| {
         };
         // Where the written resource lives: the Location of a create, else the path.
         let at = match &out.location {
-            Some(loc) => loc.strip_prefix("/scim/v2").expect("a relative location").to_string(),
+            Some(loc) => loc
+                .strip_prefix("/scim/v2")
+                .expect("a relative location")
+                .to_string(),
             None => path.to_string(),
         };
-        let get = ScimRequest { method: Method::GET, path: &at, query: None, body: b"" };
+        let get = ScimRequest {
+            method: Method::GET,
+            path: &at,
+            query: None,
+            body: b"",
+        };
         let read = scim.handle(&store, &get, NOW_US);
         assert_eq!(read.status, 200, "what was written cannot be read");
-        assert_eq!(read.body.as_ref(), Some(b), "the write answered another resource");
+        assert_eq!(
+            read.body.as_ref(),
+            Some(b),
+            "the write answered another resource"
+        );
         let id = b.get("id").and_then(Value::as_str).expect("an id");
         assert!(at.trim_end_matches('/').ends_with(id));
     }

@@ -27,7 +27,10 @@ fuzz_target!(|data: &[u8]| {
     if let Ok(text) = std::str::from_utf8(rest) {
         if let Some(plain) = s.open(p, text) {
             assert!(s.open(other, text).is_none(), "opened for both purposes");
-            assert!(foreign_sealer().open(p, text).is_none(), "opened under a foreign key");
+            assert!(
+                foreign_sealer().open(p, text).is_none(),
+                "opened under a foreign key"
+            );
             assert_eq!(rotated_sealer().open(p, text), Some(plain));
         }
     }
@@ -39,7 +42,10 @@ fuzz_target!(|data: &[u8]| {
     assert!(foreign_sealer().open(p, &sealed).is_none());
     let resealed = rotated_sealer().seal(p, rest).expect("seals");
     assert!(resealed.starts_with("k2."));
-    assert!(s.open(p, &resealed).is_none(), "k2 is not known before the rotation");
+    assert!(
+        s.open(p, &resealed).is_none(),
+        "k2 is not known before the rotation"
+    );
 
     // One character changed, anywhere after the key id.
     let mut bytes = sealed.into_bytes();
@@ -47,5 +53,8 @@ fuzz_target!(|data: &[u8]| {
     let pos = B64.iter().position(|b| *b == bytes[i]).expect("base64url");
     bytes[i] = B64[(pos + 1 + usize::from(ctl) % 63) % 64];
     let changed = String::from_utf8(bytes).expect("ASCII");
-    assert!(s.open(p, &changed).is_none(), "opened after a change at {i}");
+    assert!(
+        s.open(p, &changed).is_none(),
+        "opened after a change at {i}"
+    );
 });

@@ -84,5 +84,9 @@ fuzz_target!(|data: &[u8]| {
     .expect("append");
     drop(j);
     let (_, _, third) = open(&dir, horizon);
-    assert_eq!(third.set.digest(), second.set.digest(), "appended entries lost");
+    assert_eq!(
+        third.set.digest(),
+        second.set.digest(),
+        "appended entries lost"
+    );
 });

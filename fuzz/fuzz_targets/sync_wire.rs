@@ -61,14 +61,23 @@ fn generated(u: &mut Unstructured<'_>) -> ArbResult<Vec<RevocationRecord>> {
 fn round_trip(recs: &[RevocationRecord], with_meta: &[bool]) {
     let mut buf = Vec::new();
     for (r, m) in recs.iter().zip(with_meta) {
-        put_entry(&mut buf, r.scope, &r.target, r.not_before_us, m.then_some(r));
+        put_entry(
+            &mut buf,
+            r.scope,
+            &r.target,
+            r.not_before_us,
+            m.then_some(r),
+        );
     }
     let back: Vec<Entry<'_>> = Entries::new(&buf)
         .collect::<Result<_, _>>()
         .expect("our own encoding decodes");
     assert_eq!(back.len(), recs.len());
     for ((e, r), m) in back.iter().zip(recs).zip(with_meta) {
-        assert_eq!((e.scope, e.target, e.nb), (r.scope, r.target.as_str(), r.not_before_us));
+        assert_eq!(
+            (e.scope, e.target, e.nb),
+            (r.scope, r.target.as_str(), r.not_before_us)
+        );
         let want = m.then(|| [&r.id, &r.reason, &r.actor, &r.node].map(|f| on_wire(f)));
         assert_eq!(e.meta.map(|m| m.map(str::to_string)), want);
     }

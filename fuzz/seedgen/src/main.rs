@@ -99,7 +99,14 @@ fn app_tokens() {
             ("alg-none", alg_none.into_bytes()),
             ("hs256", hs.as_bytes().to_vec()),
             ("claims", serde_json::to_vec(&good).expect("json")),
-            ("claims-bad-bnd", serde_json::to_vec(&Claims { bnd: Some("short".into()), ..good }).expect("json")),
+            (
+                "claims-bad-bnd",
+                serde_json::to_vec(&Claims {
+                    bnd: Some("short".into()),
+                    ..good
+                })
+                .expect("json"),
+            ),
         ],
     );
 }
@@ -131,7 +138,10 @@ fn id_tokens() {
             ("es256", sign_jws(0, Some("JWT"), &c).into_bytes()),
             ("rs256", sign_jws(1, None, &c).into_bytes()),
             ("multi-aud", sign_jws(0, Some("JWT"), &multi).into_bytes()),
-            ("unverified", sign_jws(0, Some("JWT"), &unverified).into_bytes()),
+            (
+                "unverified",
+                sign_jws(0, Some("JWT"), &unverified).into_bytes(),
+            ),
             ("claims", c.to_string().into_bytes()),
             ("claims-multi-aud", multi.to_string().into_bytes()),
             ("claims-stale", stale.to_string().into_bytes()),
@@ -155,7 +165,10 @@ fn logout_tokens() {
         vec![
             ("es256", sign_jws(0, Some("logout+jwt"), &c).into_bytes()),
             ("rs256-jwt-typ", sign_jws(1, Some("JWT"), &c).into_bytes()),
-            ("sub-only", sign_jws(0, Some("logout+jwt"), &sub_only).into_bytes()),
+            (
+                "sub-only",
+                sign_jws(0, Some("logout+jwt"), &sub_only).into_bytes(),
+            ),
             ("claims", c.to_string().into_bytes()),
             ("claims-nonce", nonce.to_string().into_bytes()),
             ("claims-sub-only", sub_only.to_string().into_bytes()),
@@ -186,15 +199,31 @@ fn ssf_sets() {
         json!({"state": "VGhpcyBpcyBhbiBleGFtcGxlIHN0YXRlIHZhbHVlLgo="}),
         json!({"format": "opaque", "id": "f67e39a0a4d34d56b3aa1bc4cff0069f"}),
     );
-    let credential = set(&format!("{CAEP}credential-change"), json!({"credential_type": "password", "change_type": "update"}), email.clone());
+    let credential = set(
+        &format!("{CAEP}credential-change"),
+        json!({"credential_type": "password", "change_type": "update"}),
+        email.clone(),
+    );
     write(
         "ssf_set",
         vec![
-            ("session-revoked", sign_jws(0, Some("secevent+jwt"), &revoked).into_bytes()),
-            ("account-disabled-rs256", sign_jws(1, Some("secevent+jwt"), &disabled).into_bytes()),
-            ("verification", sign_jws(0, Some("secevent+jwt"), &verify).into_bytes()),
+            (
+                "session-revoked",
+                sign_jws(0, Some("secevent+jwt"), &revoked).into_bytes(),
+            ),
+            (
+                "account-disabled-rs256",
+                sign_jws(1, Some("secevent+jwt"), &disabled).into_bytes(),
+            ),
+            (
+                "verification",
+                sign_jws(0, Some("secevent+jwt"), &verify).into_bytes(),
+            ),
             ("claims-session-revoked", revoked.to_string().into_bytes()),
-            ("claims-credential-change", credential.to_string().into_bytes()),
+            (
+                "claims-credential-change",
+                credential.to_string().into_bytes(),
+            ),
             ("claims-disabled", disabled.to_string().into_bytes()),
         ],
     );
@@ -202,7 +231,8 @@ fn ssf_sets() {
 
 fn framing_guard() {
     let get = b"GET / HTTP/1.1\r\nHost: a\r\n\r\n".as_slice();
-    let post_cl = b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world".as_slice();
+    let post_cl =
+        b"POST /a HTTP/1.1\r\nHost: a\r\nContent-Length: 11\r\n\r\nhello world".as_slice();
     let chunked = b"POST /b HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n5;name=val\r\nhello\r\nA \r\n0123456789\r\n0\r\nX-Trailer: 1\r\n\r\n".as_slice();
     let ctl = [0x00u8, 0x07];
     write(
@@ -287,13 +317,22 @@ fn sample_set() -> (RevocationSet, MetaIndex) {
 fn sync_wire() {
     let (set, meta) = sample_set();
     let mut entries = Vec::new();
-    put_entry(&mut entries, Scope::User, "bob@example.com", NOW_US, Some(&record(Scope::User, "bob@example.com", NOW_US)));
+    put_entry(
+        &mut entries,
+        Scope::User,
+        "bob@example.com",
+        NOW_US,
+        Some(&record(Scope::User, "bob@example.com", NOW_US)),
+    );
     put_entry(&mut entries, Scope::Group, "ünïcode", 7, None);
     write(
         "sync_wire",
         vec![
             ("set-with-meta", encode_set(&set, &meta, None)),
-            ("set-without-meta", encode_set(&set, &MetaIndex::default(), None)),
+            (
+                "set-without-meta",
+                encode_set(&set, &MetaIndex::default(), None),
+            ),
             ("entries", entries),
             ("buckets", encode_buckets(&set)[..64].to_vec()),
         ],
@@ -315,7 +354,13 @@ fn sync_journal() {
     let snapshot = encode_set(&set, &meta, None)[12..].to_vec();
     let mut batch = Vec::new();
     put_entry(&mut batch, Scope::Session, "pulled-1", NOW_US + 1, None);
-    put_entry(&mut batch, Scope::User, "carol@example.com", NOW_US + 2, None);
+    put_entry(
+        &mut batch,
+        Scope::User,
+        "carol@example.com",
+        NOW_US + 2,
+        None,
+    );
     let journal = log_bytes(Framing::Frames(b"PCJ2"), &[snapshot, batch]);
     // The earlier format: [scope][len u16][target][nb i64], no meta.
     let mut old = Vec::new();
@@ -354,7 +399,11 @@ fn record_log() {
     .map(|s| s.as_bytes().to_vec())
     .to_vec();
     let mut seeds = Vec::new();
-    for (ctl, name, framing) in [(0u8, "lines", Framing::Lines), (1, "checked", Framing::CheckedLines), (2, "frames", Framing::Frames(b"FUZZ"))] {
+    for (ctl, name, framing) in [
+        (0u8, "lines", Framing::Lines),
+        (1, "checked", Framing::CheckedLines),
+        (2, "frames", Framing::Frames(b"FUZZ")),
+    ] {
         let bytes = log_bytes(framing, &lines);
         seeds.push((name, with(&[ctl], &bytes)));
         let torn = [bytes.as_slice(), &bytes[..bytes.len() / 2]].concat();
@@ -395,7 +444,11 @@ fn scim_request() {
     let mut seeds = Vec::new();
     for p in &names {
         let v: Value = serde_json::from_slice(&std::fs::read(p).expect("fixture")).expect("JSON");
-        let mut line = format!("{} {}", v["method"].as_str().unwrap_or("GET"), v["path"].as_str().unwrap_or("/"));
+        let mut line = format!(
+            "{} {}",
+            v["method"].as_str().unwrap_or("GET"),
+            v["path"].as_str().unwrap_or("/")
+        );
         if let Some(q) = v["query"].as_str() {
             line.push('?');
             line.push_str(q);
@@ -404,11 +457,18 @@ fn scim_request() {
         if let Some(b) = v.get("body") {
             line.push_str(&serde_json::to_string_pretty(b).expect("JSON"));
         }
-        let name = p.file_stem().and_then(|s| s.to_str()).unwrap_or("fixture").to_string();
+        let name = p
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("fixture")
+            .to_string();
         seeds.push((name, line.into_bytes()));
     }
     seeds.push(("discovery".into(), b"GET /ServiceProviderConfig\n".to_vec()));
-    seeds.push(("schemas".into(), b"GET /Schemas/urn:ietf:params:scim:schemas:core:2.0:User\n".to_vec()));
+    seeds.push((
+        "schemas".into(),
+        b"GET /Schemas/urn:ietf:params:scim:schemas:core:2.0:User\n".to_vec(),
+    ));
     write("scim_request", seeds);
 }
 
@@ -438,7 +498,8 @@ fn scim_filter() {
 }
 
 fn config() {
-    let shipped = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml")).expect("gateway.toml");
+    let shipped = std::fs::read(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../gateway.toml"))
+        .expect("gateway.toml");
     let full = br#"
 [gateway]
 listen = "127.0.0.1:8443"
@@ -501,8 +562,15 @@ disabled = true
 
 fn seal() {
     let s = sealer();
-    let code = s.seal(Purpose::Handoff, b"code:4f9c2a;app=echo;exp=1760000060").expect("seal");
-    let state = s.seal(Purpose::SignInState, br#"{"idp":"corp","state":"af0ifjsldkj","nonce":"n-0S6_WzA2Mj"}"#).expect("seal");
+    let code = s
+        .seal(Purpose::Handoff, b"code:4f9c2a;app=echo;exp=1760000060")
+        .expect("seal");
+    let state = s
+        .seal(
+            Purpose::SignInState,
+            br#"{"idp":"corp","state":"af0ifjsldkj","nonce":"n-0S6_WzA2Mj"}"#,
+        )
+        .expect("seal");
     write(
         "seal",
         vec![
