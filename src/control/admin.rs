@@ -43,6 +43,7 @@ impl Control {
                 target: b.target,
                 reason: b.reason,
                 actor,
+                external_id: None,
             })
             .await?;
         Ok(json_of(&out))
@@ -60,6 +61,7 @@ impl Control {
                     target: sid,
                     reason: "deleted by admin".into(),
                     actor,
+                    external_id: None,
                 }],
                 "delete_session",
             )
@@ -109,6 +111,7 @@ impl Control {
                 target: email,
                 reason: reason.clone(),
                 actor: actor.clone(),
+                external_id: None,
             });
         }
         let outcomes = if todo.is_empty() {

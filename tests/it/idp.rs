@@ -1034,7 +1034,7 @@ async fn back_channel_logout_tokens_from_the_op_verify_and_forgeries_do_not() {
 
     // RP-initiated logout at the OP; the OP POSTs a logout token to our listener.
     let end = p
-        .end_session_url(&id.id_token, &post_logout_uri())
+        .end_session_url(Some(&id.id_token), &post_logout_uri())
         .expect("end_session_endpoint");
     let q = query_of(&end);
     assert_eq!(q["id_token_hint"], id.id_token);
@@ -1193,9 +1193,14 @@ async fn end_session_url_is_off_when_configured_off() {
         ..idp_config("corp", &op.issuer, "rp")
     };
     let p = Provider::discover(cfg, &http).await.expect("discovery");
-    assert!(p.end_session_url("x.y.z", &post_logout_uri()).is_none());
+    assert!(
+        p.end_session_url(Some("x.y.z"), &post_logout_uri())
+            .is_none()
+    );
     let on = discover("corp", &op, "rp").await;
-    let url = on.end_session_url("x.y.z", &post_logout_uri()).expect("on");
+    let url = on
+        .end_session_url(Some("x.y.z"), &post_logout_uri())
+        .expect("on");
     assert!(url.as_str().starts_with(&op.url("/session/end")), "{url}");
     op.stop().await;
 }
@@ -1211,7 +1216,7 @@ async fn back_channel_logout_reaches_an_https_rp_by_its_name() {
     let c = browser();
     let (_, id) = sign_in_alice(&p, &c).await;
     let end = p
-        .end_session_url(&id.id_token, &post_logout_uri())
+        .end_session_url(Some(&id.id_token), &post_logout_uri())
         .expect("end_session");
     op_logout(&c, &end).await;
     let (host, token) = bc.next_with_host().await;
