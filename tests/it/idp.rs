@@ -255,13 +255,13 @@ pub async fn sign_in(c: &Client, auth_url: &Url, redirect_uri: &Url, who: Creds<
     panic!("no redirect to {redirect_uri} after 16 steps from {auth_url}");
 }
 
-fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+pub fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = s.find(start)? + start.len();
     let j = s[i..].find(end)? + i;
     Some(&s[i..j])
 }
 
-fn form_action(html: &str, id: &str) -> Option<String> {
+pub fn form_action(html: &str, id: &str) -> Option<String> {
     let form = &html[html.find(&format!("<form id=\"{id}\""))?..];
     between(form, "action=\"", "\"").map(|a| a.replace("&amp;", "&"))
 }
@@ -1003,12 +1003,12 @@ async fn an_unreachable_idp_is_unavailable_until_a_retry_finds_it() {
 
 // ---- logout -------------------------------------------------------------------------------
 
-fn claims_of(jwt: &str) -> Value {
+pub fn claims_of(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
 }
 
-fn forge(key: &OpKey, header_typ: Option<&str>, claims: &Value) -> String {
+pub fn forge(key: &OpKey, header_typ: Option<&str>, claims: &Value) -> String {
     let alg = match key.alg.as_str() {
         "RS256" => Algorithm::RS256,
         _ => Algorithm::ES256,

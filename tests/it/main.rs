@@ -4,6 +4,7 @@ mod browser;
 mod cluster;
 mod common;
 mod idp;
+mod oidc_login;
 mod origin;
 mod origin_wire;
 mod proxy;
