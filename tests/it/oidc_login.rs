@@ -801,6 +801,67 @@ async fn after_a_user_revocation_the_idp_must_authenticate_again() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_and_group_revocations_ask_for_a_fresh_sign_in_but_a_logout_does_not() {
+    let rig = Rig::start(&["corp"], false, "").await;
+    let want = rig.echo("/scopes");
+    let (c, jar) = rig.browser();
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!(t.status, StatusCode::OK);
+    let attacker = with_op_cookies_of(&rig, &jar);
+    let info = idp_session(&rig.gw, ALICE_EMAIL);
+
+    // An operator ends the user's (last) session by its id: no lockout, but the IdP's
+    // session alone no longer gets anyone in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&rig.gw);
+    rig.gw.revoke("session", &info.sid).await;
+    let t = walk(&attacker, &want, None, None).await;
+    assert!(t.on_op_login_page(), "{t:#?}");
+    let reqs = t.auth_requests();
+    assert_eq!(reqs.len(), 2, "{t:#?}");
+    assert_eq!(
+        (reqs[1]["prompt"].as_str(), reqs[1]["max_age"].as_str()),
+        ("login", "0")
+    );
+    // The user signs in again, with the second factor.
+    let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!(
+        (t.status, t.url.as_str()),
+        (StatusCode::OK, want.as_str()),
+        "{t:#?}"
+    );
+    assert_eq!(
+        t.auth_requests()[0]["prompt"],
+        "login",
+        "this browser's session was revoked"
+    );
+
+    // The user's own logout (stopping before the IdP's logout page, so the IdP session
+    // lives on): the next sign-in is silent.
+    let t = walk(&c, &rig.auth("/logout"), None, Some("http://127.0.0.1")).await;
+    assert!(t.url.contains("/session/end"), "{t:#?}");
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+    let t = walk(&c, &want, None, None).await;
+    assert_eq!(
+        (t.status, t.url.as_str()),
+        (StatusCode::OK, want.as_str()),
+        "{t:#?}"
+    );
+    assert!(
+        t.auth_requests().iter().all(|q| !q.contains_key("prompt")),
+        "{t:#?}"
+    );
+
+    // A group revocation covering the session: the browser is asked for a fresh sign-in.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&rig.gw);
+    rig.gw.revoke("group", "eng").await;
+    let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 1), "{t:#?}");
+    assert_eq!(t.auth_requests()[0]["prompt"], "login");
+}
+
 // ---- back-channel logout ----------------------------------------------------------------
 
 /// Posts a logout token to the gateway's back-channel endpoint.

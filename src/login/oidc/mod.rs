@@ -36,6 +36,7 @@ use crate::web::html::html;
 use crate::web::query;
 use http::{HeaderMap, HeaderValue, Response, StatusCode, header};
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 use url::Url;
 
@@ -371,6 +372,9 @@ impl Login {
     /// The page for a sign-in that did not finish, with a link to start again.
     fn failure_page(&self, slot: &IdpSlot, return_to: &str, f: Failure) -> Response<Body> {
         let idp = &slot.config().display_name;
+        if !matches!(f, Failure::Gateway(_)) {
+            self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        }
         let (status, title, message, retry_after) = match f {
             Failure::Idp(e) => {
                 let (status, title) = idp_error_page(&e);
