@@ -114,6 +114,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     if let Some(r) = &gw.redis {
         background.extend(r.spawn(rx.clone()));
     }
+    let auth = gw.auth.clone();
+    background.push(tokio::spawn(
+        gw.idps.clone().run(move || auth.now_us(), rx.clone()),
+    ));
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,
