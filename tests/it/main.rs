@@ -6,6 +6,7 @@ mod common;
 mod idp;
 mod origin;
 mod origin_wire;
+mod peer_tls;
 mod proxy;
 mod redis_backend;
 mod revocation;
