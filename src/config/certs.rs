@@ -1,6 +1,6 @@
 //! TLS material for the control port and for calls to peers: the validated settings
 //! (`[control] tls_cert`/`tls_key`/`client_ca`/`client_auth`, `[sync] ca_file`/
-//! `client_cert`/`client_key`) and the PEM reading they share with `crate::tls`. The
+//! `client_cert`/`client_key`) and the PEM reading the TLS module builds from. The
 //! files are read and checked while validating, so `portcullis check` and a reload name
 //! a bad certificate, key or CA file (file, field and reason) before anything uses it.
 
