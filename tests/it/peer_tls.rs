@@ -283,6 +283,9 @@ async fn three_nodes_over_https_with_client_certificates_propagate_and_converge(
         let s = xhr(&browser, &n.url("echo.localhost", "/")).await.status();
         assert_eq!(s, StatusCode::UNAUTHORIZED);
     }
+    // The CLI of node 1 reaches its own HTTPS control port.
+    let out = cli(&c.nodes[0].config_path, &["revoke", "--group", "tls-cli"]).await;
+    assert!(out.contains("2 of 2 peers confirmed"), "{out}");
 
     // A record only node 3 holds (delivered by a caller with a cluster certificate)
     // reaches nodes 1 and 2 by anti-entropy: digests, buckets and pulls over TLS.
@@ -320,10 +323,11 @@ async fn three_nodes_over_https_with_client_certificates_propagate_and_converge(
 /// One node (in a folder of its own) with a TLS control port and `client_ca`.
 async fn single(pki: &Pki, port: u16, control_extra: &str) -> (Gw, tempfile::TempDir) {
     let ca = format!("client_ca = \"{}\"\n{control_extra}", pki.path("ca.crt"));
-    let toml = with_control(
-        "[sync]\npeer_token_file = \"peer.token\"\n",
-        &pki.control(port, "node1", &ca),
+    let sync = format!(
+        "[sync]\npeer_token_file = \"peer.token\"\n{}",
+        pki.sync("node1")
     );
+    let toml = with_control(&sync, &pki.control(port, "node1", &ca));
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("peer.token"), PEER_TOKEN).unwrap();
     let g = Gw::start_in(
@@ -455,6 +459,28 @@ async fn the_peer_api_needs_a_cluster_certificate_and_admin_calls_a_token() {
         .await
         .unwrap();
     assert_eq!(s, StatusCode::OK);
+    // The CLI reads the same config: it calls over HTTPS and presents [sync] client_cert.
+    let out = cli(
+        &g.config_path,
+        &["revoke", "--app", "ghost", "--reason", "cli"],
+    )
+    .await;
+    assert!(out.contains("revoked app ghost"), "{out}");
+}
+
+/// Runs the `portcullis` CLI against `config`; its stdout (panics on failure).
+async fn cli(config: &Path, args: &[&str]) -> String {
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_portcullis"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{args:?}: {text}{err}");
+    text
 }
 
 /// The certificate the control port presents to a new connection (trusting `ca`).
