@@ -79,6 +79,19 @@ impl tower_service::Service<http::Uri> for PeerConnector {
     }
 }
 
+/// An error with its causes ("client error (Connect): invalid peer certificate:
+/// UnknownIssuer"), so a refused TLS handshake says why in the log.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 pub struct PeerClient {
     live: Arc<Live>,
     node_id: String,
@@ -144,7 +157,7 @@ impl PeerClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+                .map_err(|e| PeerError::Unreachable(causes(&e)))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()
