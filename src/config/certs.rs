@@ -196,3 +196,79 @@ impl Validator {
         Ok(PeerTls { ca_file, identity })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, ConfigError, Secrets};
+    use std::path::Path;
+
+    const BASE: &str = r#"
+[gateway]
+listen = "127.0.0.1:0"
+auth_domain = "auth.localhost"
+[control]
+listen = "127.0.0.1:0"
+CONTROL
+[sync]
+peers = ["https://10.0.0.2:9443", "http://10.0.0.3:9443"]
+peer_token_file = "peer.token"
+SYNC
+"#;
+
+    /// A folder with a self-signed `node.crt`/`node.key` and a peer token.
+    fn folder() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
+        std::fs::write(d.path().join("node.crt"), ck.cert.pem()).unwrap();
+        std::fs::write(d.path().join("node.key"), ck.signing_key.serialize_pem()).unwrap();
+        std::fs::write(d.path().join("peer.token"), "t").unwrap();
+        d
+    }
+
+    fn parse(dir: &Path, control: &str, sync: &str) -> Result<Config, ConfigError> {
+        let text = BASE.replace("CONTROL", control).replace("SYNC", sync);
+        Config::parse(&text, &dir.join("gateway.toml"), Secrets::ReadOnly)
+    }
+
+    #[test]
+    fn https_peers_and_a_tls_control_port_parse() {
+        let d = folder();
+        let c = parse(
+            d.path(),
+            "tls_cert = \"node.crt\"\ntls_key = \"node.key\"\nclient_ca = \"node.crt\"",
+            "ca_file = \"node.crt\"\nclient_cert = \"node.crt\"\nclient_key = \"node.key\"",
+        )
+        .unwrap();
+        assert_eq!(c.sync.peers[0], "https://10.0.0.2:9443");
+        let tls = c.control.tls.unwrap();
+        assert_eq!(tls.identity.cert, d.path().join("node.crt"));
+        assert!(tls.peers_need_certificate());
+        assert_eq!(tls.client_auth, super::ClientAuth::Peers);
+        assert_eq!(c.sync.tls.ca_file, Some(d.path().join("node.crt")));
+        // No TLS at all is still fine (peers checked against the system's roots).
+        let c = parse(d.path(), "", "").unwrap();
+        assert!(c.control.tls.is_none() && c.sync.tls.identity.is_none());
+    }
+
+    #[test]
+    fn half_settings_name_the_missing_field() {
+        let d = folder();
+        let field = |control: &str, sync: &str| {
+            parse(d.path(), control, sync)
+                .unwrap_err()
+                .field()
+                .map(str::to_string)
+        };
+        let f = field("tls_key = \"node.key\"", "");
+        assert_eq!(f.as_deref(), Some("control.tls_cert"));
+        let f = field("client_auth = \"all\"", "");
+        assert_eq!(f.as_deref(), Some("control.client_auth"));
+        let f = field("", "client_cert = \"node.crt\"");
+        assert_eq!(f.as_deref(), Some("sync.client_key"));
+        let f = field("client_auth = \"some\"", "");
+        assert_eq!(f.as_deref(), Some("control.client_auth"));
+        // A key file that holds a certificate only.
+        let f = field("tls_cert = \"node.crt\"\ntls_key = \"node.crt\"", "");
+        assert_eq!(f.as_deref(), Some("control.tls_key"));
+    }
+}
