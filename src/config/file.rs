@@ -255,6 +255,22 @@ pub struct SyncFile {
     /// The certificate and key this node presents to its peers.
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
+    /// Where the cluster's state lives: the built-in peer sync or Redis.
+    #[serde(default)]
+    pub backend: BackendKind,
+    pub redis_url: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub redis_prefix: Option<String>,
+    /// PEM CA for `rediss://` with a private CA (the system roots otherwise).
+    pub redis_ca_file: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Peers,
+    Redis,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]

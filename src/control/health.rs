@@ -16,13 +16,14 @@ impl Control {
     }
 
     pub(super) fn readyz(&self) -> Response<Body> {
-        if !self.sync.is_ready() {
+        let c = &self.cluster;
+        if let Some(reason) = c.freshness.not_ready() {
             return body::json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"ready": false, "reason": "catching up with peers"}),
+                &json!({"ready": false, "reason": reason, "sync": c.status.readiness()}),
             );
         }
-        if let Some(reason) = self.sync.stale_reason() {
+        if let Some(reason) = c.freshness.stale_reason() {
             return body::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"ready": false, "reason": reason}),
@@ -32,7 +33,7 @@ impl Control {
             StatusCode::OK,
             &json!({
                 "ready": true, "generation": self.live.generation(),
-                "node": self.engine.node_id(), "sync": self.sync.readiness(),
+                "node": self.engine.node_id(), "backend": c.status.name(), "sync": c.status.readiness(),
             }),
         )
     }
@@ -56,7 +57,8 @@ impl Control {
             "Sessions in this node's registry.",
             self.sessions.len(),
         );
-        self.sync.write_metrics(&mut w);
+        self.cluster.status.write_metrics(&mut w);
+        crate::sync::selftest::write_metrics(&self.sync, &mut w);
         let mut r = body::text(StatusCode::OK, w.finish());
         r.headers_mut().insert(
             header::CONTENT_TYPE,
