@@ -2,6 +2,7 @@
 //! fields so a typo is an error that names the field, never a silently ignored setting.
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A human-readable duration ("24h", "60s", "1h 30m").
@@ -297,6 +298,10 @@ pub struct LogFile {
     pub level: String,
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Where access lines go instead of stderr (appended to; relative to the config
+    /// file's folder once validated).
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
 }
 
 impl Default for LogFile {
@@ -305,6 +310,7 @@ impl Default for LogFile {
             format: LogFormat::Text,
             level: default_level(),
             access_log: true,
+            access_log_file: None,
         }
     }
 }

@@ -380,6 +380,11 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
         }
+        let access_log_file = match raw.log.access_log_file.as_deref().map(Path::to_str) {
+            None => None,
+            Some(Some(p)) if !p.trim().is_empty() => Some(self.path(p)),
+            Some(_) => return Err(self.err("log.access_log_file", "must be a non-empty path")),
+        };
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -410,7 +415,10 @@ impl Validator {
             },
             control,
             sync,
-            log: raw.log,
+            log: LogFile {
+                access_log_file,
+                ..raw.log
+            },
             apps,
             users,
             idps,

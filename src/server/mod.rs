@@ -148,6 +148,8 @@ impl Handle {
         for b in self.background {
             b.abort();
         }
+        // Every request has finished: its access line reaches the log before we return.
+        crate::access_log::flush();
         tracing::info!("portcullis stopped");
     }
 }

@@ -1,5 +1,6 @@
 //! Integration tests: one test crate (faster to build than many), one module per area.
 
+mod access_log;
 mod browser;
 mod cluster;
 mod common;
