@@ -9,6 +9,7 @@ mod idp;
 mod oidc_login;
 mod origin;
 mod origin_wire;
+mod peer_tls;
 mod proxy;
 mod redis_backend;
 mod revocation;
