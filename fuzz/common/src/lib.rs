@@ -154,6 +154,7 @@ pub fn idp_provider(rt: &tokio::runtime::Runtime) -> Provider {
         groups_claim: "groups".into(),
         end_session: false,
         mfa_acr_values: Vec::new(),
+        reauth: portcullis::idp::Reauth::Require,
     };
     rt.block_on(Provider::discover(cfg, &http))
         .expect("discovery against the local IdP")
