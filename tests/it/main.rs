@@ -5,6 +5,7 @@ mod browser;
 mod cluster;
 mod common;
 mod fleet;
+mod fuzz_regressions;
 mod idp;
 mod oidc_login;
 mod origin;

@@ -1,0 +1,51 @@
+//! Inputs the fuzz targets in `fuzz/` found, kept as tests of the normal suite so the
+//! behaviour they pinned down stays. Each test names its target and what it found.
+
+use portcullis::session::keys::KeyRing;
+use portcullis::session::token::{Claims, TokenError, Verifier, sign, verify_signature};
+
+const ISS: &str = "https://auth.fuzz.test";
+
+/// `app_token`: claims with a negative `exp` (the fuzzer's input, trimmed) sign, but
+/// are refused as invalid by both the direct check and the caching verifier (to the JWT
+/// library a negative `exp` is no NumericDate, so the required claim counts as missing),
+/// while the same claims with a real `exp` verify back to themselves. The gateway never
+/// mints such a token; a forged one is refused, not a panic, not accepted.
+#[test]
+fn app_token_with_a_negative_exp_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = KeyRing::load_or_create(dir.path()).unwrap();
+    let mut claims = Claims {
+        iss: ISS.into(),
+        aud: "echo".into(),
+        sub: "demo@example.com".into(),
+        email: "demeyJ0eXAiOiJZ3VTJWemMybHZia2xrIiwianRpo@example.com".into(),
+        groups: vec!["staff".into(), "expops".into()],
+        sid: "Qm8vdHN0cmFwU2Vzc2lvbklk".into(),
+        jti: "0c2b9c3e1f".into(),
+        iat: 1_759_999_990,
+        exp: -1_760_003_600,
+        nbf: None,
+        iat_us: 1_759_999_990_123_456,
+        bnd: None,
+    };
+    let now_us = 1_760_000_000_000_000;
+    let token = sign(&ring, &claims).unwrap();
+    assert_eq!(
+        verify_signature(&ring, &token, ISS).err(),
+        Some(TokenError::Invalid)
+    );
+    let verifier = Verifier::new(64);
+    assert_eq!(
+        verifier.verify(&ring, &token, "echo", ISS, now_us).err(),
+        Some(TokenError::Invalid)
+    );
+
+    claims.exp = 1_760_003_600;
+    let token = sign(&ring, &claims).unwrap();
+    let v = verify_signature(&ring, &token, ISS).unwrap();
+    let mut back = v.claims.to_claims();
+    back.jti = claims.jti.clone();
+    assert_eq!(back, claims);
+    assert!(verifier.verify(&ring, &token, "echo", ISS, now_us).is_ok());
+}
