@@ -8,7 +8,8 @@
 //! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`],
 //!   [`idp`] (OpenID Connect providers), [`signals`] (SCIM, Shared Signals, webhooks),
 //!   [`cluster`] (shared state interface);
-//! - [`sync`] (the peer backend), [`login`] (sign-in flows);
+//! - [`sync`] (the peer backend), [`login`] (sign-in flows), [`console`] (the admin
+//!   console);
 //! - [`proxy`] (the data plane), [`control`] (the control port);
 //! - [`server`]: builds the node's services and runs the listeners.
 #![forbid(unsafe_code)]
@@ -18,6 +19,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub(crate) mod error;
 pub mod idp;

@@ -43,6 +43,8 @@ pub struct FileConfig {
     pub users: Vec<UserFile>,
     #[serde(default, rename = "idp")]
     pub idps: Vec<super::idp::IdpFile>,
+    /// The admin console (off without the table).
+    pub console: Option<super::console::ConsoleFile>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -1,6 +1,7 @@
 //! Configuration: `file` holds what operators write; this module turns it into a
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
+pub mod console;
 pub mod file;
 pub mod idp;
 
@@ -72,6 +73,8 @@ pub struct Config {
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
+    /// The admin console; None: no console.
+    pub console: Option<console::ConsoleConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +361,10 @@ impl Validator {
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
             .map_err(|(field, reason)| self.err(field, reason))?;
+        let console = match &raw.console {
+            Some(c) => Some(console::validate(c).map_err(|(f, r)| self.err(f, r))?),
+            None => None,
+        };
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -396,6 +403,7 @@ impl Validator {
             apps,
             users,
             idps,
+            console,
         })
     }
 

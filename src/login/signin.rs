@@ -54,6 +54,31 @@ pub fn validate_return_to<'a>(
     Some((app, host, path))
 }
 
+/// A return target on the auth domain itself: the admin console (`/admin` and paths
+/// under `/admin/`), given as a path or as an absolute URL on the auth domain. Returns
+/// the path and query to land on (always a local path, so never an open redirect).
+pub fn admin_return_path(auth_domain: &str, return_to: &str) -> Option<String> {
+    let base = url::Url::parse(&format!("https://{auth_domain}/")).ok()?;
+    let url = base.join(return_to).ok()?;
+    let same_host = url
+        .host_str()
+        .is_some_and(|h| h.eq_ignore_ascii_case(auth_domain));
+    let path = url.path();
+    let console = path == "/admin" || path.starts_with("/admin/");
+    if !same_host
+        || !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || !console
+    {
+        return None;
+    }
+    Some(match url.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
+}
+
 /// The sign-in form's fields.
 struct Form {
     return_to: String,
@@ -119,10 +144,17 @@ impl Login {
         q: Option<&str>,
     ) -> Result<Response<Body>, GatewayError> {
         let return_to = query::param(q, "return_to").unwrap_or_default();
-        if !return_to.is_empty() && self.session_of(rt, h).is_ok() {
+        // `reauth=1` asks for the form even while a global session is valid (the admin
+        // console wants a recent sign-in before an action).
+        let reauth = query::param(q, "reauth").as_deref() == Some("1");
+        if !return_to.is_empty() && !reauth && self.session_of(rt, h).is_ok() {
+            if let Some(path) = admin_return_path(&rt.config.auth_domain, &return_to) {
+                return Ok(body::redirect(StatusCode::FOUND, &path));
+            }
             return self.authorize(rt, ctx, h, &return_to);
         }
         let notice = match query::param(q, "why").as_deref() {
+            _ if reauth => Some("Please sign in again to confirm it is you."),
             Some("revoked") => Some(
                 "Your session was ended by an administrator (access revoked). Please sign in again.",
             ),
@@ -286,7 +318,7 @@ impl Login {
         let next = if validate_return_to(rt, return_to).is_some() {
             format!("/authorize?{}", query::encode(&[("return_to", return_to)]))
         } else {
-            "/".to_string()
+            admin_return_path(&rt.config.auth_domain, return_to).unwrap_or_else(|| "/".to_string())
         };
         let mut resp = body::redirect(StatusCode::SEE_OTHER, &next);
         let h = resp.headers_mut();
@@ -431,4 +463,40 @@ pub(super) fn render_form(
         }),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_return_path as p;
+
+    #[test]
+    fn admin_return_targets_stay_on_the_console() {
+        let a = "auth.localhost";
+        assert_eq!(p(a, "/admin/").as_deref(), Some("/admin/"));
+        assert_eq!(p(a, "/admin").as_deref(), Some("/admin"));
+        assert_eq!(
+            p(a, "/admin/user?email=a%40b.com").as_deref(),
+            Some("/admin/user?email=a%40b.com")
+        );
+        assert_eq!(
+            p(a, "https://auth.localhost:8443/admin/apps").as_deref(),
+            Some("/admin/apps")
+        );
+        for bad in [
+            "",
+            "/",
+            "/login",
+            "/administrator",
+            "/admin/../login",
+            "/admin/%2e%2e/login",
+            "//evil.example/admin/",
+            "/\\evil.example/admin/",
+            "https://evil.example/admin/",
+            "https://user:pw@auth.localhost/admin/",
+            "javascript:alert(1)//admin/",
+            "https://echo.localhost/admin/",
+        ] {
+            assert_eq!(p(a, bad), None, "{bad:?}");
+        }
+    }
 }

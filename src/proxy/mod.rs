@@ -2,7 +2,8 @@
 //!
 //! The pipeline, in order (each step a plain method on [`DataPlane`]):
 //! [`DataPlane::handle`] (access log, connection-close rule) → `context` (framing guard
-//! verdict, Host, SNI match, scheme) → `route` (auth domain → [`Login::auth_domain`],
+//! verdict, Host, SNI match, scheme) → `route` (auth domain: `/admin` →
+//! [`Console::handle`], else [`Login::auth_domain`];
 //! `/.portcullis/` → [`Login::reserved`], else the app by host) → `authenticate`
 //! ([`Authenticator::check_app`]: cookies, token, binding, revocation) → `authorize`
 //! (the app's policy) → [`forward::forward`] (headers, origin exchange, streaming) →
@@ -20,6 +21,7 @@ pub mod headers;
 use crate::auth::{AuthFailure, Authenticator};
 use crate::config::App;
 use crate::config::file::Unauthenticated;
+use crate::console::Console;
 use crate::error::{Challenge, GatewayError};
 use crate::login::Login;
 use crate::metrics::{Metrics, Outcome};
@@ -97,6 +99,7 @@ pub struct DataPlane {
     live: Arc<Live>,
     auth: Arc<Authenticator>,
     login: Arc<Login>,
+    console: Arc<Console>,
     sessions: Arc<Registry>,
     set: Arc<RevocationSet>,
     freshness: Arc<dyn Freshness>,
@@ -108,6 +111,7 @@ pub struct DataPlaneParts {
     pub live: Arc<Live>,
     pub auth: Arc<Authenticator>,
     pub login: Arc<Login>,
+    pub console: Arc<Console>,
     pub sessions: Arc<Registry>,
     pub set: Arc<RevocationSet>,
     pub freshness: Arc<dyn Freshness>,
@@ -121,6 +125,7 @@ impl DataPlane {
             live: p.live,
             auth: p.auth,
             login: p.login,
+            console: p.console,
             sessions: p.sessions,
             set: p.set,
             freshness: p.freshness,
@@ -238,6 +243,9 @@ impl DataPlane {
         }
         if ctx.host == rt.config.auth_domain {
             self.metrics.outcome(Outcome::Gateway);
+            if crate::console::is_console_path(req.uri().path()) {
+                return self.console.handle(rt, &ctx, req).await;
+            }
             return self.login.auth_domain(rt, &ctx, req).await;
         }
         let Some(app) = rt.app_for_host(&ctx.host).cloned() else {

@@ -8,6 +8,7 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
 use crate::config::{Config, Secrets};
+use crate::console::{Console, ConsoleParts, PeerCluster};
 use crate::control::{Control, ControlParts};
 use crate::login::{Login, LoginParts};
 use crate::metrics::Metrics;
@@ -164,6 +165,19 @@ impl Node {
             ticker,
         ));
         let (sessions, set) = (d.sessions, d.set);
+        let console = Arc::new(
+            Console::new(ConsoleParts {
+                auth: auth.clone(),
+                engine: engine.clone(),
+                directory: sync.clone(),
+                shared: sync.shared.clone(),
+                cluster: Arc::new(PeerCluster(sync.clone())),
+                audit_path: state_dir.join("audit.log"),
+                // SCIM's user status plugs in here once it is wired.
+                user_status: None,
+            })
+            .map_err(route_table)?,
+        );
         let login = Arc::new(
             Login::new(LoginParts {
                 auth: auth.clone(),
@@ -178,6 +192,7 @@ impl Node {
             live: live.clone(),
             auth: auth.clone(),
             login: login.clone(),
+            console,
             sessions: sessions.clone(),
             set: set.clone(),
             freshness: sync.clone(),

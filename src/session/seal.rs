@@ -21,6 +21,10 @@ pub enum Purpose {
     Handoff,
     /// State that travels through an identity provider's sign-in page.
     SignInState,
+    /// The admin console's own session cookie (tied to a global session).
+    ConsoleSession,
+    /// The admin console's per-form CSRF tokens.
+    ConsoleForm,
 }
 
 impl Purpose {
@@ -28,9 +32,16 @@ impl Purpose {
         match self {
             Purpose::Handoff => b"portcullis handoff code v1",
             Purpose::SignInState => b"portcullis sign-in state v1",
+            Purpose::ConsoleSession => b"portcullis console session v1",
+            Purpose::ConsoleForm => b"portcullis console form v1",
         }
     }
-    const ALL: [Purpose; 2] = [Purpose::Handoff, Purpose::SignInState];
+    const ALL: [Purpose; 4] = [
+        Purpose::Handoff,
+        Purpose::SignInState,
+        Purpose::ConsoleSession,
+        Purpose::ConsoleForm,
+    ];
 }
 
 struct Len32;
