@@ -290,7 +290,7 @@ impl Console {
         a: &Admin<'_>,
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
-        let t = match self.form_token(a, &f, "revoke", true).await {
+        let t = match self.form_token(a, &f, "revoke") {
             Ok(t) => t,
             Err(r) => return Ok(r),
         };
@@ -307,6 +307,9 @@ impl Console {
                 Some(("/admin/users", "Back to users")),
                 Some(&a.viewer()),
             ));
+        }
+        if let Err(r) = self.claim(a, &t).await {
+            return Ok(r);
         }
         let reason = f.get("reason").trim().to_string();
         let reqs = targets
@@ -436,7 +439,7 @@ impl Console {
         a: &Admin<'_>,
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
-        let t = match self.form_token(a, &f, "emergency", true).await {
+        let t = match self.acting_form(a, &f, "emergency").await {
             Ok(t) => t,
             Err(r) => return Ok(r),
         };

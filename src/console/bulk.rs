@@ -118,7 +118,7 @@ impl Console {
         a: &Admin<'_>,
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
-        if let Err(r) = self.form_token(a, &f, "bulk", true).await {
+        if let Err(r) = self.acting_form(a, &f, "bulk").await {
             return Ok(r);
         }
         let input = if f.get("file").trim().is_empty() {
@@ -267,7 +267,7 @@ impl Console {
         a: &Admin<'_>,
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
-        if let Err(r) = self.form_token(a, &f, "bulk-results", false).await {
+        if let Err(r) = self.form_token(a, &f, "bulk-results") {
             return Ok(r);
         }
         let mut reader = csv::ReaderBuilder::new()

@@ -207,7 +207,7 @@ impl Console {
         a: &Admin<'_>,
         f: Fields,
     ) -> Result<Response<Body>, crate::error::GatewayError> {
-        if let Err(r) = self.form_token(a, &f, "selftest", true).await {
+        if let Err(r) = self.acting_form(a, &f, "selftest").await {
             return Ok(r);
         }
         let report = self.cluster.run_selftest(&a.actor()).await;

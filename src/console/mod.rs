@@ -445,45 +445,64 @@ async fn read_form(req: Request<Incoming>, limit: usize) -> Result<form::Fields,
 }
 
 impl Console {
-    /// Checks the form's token (made for this session and this form, not expired, and,
-    /// for forms that act, not used before anywhere in the cluster). Err: the refusal.
-    async fn form_token(
+    /// Checks the form's token: made for this session and this form, not expired.
+    /// Err: the refusal to answer with.
+    fn form_token(
         &self,
         a: &Admin<'_>,
         f: &form::Fields,
         form: &str,
-        single_use: bool,
     ) -> Result<guard::FormToken, Response<Body>> {
-        let refuse = |why: String| {
-            tracing::warn!(email = %a.email, form, why, "console: form refused");
-            view::message(
-                StatusCode::FORBIDDEN,
-                "Form refused",
-                &format!("{why}. Nothing was done."),
-                Some(("/admin/", "Back to the console")),
-                Some(&a.viewer()),
-            )
-        };
         let checked = {
             let keys = self.auth.keys();
             guard::check_form(keys.sealer(), f.get("csrf"), &a.sid, form, a.now)
         };
-        let t = checked.map_err(|e| refuse(capitalize(&e.to_string())))?;
-        if single_use {
-            let key = format!("console-form:{}", t.id);
-            let ttl = Duration::from_micros(guard::FORM_TTL_US as u64);
-            match self.shared.claim_once(&key, ttl).await {
-                Ok(true) => {}
-                Ok(false) => return Err(refuse("This form was already submitted".into())),
-                Err(e) => return Err(refuse(format!("The cluster state cannot be reached ({e})"))),
-            }
+        checked.map_err(|e| refuse_form(a, form, &capitalize(&e.to_string())))
+    }
+
+    /// Uses up a checked token of a form that acts: the first submission anywhere in
+    /// the cluster counts, any later one is refused.
+    async fn claim(&self, a: &Admin<'_>, t: &guard::FormToken) -> Result<(), Response<Body>> {
+        let key = format!("console-form:{}", t.id);
+        let ttl = Duration::from_micros(guard::FORM_TTL_US as u64);
+        match self.shared.claim_once(&key, ttl).await {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(refuse_form(a, &t.form, "This form was already submitted")),
+            Err(e) => Err(refuse_form(
+                a,
+                &t.form,
+                &format!("The cluster state cannot be reached ({e})"),
+            )),
         }
+    }
+
+    /// Checks and uses up the token of a form that acts.
+    async fn acting_form(
+        &self,
+        a: &Admin<'_>,
+        f: &form::Fields,
+        form: &str,
+    ) -> Result<guard::FormToken, Response<Body>> {
+        let t = self.form_token(a, f, form)?;
+        self.claim(a, &t).await?;
         Ok(t)
     }
 
     fn form(&self, a: &Admin<'_>, form: &str, bind: String, word: String) -> String {
         guard::issue_form(self.auth.keys().sealer(), &a.sid, form, bind, word, a.now)
     }
+}
+
+/// A form that does not count, and why; nothing was done.
+fn refuse_form(a: &Admin<'_>, form: &str, why: &str) -> Response<Body> {
+    tracing::warn!(email = %a.email, form, why, "console: form refused");
+    view::message(
+        StatusCode::FORBIDDEN,
+        "Form refused",
+        &format!("{why}. Nothing was done."),
+        Some(("/admin/", "Back to the console")),
+        Some(&a.viewer()),
+    )
 }
 
 fn capitalize(s: &str) -> String {

@@ -3,6 +3,7 @@
 mod browser;
 mod cluster;
 mod common;
+mod console;
 mod idp;
 mod origin;
 mod origin_wire;
