@@ -42,38 +42,47 @@ fn policy(app: &App) -> String {
 impl Console {
     pub(super) async fn apps_page(&self, a: &Admin<'_>) -> Result<Response<Body>, GatewayError> {
         let live = self.directory.live(None).await;
-        let rows: String = a
-            .rt
-            .config
-            .apps
-            .iter()
-            .map(|app| {
-                let n = live.sessions.iter().filter(|s| s.apps.contains(&app.name)).count();
-                let hosts: String = app
-                    .hosts
-                    .iter()
-                    .map(|h| format!("<code>{}</code><br>", esc(h)))
-                    .collect();
-                let revoked = self
-                    .engine
-                    .set()
-                    .get(Scope::App, &app.name)
-                    .map_or("&mdash;".to_string(), |t| when(t, a.now));
-                let revoke = view::link_button(
-                    &confirm_href("app", &[&app.name]),
-                    "Revoke existing tokens",
-                    "small danger",
-                );
-                format!(
-                    r#"<tr><td><b>{}</b></td><td>{hosts}</td><td>{}</td><td class="num">{n}</td><td class="hide-sm">{revoked}</td><td>{revoke}</td></tr>"#,
-                    esc(&app.name),
-                    policy(app),
-                )
-            })
-            .collect();
+        let rows: String =
+            a.rt.config
+                .apps
+                .iter()
+                .map(|app| {
+                    let n = live
+                        .sessions
+                        .iter()
+                        .filter(|s| s.apps.contains(&app.name))
+                        .count();
+                    let hosts: String = app
+                        .hosts
+                        .iter()
+                        .map(|h| format!("<code>{}</code><br>", esc(h)))
+                        .collect();
+                    let revoked = self
+                        .engine
+                        .set()
+                        .get(Scope::App, &app.name)
+                        .map_or("&mdash;".to_string(), |t| when(t, a.now));
+                    let revoke = view::link_button(
+                        &confirm_href("app", &[&app.name]),
+                        "Revoke existing tokens",
+                        "small outline",
+                    );
+                    view::tr(
+                        "",
+                        &[
+                            ("App", "", format!("<b>{}</b>", esc(&app.name))),
+                            ("Hosts", "", hosts),
+                            ("Policy", "", policy(app)),
+                            ("Live tokens", "num", n.to_string()),
+                            ("Last revoked", "hide-sm", revoked),
+                            ("", "", revoke),
+                        ],
+                    )
+                })
+                .collect();
         let body = format!(
             r#"<h1>Apps</h1><p class="muted small">Live tokens: live sessions that hold a token for the app, across the cluster.</p>
-<div class="table-wrap"><table id="apps"><thead><tr><th>App</th><th>Hosts</th><th>Policy</th><th class="num">Live tokens</th><th class="hide-sm">Tokens last revoked</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#
+<div class="table-wrap"><table id="apps" class="stack"><thead><tr><th>App</th><th>Hosts</th><th>Policy</th><th class="num">Live tokens</th><th class="hide-sm">Tokens last revoked</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#
         );
         Ok(view::respond(
             StatusCode::OK,

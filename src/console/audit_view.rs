@@ -147,25 +147,40 @@ fn line_row(l: &Line) -> String {
     let t = trigger(&l.actor);
     let class = match t {
         "console" => "b-info",
-        "api" => "b-grey",
-        "selftest" => "b-grey",
+        "api" | "selftest" => "b-grey",
         _ => "b-warn",
     };
-    let time = l.time.replace('T', " ").trim_end_matches('Z').to_string();
-    format!(
-        r#"<tr><td class="mono">{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class="ua">{}</td><td class="ua">{}</td><td class="num">{}</td><td class="hide-sm">{}</td><td class="hide-sm"><code>{}</code></td></tr>"#,
-        esc(&time),
-        esc(&l.actor),
-        badge(class, t),
-        esc(&l.action),
-        esc(l.scope.as_deref().unwrap_or("")),
-        esc(l.target.as_deref().unwrap_or("")),
-        esc(l.reason.as_deref().unwrap_or("")),
-        l.sessions_revoked
-            .map(|n| n.to_string())
-            .unwrap_or_default(),
-        esc(&l.node),
-        esc(&l.id),
+    // To the second on screen; the exact time in the tooltip.
+    let shown: String = l.time.replacen('T', " ", 1).chars().take(19).collect();
+    let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or(""));
+    view::tr(
+        "",
+        &[
+            (
+                "Time",
+                "nowrap",
+                format!(r#"<span title="{}">{}</span>"#, esc(&l.time), esc(&shown)),
+            ),
+            ("Actor", "wrap", esc(&l.actor)),
+            ("Trigger", "", badge(class, t)),
+            ("Action", "", esc(&l.action)),
+            ("Scope", "", opt(&l.scope)),
+            ("Target", "wrap", opt(&l.target)),
+            ("Reason", "ua", opt(&l.reason)),
+            (
+                "Sessions",
+                "num",
+                l.sessions_revoked
+                    .map(|n| n.to_string())
+                    .unwrap_or_default(),
+            ),
+            ("Node", "hide-sm node", esc(&l.node)),
+            (
+                "Id",
+                "hide-sm nowrap",
+                format!("<code>{}</code>", esc(&l.id)),
+            ),
+        ],
     )
 }
 
@@ -212,7 +227,7 @@ impl Console {
             r#"<div class="card muted">No audit line matches.</div>"#.to_string()
         } else {
             format!(
-                r#"<div class="table-wrap"><table id="audit"><thead><tr><th>Time (UTC)</th><th>Actor</th><th>Trigger</th><th>Action</th><th>Scope</th><th>Target</th><th>Reason</th><th class="num">Sessions</th><th class="hide-sm">Node</th><th class="hide-sm">Id</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+                r#"<div class="table-wrap"><table id="audit" class="stack"><thead><tr><th>Time (UTC)</th><th>Actor</th><th>Trigger</th><th>Action</th><th>Scope</th><th>Target</th><th>Reason</th><th class="num">Sessions</th><th class="hide-sm">Node</th><th class="hide-sm">Id</th></tr></thead><tbody>{rows}</tbody></table></div>"#
             )
         };
         let triggers = [

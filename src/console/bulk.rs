@@ -231,9 +231,30 @@ impl Console {
                     "unknown_user" => view::badge("b-warn", "unknown user"),
                     s => view::badge("b-bad", s),
                 };
-                format!(
-                    r#"<tr><td class="num">{}</td><td>{}</td><td>{badge} <span class="muted small">{}</span></td><td class="num">{}</td><td><code>{}</code></td></tr>"#,
-                    r.row, esc(&r.user), esc(&r.error), r.sessions.map(|n| n.to_string()).unwrap_or_default(), esc(&r.id)
+                view::tr(
+                    "",
+                    &[
+                        ("Row", "num", r.row.to_string()),
+                        ("User", "wrap", esc(&r.user)),
+                        (
+                            "Result",
+                            "",
+                            format!(
+                                r#"{badge} <span class="muted small">{}</span>"#,
+                                esc(&r.error)
+                            ),
+                        ),
+                        (
+                            "Sessions ended",
+                            "num",
+                            r.sessions.map(|n| n.to_string()).unwrap_or_default(),
+                        ),
+                        (
+                            "Revocation id",
+                            "nowrap",
+                            format!("<code>{}</code>", esc(&r.id)),
+                        ),
+                    ],
                 )
             })
             .collect();
@@ -241,7 +262,7 @@ impl Console {
             r#"<h1>Bulk revocation: results</h1><p class="notice ok" id="summary">{rev} revoked, {unk} unknown, {bad} invalid or repeated, of {n} rows.</p>
 <form method="post" action="/admin/bulk/results.csv"><input type="hidden" name="csrf" value="{token}"><input type="hidden" name="results" value="{csv}">
 <div class="bar"><button class="btn" type="submit" id="download-results">Download results (CSV)</button><a class="btn ghost" href="/admin/bulk">Another list</a></div></form>
-<div class="table-wrap"><table id="results"><thead><tr><th class="num">Row</th><th>User</th><th>Result</th><th class="num">Sessions ended</th><th>Revocation id</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
+<div class="table-wrap"><table id="results" class="stack"><thead><tr><th class="num">Row</th><th>User</th><th>Result</th><th class="num">Sessions ended</th><th>Revocation id</th></tr></thead><tbody>{rows}</tbody></table></div>"#,
             rev = count("revoked"),
             unk = count("unknown_user"),
             bad = count("invalid") + count("duplicate"),

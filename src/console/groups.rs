@@ -57,18 +57,32 @@ impl Console {
                             .engine
                             .meta()
                             .get(Scope::Group, &g.name, t)
-                            .map(|r| format!(r#" <a href="{}">report</a>"#, esc(&report_href(&g.name, &r.id, t))))
+                            .map(|r| {
+                                format!(
+                                    r#" <a href="{}">report</a>"#,
+                                    esc(&report_href(&g.name, &r.id, t))
+                                )
+                            })
                             .unwrap_or_default();
                         format!("{}{report}", when(t, a.now))
                     }
                     None => "&mdash;".into(),
                 };
-                let revoke = view::link_button(&confirm_href("group", &[&g.name]), "Revoke group", "small danger");
-                format!(
-                    r#"<tr><td><b>{}</b></td><td>{members}</td><td class="num">{}</td><td class="hide-sm">{}</td><td class="hide-sm">{last}</td><td>{revoke}</td></tr>"#,
-                    esc(&g.name),
-                    g.live_sessions,
-                    chips(&g.apps),
+                let revoke = view::link_button(
+                    &confirm_href("group", &[&g.name]),
+                    "Revoke group",
+                    "small outline",
+                );
+                view::tr(
+                    "",
+                    &[
+                        ("Group", "", format!("<b>{}</b>", esc(&g.name))),
+                        ("Members", "", members),
+                        ("Live sessions", "num", g.live_sessions.to_string()),
+                        ("Apps it opens", "hide-sm", chips(&g.apps)),
+                        ("Last revoked", "hide-sm", last),
+                        ("", "", revoke),
+                    ],
                 )
             })
             .collect();
@@ -77,7 +91,7 @@ impl Console {
                 .to_string()
         } else {
             format!(
-                r#"<div class="table-wrap"><table id="groups"><thead><tr><th>Group</th><th>Members</th><th class="num">Live sessions</th><th class="hide-sm">Apps it opens</th><th class="hide-sm">Last revoked</th><th></th></tr></thead><tbody>{body_rows}</tbody></table></div>"#
+                r#"<div class="table-wrap"><table id="groups" class="stack"><thead><tr><th>Group</th><th>Members</th><th class="num">Live sessions</th><th class="hide-sm">Apps it opens</th><th class="hide-sm">Last revoked</th><th></th></tr></thead><tbody>{body_rows}</tbody></table></div>"#
             )
         };
         let body = format!(

@@ -103,7 +103,7 @@ impl Console {
             format!(
                 r#"<form method="get" action="/admin/confirm"><input type="hidden" name="scope" value="user">
 <div class="bar"><button class="btn danger" type="submit" id="revoke-selected">Revoke selected users&hellip;</button><span class="muted small">Tick users, then revoke them at once (you confirm on the next page).</span></div>
-<div class="table-wrap"><table id="users"><thead><tr><th><input type="checkbox" id="select-all" aria-label="Select all"></th><th>User</th><th>Status</th><th>Groups</th><th class="hide-sm">Identity provider</th><th class="hide-sm">Last sign-in</th><th class="num">Live sessions</th><th></th></tr></thead>
+<div class="table-wrap"><table id="users" class="stack"><thead><tr><th><input type="checkbox" id="select-all" aria-label="Select all"></th><th>User</th><th>Status</th><th>Groups</th><th class="hide-sm">Identity provider</th><th class="hide-sm">Last sign-in</th><th class="num">Live sessions</th><th></th></tr></thead>
 <tbody>{shown}</tbody></table></div></form>{more}"#
             )
         };
@@ -196,19 +196,34 @@ fn user_row(r: &UserRow, now: i64) -> String {
     let last = r
         .last_sign_in
         .map_or("&mdash;".to_string(), |t| when(t, now));
+    let e = esc(&r.email);
     let revoke = view::link_button(
         &confirm_href("user", &[&r.email]),
         "Revoke all sessions",
-        "small danger",
+        "small outline",
     );
-    format!(
-        r#"<tr><td><input type="checkbox" name="target" value="{e}" aria-label="Select {e}"></td><td><a href="{href}">{e}</a></td><td>{status}</td><td>{groups}</td><td class="hide-sm">{idp}</td><td class="hide-sm">{last}</td><td class="num">{n}</td><td>{revoke}</td></tr>"#,
-        e = esc(&r.email),
-        href = esc(&user_href(&r.email)),
-        status = status_badges(r, now),
-        groups = chips(&r.groups),
-        idp = esc(&r.idp),
-        n = r.live_sessions,
+    view::tr(
+        "",
+        &[
+            (
+                "Select",
+                "",
+                format!(
+                    r#"<input type="checkbox" name="target" value="{e}" aria-label="Select {e}">"#
+                ),
+            ),
+            (
+                "User",
+                "wrap",
+                format!(r#"<a href="{}">{e}</a>"#, esc(&user_href(&r.email))),
+            ),
+            ("Status", "", status_badges(r, now)),
+            ("Groups", "", chips(&r.groups)),
+            ("IdP", "hide-sm", esc(&r.idp)),
+            ("Last sign-in", "hide-sm", last),
+            ("Live sessions", "num", r.live_sessions.to_string()),
+            ("", "", revoke),
+        ],
     )
 }
 
@@ -230,7 +245,7 @@ fn user_body(r: &UserRow, sessions: &[&SessionView], now: i64, missing: &str) ->
     } else {
         let rows: String = sessions.iter().map(|s| session_row(s, now)).collect();
         format!(
-            r#"<div class="table-wrap"><table id="sessions"><thead><tr><th>Session</th><th>Node</th><th>Apps used</th><th>IP</th><th>User agent</th><th>Created</th><th>Last seen</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#
+            r#"<div class="table-wrap"><table id="sessions" class="stack"><thead><tr><th>Session</th><th>Node</th><th>Apps used</th><th>IP</th><th>User agent</th><th>Created</th><th>Last seen</th><th></th></tr></thead><tbody>{rows}</tbody></table></div>"#
         )
     };
     format!(
@@ -257,16 +272,19 @@ fn session_row(s: &SessionView, now: i64) -> String {
     let revoke = view::link_button(
         &confirm_href("session", &[&i.sid]),
         "Revoke this session",
-        "small danger",
+        "small outline",
     );
-    format!(
-        r#"<tr data-sid="{sid}"><td><code>{sid}</code></td><td>{node}</td><td>{apps}</td><td><code>{ip}</code></td><td class="ua">{ua}</td><td>{created}</td><td>{seen}</td><td>{revoke}</td></tr>"#,
-        sid = esc(&i.sid),
-        node = esc(&i.node),
-        apps = chips(&s.apps),
-        ip = esc(&i.ip),
-        ua = esc(&i.user_agent),
-        created = when(i.created_us, now),
-        seen = when(s.last_seen_us, now),
+    view::tr(
+        &format!(r#" data-sid="{}""#, esc(&i.sid)),
+        &[
+            ("Session", "", format!("<code>{}</code>", esc(&i.sid))),
+            ("Node", "node", esc(&i.node)),
+            ("Apps used", "", chips(&s.apps)),
+            ("IP", "nowrap", format!("<code>{}</code>", esc(&i.ip))),
+            ("User agent", "ua", esc(&i.user_agent)),
+            ("Created", "", when(i.created_us, now)),
+            ("Last seen", "", when(s.last_seen_us, now)),
+            ("", "", revoke),
+        ],
     )
 }

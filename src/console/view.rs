@@ -59,7 +59,7 @@ header.top{background:var(--ink);color:#fff;display:flex;flex-wrap:wrap;gap:.4re
 header.top .brand{font-weight:700;font-size:1.05rem;letter-spacing:.01em}
 header.top .brand span{font-weight:400;opacity:.75}
 header.top .who{font-size:.85rem;opacity:.9}
-nav.tabs{background:#fff;border-bottom:1px solid var(--line);display:flex;gap:.2rem;padding:0 1rem;overflow-x:auto;white-space:nowrap}
+nav.tabs{background:#fff;border-bottom:1px solid var(--line);display:flex;flex-wrap:wrap;gap:0 .2rem;padding:0 1rem}
 nav.tabs a{display:inline-block;padding:.75rem .8rem;color:var(--muted);text-decoration:none;border-bottom:3px solid transparent;font-weight:500}
 nav.tabs a.on{color:var(--ink);border-bottom-color:var(--accent)}
 nav.tabs a.emergency{color:var(--danger);margin-left:auto}
@@ -76,8 +76,10 @@ th,td{text-align:left;padding:.55rem .7rem;border-bottom:1px solid var(--line);v
 th{font-size:.78rem;text-transform:uppercase;letter-spacing:.04em;color:var(--muted);background:#fafbfc}
 tr:last-child td{border-bottom:0}
 td.num,th.num{text-align:right}
-code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em;word-break:break-all}
-.ua{max-width:22rem;word-break:break-word;font-size:.85rem}
+code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font-size:.85em;overflow-wrap:anywhere}
+.ua{min-width:12rem;max-width:24rem;overflow-wrap:break-word;font-size:.85rem}
+.wrap{overflow-wrap:break-word}
+.nowrap,td.node,td code{white-space:nowrap}
 .badge{display:inline-block;padding:.05rem .5rem;border-radius:999px;font-size:.78rem;font-weight:600;border:1px solid transparent;margin:0 .2rem .15rem 0;white-space:nowrap}
 .b-ok{background:#e6f4ea;color:var(--ok)} .b-bad{background:#fdecec;color:var(--danger)}
 .b-warn{background:#fff4e0;color:var(--warn)} .b-info{background:#e8eefb;color:var(--accent)}
@@ -85,11 +87,14 @@ code,.mono{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;font
 .btn{display:inline-block;border:1px solid var(--accent);background:var(--accent);color:#fff;border-radius:6px;padding:.45rem .85rem;font-size:.9rem;text-decoration:none;cursor:pointer;font-weight:500;line-height:1.3}
 .btn.ghost{background:#fff;color:var(--accent)}
 .btn.danger{background:var(--danger);border-color:var(--danger);color:#fff}
-.btn.small{padding:.25rem .55rem;font-size:.82rem}
+.btn.small{padding:.25rem .55rem;font-size:.82rem;white-space:nowrap}
+.btn.outline{background:#fff;color:var(--danger);border-color:#e3aaa5}
+.btn.outline:hover{background:#fdecec}
 .btn:disabled{opacity:.5;cursor:default}
 form.inline{display:inline}
 .bar{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center;margin:0 0 1rem}
-.bar .grow{flex:1 1 16rem}
+.bar .grow{flex:1 1 16rem;width:auto}
+.bar select{width:auto;flex:0 0 auto}
 input[type=text],input[type=search],select,textarea{font:inherit;padding:.45rem .6rem;border:1px solid #c5cad3;border-radius:6px;background:#fff;width:100%}
 textarea{min-height:7rem;font-family:ui-monospace,Menlo,Consolas,monospace;font-size:.85rem}
 label{display:block;font-weight:600;margin:.8rem 0 .3rem}
@@ -101,7 +106,14 @@ dl.facts dt{color:var(--muted)} dl.facts dd{margin:0}
 .actions{display:flex;flex-wrap:wrap;gap:.6rem;align-items:center;margin-top:1rem}
 @media (max-width:700px){
  body{font-size:14px} main{padding:0 .7rem;margin-top:1rem} header.top{padding:.6rem .8rem}
- th,td{padding:.45rem .5rem} .hide-sm{display:none} .card{padding:.9rem}
+ nav.tabs{padding:0 .4rem} nav.tabs a{padding:.6rem .55rem} nav.tabs a.emergency{margin-left:0}
+ th,td{padding:.45rem .5rem} table:not(.stack) .hide-sm{display:none} .card{padding:.9rem}
+ table.stack thead{display:none}
+ table.stack tr{display:block;border-bottom:1px solid var(--line);padding:.45rem 0}
+ table.stack tr:last-child{border-bottom:0}
+ table.stack td{display:block;position:relative;border:0;padding:.2rem .8rem .2rem 8.4rem;text-align:left;min-width:0;max-width:none;min-height:1.6rem}
+ table.stack td[data-label]::before{content:attr(data-label);position:absolute;left:.8rem;top:.3rem;width:7.2rem;color:var(--muted);font-size:.74rem;text-transform:uppercase;letter-spacing:.03em}
+ table.stack td code,table.stack time{white-space:normal;overflow-wrap:anywhere}
 }
 "#;
 
@@ -246,14 +258,20 @@ pub fn when(us: Micros, now: Micros) -> String {
         return "&mdash;".into();
     }
     let iso = format_rfc3339_millis(us);
-    let shown = format!("{} {} UTC", &iso[..10], &iso[11..19]);
+    let shown = format!(
+        r#"<span class="nowrap">{}</span> <span class="nowrap">{} UTC</span>"#,
+        &iso[..10],
+        &iso[11..19]
+    );
     let delta = (now - us) / 1_000_000;
     let rel = if delta >= 0 {
         format!("{} ago", duration_text(delta as u64))
     } else {
         format!("in {}", duration_text((-delta) as u64))
     };
-    format!(r#"<time datetime="{iso}">{shown}</time> <span class="muted small">({rel})</span>"#)
+    format!(
+        r#"<time datetime="{iso}">{shown}</time> <span class="muted small nowrap">({rel})</span>"#
+    )
 }
 
 pub fn badge(class: &str, text: &str) -> String {
@@ -266,6 +284,24 @@ pub fn chips(items: &[String]) -> String {
         return r#"<span class="muted">&mdash;</span>"#.into();
     }
     items.iter().map(|g| badge("b-grey", g)).collect()
+}
+
+/// A table row whose cells are labelled for the stacked (phone) layout: each cell is
+/// (label, class, content already escaped).
+pub fn tr(attrs: &str, cells: &[(&str, &str, String)]) -> String {
+    let mut out = format!("<tr{attrs}>");
+    for (label, class, content) in cells {
+        let class = if class.is_empty() {
+            String::new()
+        } else {
+            format!(r#" class="{class}""#)
+        };
+        out.push_str(&format!(
+            r#"<td data-label="{label}"{class}>{content}</td>"#
+        ));
+    }
+    out.push_str("</tr>");
+    out
 }
 
 /// A link that looks like a button.
@@ -304,7 +340,8 @@ mod tests {
         let t = 1_795_339_800_123_000;
         let w = when(t, t + 180_000_000);
         assert!(
-            w.contains("2026-11-22 09:30:00 UTC") && w.contains("3 min ago"),
+            w.contains(r#"2026-11-22</span> <span class="nowrap">09:30:00 UTC"#)
+                && w.contains("3 min ago"),
             "{w}"
         );
         assert!(when(t + 60_000_000, t).contains("in 1 min"));

@@ -4,6 +4,7 @@ mod browser;
 mod cluster;
 mod common;
 mod console;
+mod console_browser;
 mod idp;
 mod origin;
 mod origin_wire;
