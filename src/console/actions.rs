@@ -75,7 +75,7 @@ struct Plan {
     extra: String,
 }
 
-fn live_of<'a>(live: &'a [SessionView], user: &str) -> usize {
+fn live_of(live: &[SessionView], user: &str) -> usize {
     live.iter().filter(|s| s.info.user == user).count()
 }
 
@@ -292,7 +292,7 @@ impl Console {
     ) -> Result<Response<Body>, GatewayError> {
         let t = match self.form_token(a, &f, "revoke") {
             Ok(t) => t,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(*r),
         };
         let (scope, targets) =
             scope_targets(f.get("scope"), f.all("target")).map_err(GatewayError::BadRequest)?;
@@ -309,7 +309,7 @@ impl Console {
             ));
         }
         if let Err(r) = self.claim(a, &t).await {
-            return Ok(r);
+            return Ok(*r);
         }
         let reason = f.get("reason").trim().to_string();
         let reqs = targets
@@ -441,7 +441,7 @@ impl Console {
     ) -> Result<Response<Body>, GatewayError> {
         let t = match self.acting_form(a, &f, "emergency").await {
             Ok(t) => t,
-            Err(r) => return Ok(r),
+            Err(r) => return Ok(*r),
         };
         let typed = f.get("word").trim();
         if t.word.is_empty() || !typed.eq_ignore_ascii_case(&t.word) {

@@ -119,7 +119,7 @@ impl Console {
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
         if let Err(r) = self.acting_form(a, &f, "bulk").await {
-            return Ok(r);
+            return Ok(*r);
         }
         let input = if f.get("file").trim().is_empty() {
             pasted(f.get("text"))
@@ -289,7 +289,7 @@ impl Console {
         f: Fields,
     ) -> Result<Response<Body>, GatewayError> {
         if let Err(r) = self.form_token(a, &f, "bulk-results") {
-            return Ok(r);
+            return Ok(*r);
         }
         let mut reader = csv::ReaderBuilder::new()
             .flexible(true)

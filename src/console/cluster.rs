@@ -208,7 +208,7 @@ impl Console {
         f: Fields,
     ) -> Result<Response<Body>, crate::error::GatewayError> {
         if let Err(r) = self.acting_form(a, &f, "selftest").await {
-            return Ok(r);
+            return Ok(*r);
         }
         let report = self.cluster.run_selftest(&a.actor()).await;
         Ok(self.cluster_page(a, Some(report)).await)

@@ -452,27 +452,31 @@ impl Console {
         a: &Admin<'_>,
         f: &form::Fields,
         form: &str,
-    ) -> Result<guard::FormToken, Response<Body>> {
+    ) -> Result<guard::FormToken, Refusal> {
         let checked = {
             let keys = self.auth.keys();
             guard::check_form(keys.sealer(), f.get("csrf"), &a.sid, form, a.now)
         };
-        checked.map_err(|e| refuse_form(a, form, &capitalize(&e.to_string())))
+        checked.map_err(|e| Box::new(refuse_form(a, form, &capitalize(&e.to_string()))))
     }
 
     /// Uses up a checked token of a form that acts: the first submission anywhere in
     /// the cluster counts, any later one is refused.
-    async fn claim(&self, a: &Admin<'_>, t: &guard::FormToken) -> Result<(), Response<Body>> {
+    async fn claim(&self, a: &Admin<'_>, t: &guard::FormToken) -> Result<(), Refusal> {
         let key = format!("console-form:{}", t.id);
         let ttl = Duration::from_micros(guard::FORM_TTL_US as u64);
         match self.shared.claim_once(&key, ttl).await {
             Ok(true) => Ok(()),
-            Ok(false) => Err(refuse_form(a, &t.form, "This form was already submitted")),
-            Err(e) => Err(refuse_form(
+            Ok(false) => Err(Box::new(refuse_form(
+                a,
+                &t.form,
+                "This form was already submitted",
+            ))),
+            Err(e) => Err(Box::new(refuse_form(
                 a,
                 &t.form,
                 &format!("The cluster state cannot be reached ({e})"),
-            )),
+            ))),
         }
     }
 
@@ -482,7 +486,7 @@ impl Console {
         a: &Admin<'_>,
         f: &form::Fields,
         form: &str,
-    ) -> Result<guard::FormToken, Response<Body>> {
+    ) -> Result<guard::FormToken, Refusal> {
         let t = self.form_token(a, f, form)?;
         self.claim(a, &t).await?;
         Ok(t)
@@ -492,6 +496,9 @@ impl Console {
         guard::issue_form(self.auth.keys().sealer(), &a.sid, form, bind, word, a.now)
     }
 }
+
+/// The answer to a form that does not count (boxed: responses are large).
+type Refusal = Box<Response<Body>>;
 
 /// A form that does not count, and why; nothing was done.
 fn refuse_form(a: &Admin<'_>, form: &str, why: &str) -> Response<Body> {

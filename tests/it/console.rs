@@ -7,6 +7,7 @@ use crate::common::*;
 use reqwest::header::HeaderMap;
 use reqwest::{Client, Method, StatusCode};
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 pub const CONSOLE: &str = r#"
@@ -847,4 +848,116 @@ async fn audit_page_filters_and_checks_the_chain_and_cluster_page_runs_the_selft
         html.contains("The self-test just ran") && html.contains("passed"),
         "{html}"
     );
+}
+
+/// Two nodes sharing keys and the peer token, each knowing the other's control port.
+async fn two_nodes(tmp: &Path) -> (Gw, Gw) {
+    let (pa, pb) = (free_port(), free_port());
+    let toml = |me: &str, own: u16, peer: u16| {
+        config_text(&format!(
+            "{CONSOLE}\n[sync]\npeers = [\"http://127.0.0.1:{peer}\"]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\nack = \"all\"\nstartup_sync_timeout = \"300ms\"\n"
+        ))
+        .replace("[control]\nlisten = \"127.0.0.1:0\"", &format!("[control]\nlisten = \"127.0.0.1:{own}\""))
+        .replace("node_id = \"test-1\"", &format!("node_id = \"{me}\""))
+    };
+    let (da, db) = (tmp.join("a"), tmp.join("b"));
+    for d in [&da, &db] {
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        std::fs::write(d.join("peer.token"), "console-two-nodes-peer-token-31c7\n").unwrap();
+    }
+    let clock = portcullis::clock::ManualClock::starting_now();
+    let a = Gw::start_in(&da, &toml("node-a", pa, pb), clock.clone()).await;
+    std::fs::create_dir_all(db.join("state/keys")).unwrap();
+    for e in std::fs::read_dir(da.join("state/keys")).unwrap().flatten() {
+        std::fs::copy(e.path(), db.join("state/keys").join(e.file_name())).unwrap();
+    }
+    let b = Gw::start_in(&db, &toml("node-b", pb, pa), clock).await;
+    for g in [&a, &b] {
+        let url = g.control_url("/readyz");
+        let t0 = std::time::Instant::now();
+        while Client::new()
+            .get(&url)
+            .send()
+            .await
+            .map(|r| r.status())
+            .ok()
+            != Some(StatusCode::OK)
+        {
+            assert!(t0.elapsed() < Duration::from_secs(10), "node not ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    (a, b)
+}
+
+#[tokio::test]
+async fn the_console_sees_and_revokes_across_the_cluster() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut a, mut b) = two_nodes(tmp.path()).await;
+    // Bob signs in twice on node b; the admin works on node a.
+    let (bob1, bob2) = (b.client(), b.client());
+    b.login(&bob1, "echo.localhost", "/", BOB, BOB_PW).await;
+    b.login(&bob2, "echo.localhost", "/", BOB, BOB_PW).await;
+    let admin = console_client(&a, DEMO, DEMO_PW).await;
+    let (_, _, html) = get(&admin, &auth(&a, "/admin/user?email=bob%40example.com")).await;
+    assert_eq!(html.matches("<tr data-sid=").count(), 2, "{html}");
+    assert!(
+        html.contains(r#"<td data-label="Node" class="node">node-b</td>"#),
+        "{html}"
+    );
+    // Revoke one of them from node a: refused on node b, the other lives.
+    let sid = sids(&b, BOB).await.remove(0);
+    let (action, token) = confirm(&a, &admin, "session", &sid).await;
+    // The nodes share one manual clock: let it move on, as real clocks do.
+    a.advance(Duration::from_millis(1));
+    let (s, _, html) = post(
+        &admin,
+        &auth(&a, &action),
+        &[
+            ("csrf", &token),
+            ("scope", "session"),
+            ("target", &sid),
+            ("user", BOB),
+            ("reason", "stolen"),
+        ],
+        Some(&own_origin(&a)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{html}");
+    assert!(html.contains("1 of 1"), "node b acknowledged: {html}");
+    assert!(
+        html.contains("1 sessions ended"),
+        "counted on node b: {html}"
+    );
+    let statuses = [
+        xhr(&bob1, &b.url("echo.localhost", "/")).await.status(),
+        xhr(&bob2, &b.url("echo.localhost", "/")).await.status(),
+    ];
+    let mut sorted = statuses.map(|s| s.as_u16());
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        [200, 401],
+        "exactly the revoked session is refused on node b"
+    );
+    // The cluster page: node b up and in sync; the self-test measures its propagation.
+    let (_, _, page) = get(&admin, &auth(&a, "/admin/cluster")).await;
+    assert!(
+        page.contains("node-a") && page.contains(">up<") && page.contains("in sync"),
+        "{page}"
+    );
+    let (s, _, html) = post(
+        &admin,
+        &auth(&a, "/admin/cluster/selftest"),
+        &[("csrf", &extract(&page, "csrf").unwrap())],
+        Some(&own_origin(&a)),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        html.contains("refused in time") && html.contains(" ms</td>"),
+        "{html}"
+    );
+    a.stop().await;
+    b.stop().await;
 }
