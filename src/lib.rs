@@ -14,6 +14,7 @@
 //! - [`server`]: builds the node's services and runs the listeners.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod audit;
 pub mod auth;
 pub mod clock;
@@ -21,6 +22,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod control;
+pub mod cpus;
 pub(crate) mod error;
 pub mod idp;
 pub mod login;

@@ -1,9 +1,12 @@
 //! Configuration: `file` holds what operators write; this module turns it into a
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
+pub mod certs;
 pub mod console;
 pub mod file;
 pub mod idp;
+
+pub use certs::{CertKey, ControlTls, PeerTls};
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -104,6 +107,8 @@ pub struct LoginConfig {
 pub struct ControlConfig {
     pub listen: SocketAddr,
     pub admins: Vec<Admin>,
+    /// HTTPS on the control port (none: plain HTTP).
+    pub tls: Option<ControlTls>,
 }
 
 #[derive(Clone)]
@@ -130,6 +135,18 @@ pub struct SyncConfig {
     pub max_staleness: Option<Duration>,
     pub on_stale: OnStale,
     pub startup_sync_timeout: Duration,
+    pub tls: PeerTls,
+    /// Set when `backend = "redis"`.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where the Redis backend connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -354,9 +371,10 @@ impl Validator {
         let control = ControlConfig {
             listen: self.addr("control.listen", &raw.control.listen)?,
             admins: self.admins(&raw)?,
+            tls: self.control_tls(&raw.control)?,
         };
 
-        let sync = self.sync(&raw)?;
+        let sync = self.sync(&raw, control.tls.as_ref())?;
         let apps = self.apps(&raw, &auth_domain, g.origin_timeout.0)?;
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
@@ -369,6 +387,11 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
         }
+        let access_log_file = match raw.log.access_log_file.as_deref().map(Path::to_str) {
+            None => None,
+            Some(Some(p)) if !p.trim().is_empty() => Some(self.path(p)),
+            Some(_) => return Err(self.err("log.access_log_file", "must be a non-empty path")),
+        };
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -399,7 +422,10 @@ impl Validator {
             },
             control,
             sync,
-            log: raw.log,
+            log: LogFile {
+                access_log_file,
+                ..raw.log
+            },
             apps,
             users,
             idps,
@@ -520,23 +546,22 @@ impl Validator {
         }
     }
 
-    fn sync(&self, raw: &FileConfig) -> Result<SyncConfig, ConfigError> {
+    fn sync(
+        &self,
+        raw: &FileConfig,
+        control: Option<&ControlTls>,
+    ) -> Result<SyncConfig, ConfigError> {
         let s = &raw.sync;
         let mut peers = Vec::new();
         for (i, p) in s.peers.iter().enumerate() {
             let uri: http::Uri = p
                 .parse()
                 .map_err(|_| self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL")))?;
-            if uri.scheme_str() == Some("https") {
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            if !scheme_ok || uri.host().is_none() {
                 return Err(self.err(
                     format!("sync.peers[{i}]"),
-                    "the control port speaks plain HTTP (no TLS yet): use http:// on a private network",
-                ));
-            }
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(self.err(
-                    format!("sync.peers[{i}]"),
-                    format!("{p:?} must be an http:// URL of a peer's control port"),
+                    format!("{p:?} must be an http:// or https:// URL of a peer's control port"),
                 ));
             }
             peers.push(p.trim_end_matches('/').to_string());
@@ -546,7 +571,10 @@ impl Validator {
             self.secret_file(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
         }
+        let https = peers.iter().any(|p| p.starts_with("https://"));
+        let tls = self.peer_tls(s, https, control)?;
         Ok(SyncConfig {
+            tls,
             peers,
             peer_token_file,
             ack: s.ack.unwrap_or(AckMode::Local),
@@ -559,7 +587,63 @@ impl Validator {
             startup_sync_timeout: s
                 .startup_sync_timeout
                 .map_or(Duration::from_secs(5), |d| d.0),
+            redis: self.redis(s)?,
         })
+    }
+
+    /// `backend = "redis"` and its settings; none of them without it.
+    fn redis(&self, s: &file::SyncFile) -> Result<Option<RedisSettings>, ConfigError> {
+        if s.backend != file::BackendKind::Redis {
+            for (field, set) in [
+                ("sync.redis_url", s.redis_url.is_some()),
+                ("sync.redis_password_file", s.redis_password_file.is_some()),
+                ("sync.redis_prefix", s.redis_prefix.is_some()),
+                ("sync.redis_ca_file", s.redis_ca_file.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(field, "only used with backend = \"redis\""));
+                }
+            }
+            return Ok(None);
+        }
+        if !s.peers.is_empty() {
+            return Err(self.err(
+                "sync.peers",
+                "not used with backend = \"redis\": the nodes meet in Redis",
+            ));
+        }
+        let url = s
+            .redis_url
+            .as_deref()
+            .ok_or_else(|| self.err("sync.redis_url", "backend = \"redis\" needs redis_url"))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|_| self.err("sync.redis_url", "not a URL like redis://127.0.0.1:6379/0"))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+            return Err(self.err(
+                "sync.redis_url",
+                "must be redis://host:port/db or rediss://…",
+            ));
+        }
+        let readable = |field: &str, p: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(p) = p else { return Ok(None) };
+            let path = self.path(p);
+            std::fs::metadata(&path)
+                .map_err(|e| self.err(field, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Some(path))
+        };
+        let prefix = s
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| "portcullis".into());
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.err("sync.redis_prefix", "must be a non-empty word"));
+        }
+        Ok(Some(RedisSettings {
+            url: url.to_string(),
+            password_file: readable("sync.redis_password_file", &s.redis_password_file)?,
+            prefix,
+            ca_file: readable("sync.redis_ca_file", &s.redis_ca_file)?,
+        }))
     }
 
     fn apps(
@@ -833,6 +917,41 @@ allow_groups = ["staff"]
         assert_eq!(parse(&s).unwrap_err().field(), Some("app[1].hosts[0]"));
         let e = parse("[gateway\nlisten=").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn redis_backend_settings_are_checked() {
+        let with =
+            |sync: &str| parse(&BASE.replace("[control]", &format!("[sync]\n{sync}\n[control]")));
+        let c = with("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"").unwrap();
+        let r = c.sync.redis.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.prefix.as_str()),
+            ("redis://127.0.0.1:6379/0", "portcullis")
+        );
+        for (sync, field) in [
+            ("backend = \"redis\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"http://x\"",
+                "sync.redis_url",
+            ),
+            ("redis_url = \"redis://x\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\npeers = [\"http://a:1\"]",
+                "sync.peers",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_prefix = \"a b\"",
+                "sync.redis_prefix",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_password_file = \"/nonexistent\"",
+                "sync.redis_password_file",
+            ),
+            ("backend = \"etcd\"", "sync.backend"),
+        ] {
+            assert_eq!(with(sync).unwrap_err().field(), Some(field), "{sync}");
+        }
     }
 
     #[test]

@@ -323,6 +323,7 @@ impl Console {
                     reason.clone()
                 },
                 actor: a.actor(),
+                external_id: None,
             })
             .collect();
         let outcomes = match self.engine.revoke_batch(reqs, "revoke").await {
@@ -463,6 +464,7 @@ impl Console {
                 target: String::new(),
                 reason: reason.into(),
                 actor: a.actor(),
+                external_id: None,
             })
             .await
         {

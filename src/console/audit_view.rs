@@ -279,6 +279,7 @@ mod tests {
             scope: Some("user".into()),
             target: Some(format!("u{i}@x.com")),
             reason: Some("r".into()),
+            external_id: None,
             sessions_revoked: Some(1),
             node: "n".into(),
             id: format!("id{i}"),

@@ -194,6 +194,7 @@ impl Console {
                     target: email,
                     reason: reason.to_string(),
                     actor: a.actor(),
+                    external_id: None,
                 });
             }
             results.push(r);

@@ -2,13 +2,15 @@
 //! (whether its revocation set matches this node's right now), the last self-test, and
 //! a button that runs the self-test and shows each peer's propagation time.
 //!
-//! The page reads the backend through [`ClusterView`], so another backend (Redis) shows
-//! its own facts by implementing it; [`PeerCluster`] is the built-in peer backend's.
+//! The page reads the backend through [`ClusterView`]; [`NodeCluster`] implements it for
+//! either backend (peers: each peer's state and lag; Redis: the connection and stream
+//! lag from the backend's readiness, and no peers).
 
 use super::form::Fields;
 use super::view::{self, Page, Tab, badge, esc, when};
 use super::{Admin, Console};
 use crate::clock::Micros;
+use crate::cluster::BackendStatus;
 use crate::sync::PeerSync;
 use crate::sync::peer::Digest;
 use crate::sync::selftest::{self, Report};
@@ -42,21 +44,29 @@ pub trait ClusterView: Send + Sync {
     fn run_selftest<'a>(&'a self, actor: &'a str) -> BoxFuture<'a, Report>;
 }
 
-/// The built-in peer backend.
-pub struct PeerCluster(pub Arc<PeerSync>);
+/// The backend in force (`status`) and the peer sync that runs the self-test (`sync`,
+/// whose peer list is empty with the Redis backend).
+pub struct NodeCluster {
+    pub sync: Arc<PeerSync>,
+    pub status: Arc<dyn BackendStatus>,
+}
 
-impl ClusterView for PeerCluster {
+impl ClusterView for NodeCluster {
     fn backend(&self) -> String {
-        "peers (push to every node, anti-entropy every few seconds)".into()
+        match self.status.name() {
+            "redis" => "redis (every node writes revocations to one Redis stream and follows it)",
+            _ => "peers (push to every node, anti-entropy every few seconds)",
+        }
+        .into()
     }
 
     fn readiness(&self) -> serde_json::Value {
-        self.0.readiness()
+        self.status.readiness()
     }
 
     fn peers(&self) -> BoxFuture<'_, Vec<PeerState>> {
         Box::pin(async move {
-            let client = &self.0.client;
+            let client = &self.sync.client;
             let asks = client.peers().into_iter().map(|p| async move {
                 let (up, last_heard_us, push_failures) = (
                     client.health.is_up(&p),
@@ -82,11 +92,11 @@ impl ClusterView for PeerCluster {
     }
 
     fn last_selftest(&self) -> Option<Report> {
-        selftest::last(&self.0)
+        selftest::last(&self.sync)
     }
 
     fn run_selftest<'a>(&'a self, actor: &'a str) -> BoxFuture<'a, Report> {
-        Box::pin(selftest::run(&self.0, actor, selftest::DEFAULT_TIMEOUT))
+        Box::pin(selftest::run(&self.sync, actor, selftest::DEFAULT_TIMEOUT))
     }
 }
 

@@ -33,7 +33,7 @@ pub mod rows;
 mod users;
 pub mod view;
 
-pub use cluster::{ClusterView, PeerCluster};
+pub use cluster::{ClusterView, NodeCluster};
 pub use data::UserStatus;
 
 use crate::auth::{AuthFailure, Authenticator};
@@ -336,8 +336,8 @@ impl Console {
         let admin = Admin {
             rt,
             cfg,
-            email: c.email.clone(),
-            sid: c.sid.clone(),
+            email: c.email.to_string(),
+            sid: c.sid.to_string(),
             signed_in_us: c.iat_us,
             now: self.auth.now_us(),
             node: self.engine.node_id().to_string(),

@@ -26,6 +26,9 @@ pub struct RevokeRequest {
     pub target: String,
     pub reason: String,
     pub actor: String,
+    /// The outside party's id for what caused this (a logout token's `jti`, an event
+    /// id): written in the audit line, not kept with the revocation.
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -40,6 +43,9 @@ pub struct RevokeOutcome {
     pub sessions_revoked: u64,
     pub peers_acked: usize,
     pub peers: usize,
+    /// False when the cluster backend could not take it yet (it is durable and enforced
+    /// here, and is handed over as soon as the backend is back).
+    pub propagated: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +63,8 @@ pub struct Propagation {
     pub peers: usize,
     /// Sessions each revocation ended on the other nodes, by revocation id.
     pub remote_sessions: HashMap<String, u64>,
+    /// The backend could not take the revocations yet; they wait durably to be sent.
+    pub pending: bool,
 }
 
 /// Hands freshly taken revocations to the other nodes (peer push, Redis, ...) and
@@ -236,7 +244,7 @@ impl Engine {
         self.make_durable(records.clone()).await?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut events = Vec::with_capacity(records.len());
-        for rec in &records {
+        for (rec, req) in records.iter().zip(&reqs) {
             let sessions_revoked = self.enforce(rec);
             self.metrics.revoked(rec.scope as usize);
             tracing::warn!(
@@ -244,7 +252,9 @@ impl Engine {
                 reason = %rec.reason, actor = %rec.actor, sessions_revoked,
                 "revocation enforced"
             );
-            events.push(audit_event(rec, action, sessions_revoked));
+            let mut ev = audit_event(rec, action, sessions_revoked);
+            ev.external_id = req.external_id.clone();
+            events.push(ev);
             outcomes.push(outcome(rec, sessions_revoked));
         }
         // The audit lines and the propagation are independent: other nodes need not
@@ -253,6 +263,7 @@ impl Engine {
         for o in &mut outcomes {
             o.peers_acked = sent.acked;
             o.peers = sent.peers;
+            o.propagated = !sent.pending;
             o.sessions_revoked += sent.remote_sessions.get(&o.id).copied().unwrap_or(0);
         }
         Ok(outcomes)
@@ -378,6 +389,7 @@ fn audit_event(rec: &RevocationRecord, action: &str, sessions_revoked: u64) -> A
         scope: Some(rec.scope.as_str().to_string()),
         target: Some(rec.target.clone()),
         reason: Some(rec.reason.clone()),
+        external_id: None,
         sessions_revoked: Some(sessions_revoked),
         node: rec.node.clone(),
         id: rec.id.clone(),
@@ -394,6 +406,7 @@ fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
         sessions_revoked,
         peers_acked: 0,
         peers: 0,
+        propagated: true,
     }
 }
 
@@ -419,6 +432,7 @@ mod tests {
                     acked: 2,
                     peers: 3,
                     remote_sessions: remote,
+                    pending: false,
                 }
             })
         }
@@ -475,6 +489,7 @@ mod tests {
             target: target.into(),
             reason: "test".into(),
             actor: "ops".into(),
+            external_id: None,
         }
     }
 

@@ -7,12 +7,15 @@ use super::StartError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
+use crate::cluster::Cluster;
+use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
-use crate::console::{Console, ConsoleParts, PeerCluster};
+use crate::console::{Console, ConsoleParts, NodeCluster};
 use crate::control::{Control, ControlParts};
-use crate::login::{Login, LoginParts};
+use crate::login::{Idps, Login, LoginParts};
 use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
+use crate::revocation::engine::Notifier;
 use crate::revocation::engine::{self, Engine};
 use crate::revocation::log::RevocationLog;
 use crate::revocation::meta::MetaIndex;
@@ -25,12 +28,17 @@ use crate::sync::PeerSync;
 use crate::sync::client::PeerClient;
 use crate::sync::journal::{self, Journal};
 use crate::sync::push::PeerPush;
+use crate::sync::redis::{RedisBackend, RedisPush};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 
 pub struct Node {
     pub node_id: String,
+    /// The cluster backend in force, through the interfaces the services use.
+    pub cluster: Cluster,
+    /// Set with `backend = "redis"`.
+    pub redis: Option<Arc<RedisBackend>>,
     pub state_dir: PathBuf,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
@@ -40,6 +48,9 @@ pub struct Node {
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
     pub login: Arc<Login>,
+    /// The identity providers (`[[idp]]`): discovered in the background, kept in step
+    /// with the config on reload.
+    pub idps: Arc<Idps>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
     reload_lock: Mutex<()>,
@@ -117,6 +128,55 @@ fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
     })
 }
 
+/// The Redis store and outbox when `backend = "redis"` (nothing is connected yet).
+fn open_redis(
+    live: &Live,
+    state_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<(RedisStore, Arc<Outbox>)>, StartError> {
+    let Some(r) = live.load().config.sync.redis.clone() else {
+        return Ok(None);
+    };
+    let other = |e: String| StartError::Other(format!("sync.redis: {e}"));
+    let mut cfg = RedisConfig::new(r.url);
+    cfg.prefix = r.prefix;
+    if let Some(p) = &r.password_file {
+        let pw = RedisConfig::read_password_file(p).map_err(|e| other(e.to_string()))?;
+        cfg.password = Some(pw);
+    }
+    if let Some(ca) = &r.ca_file {
+        cfg.ca_pem = Some(std::fs::read(ca).map_err(io("cannot read sync.redis_ca_file", ca))?);
+    }
+    let store = RedisStore::new(cfg, clock).map_err(|e| other(e.to_string()))?;
+    let outbox = Outbox::open(&state_dir.join("redis.outbox")).map_err(|e| other(e.to_string()))?;
+    Ok(Some((store, Arc::new(outbox))))
+}
+
+/// The backend in force as the services see it: Redis when configured, else peers.
+fn cluster_of(
+    sync: &Arc<PeerSync>,
+    redis: Option<&Arc<RedisBackend>>,
+    sessions: &Registry,
+) -> Cluster {
+    match redis {
+        Some(r) => {
+            sessions.set_mirror(r.clone());
+            Cluster {
+                shared: r.clone(),
+                directory: r.clone(),
+                freshness: r.clone(),
+                status: r.clone(),
+            }
+        }
+        None => Cluster {
+            shared: sync.shared.clone(),
+            directory: sync.clone(),
+            freshness: sync.clone(),
+            status: sync.clone(),
+        },
+    }
+}
+
 fn route_table(e: matchit::InsertError) -> StartError {
     StartError::Other(format!("route table: {e}"))
 }
@@ -144,6 +204,11 @@ impl Node {
             node_id.clone(),
             ticker.clone(),
         ));
+        let redis = open_redis(&live, &state_dir, ticker.clock().clone())?;
+        let notifier: Arc<dyn Notifier> = match &redis {
+            Some((store, outbox)) => Arc::new(RedisPush::new(store.clone(), outbox.clone())),
+            None => Arc::new(PeerPush::new(live.clone(), client.clone())),
+        };
         let engine = Arc::new(Engine::new(engine::Parts {
             node_id: node_id.clone(),
             ticker: ticker.clone(),
@@ -152,31 +217,44 @@ impl Node {
             log: Arc::new(d.revlog),
             sessions: d.sessions.clone(),
             audit: d.audit,
-            notifier: Arc::new(PeerPush::new(live.clone(), client.clone())),
+            notifier,
             metrics: metrics.clone(),
         }));
+        let journal = Arc::new(d.journal);
         let sync = Arc::new(PeerSync::new(
             live.clone(),
             engine.clone(),
             auth.clone(),
             client,
             d.sessions.clone(),
-            d.journal,
+            journal.clone(),
             ticker,
         ));
+        let redis = redis.map(|(store, outbox)| {
+            let (l, e, s) = (live.clone(), engine.clone(), d.sessions.clone());
+            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s))
+        });
+        let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
         let (sessions, set) = (d.sessions, d.set);
         let console = Arc::new(
             Console::new(ConsoleParts {
                 auth: auth.clone(),
                 engine: engine.clone(),
-                directory: sync.clone(),
-                shared: sync.shared.clone(),
-                cluster: Arc::new(PeerCluster(sync.clone())),
+                directory: cluster.directory.clone(),
+                shared: cluster.shared.clone(),
+                cluster: Arc::new(NodeCluster {
+                    sync: sync.clone(),
+                    status: cluster.status.clone(),
+                }),
                 audit_path: state_dir.join("audit.log"),
                 // SCIM's user status plugs in here once it is wired.
                 user_status: None,
             })
             .map_err(route_table)?,
+        );
+        let idps = Arc::new(
+            Idps::new(&live.load().config.idps, auth.now_us())
+                .map_err(|e| StartError::Other(format!("identity providers: {e}")))?,
         );
         let login = Arc::new(
             Login::new(LoginParts {
@@ -184,7 +262,9 @@ impl Node {
                 engine: engine.clone(),
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
-                shared: sync.shared.clone(),
+                shared: cluster.shared.clone(),
+                directory: cluster.directory.clone(),
+                idps: idps.clone(),
             })
             .map_err(route_table)?,
         );
@@ -195,7 +275,7 @@ impl Node {
             console,
             sessions: sessions.clone(),
             set: set.clone(),
-            freshness: sync.clone(),
+            freshness: cluster.freshness.clone(),
             metrics: metrics.clone(),
         }));
         let control = Arc::new(
@@ -203,6 +283,7 @@ impl Node {
                 live: live.clone(),
                 engine: engine.clone(),
                 sync: sync.clone(),
+                cluster: cluster.clone(),
                 sessions: sessions.clone(),
                 auth: auth.clone(),
                 metrics: metrics.clone(),
@@ -217,6 +298,8 @@ impl Node {
         }
         Ok(Arc::new(Node {
             node_id,
+            cluster,
+            redis,
             state_dir,
             live,
             metrics,
@@ -226,6 +309,7 @@ impl Node {
             engine,
             sync,
             login,
+            idps,
             data,
             control,
             reload_lock: Mutex::new(()),
@@ -273,6 +357,9 @@ impl Node {
         let generation = runtime.generation;
         self.auth.replace_keys(keys);
         self.live.install(runtime);
+        // Unchanged IdPs keep their discovery; new or changed ones are discovered now.
+        self.idps
+            .reconfigure(&self.live.load().config.idps, self.now_us());
         Ok(generation)
     }
 

@@ -253,7 +253,7 @@ impl Browser {
     /// Polls until the browser shows `want` (exactly) and the page contains `text`, or fails
     /// after SETTLE with the URL it ended on and the head of the page (a redirect loop shows
     /// as chrome-error://… / ERR_TOO_MANY_REDIRECTS).
-    async fn settle_on(&self, want: &str, text: &str, what: &str) {
+    pub(crate) async fn settle_on(&self, want: &str, text: &str, what: &str) {
         let deadline = Instant::now() + SETTLE;
         loop {
             let here = self.url().await;

@@ -225,7 +225,7 @@ const TEST_HOSTS: [&str; 8] = [
 
 /// A builder that trusts the dev certificate, follows no redirects and resolves every
 /// test host to `addr`.
-fn builder_for(addr: SocketAddr) -> reqwest::ClientBuilder {
+pub fn builder_for(addr: SocketAddr) -> reqwest::ClientBuilder {
     let mut b = Client::builder()
         .danger_accept_invalid_certs(true)
         .redirect(Policy::none())
@@ -350,6 +350,18 @@ pub fn client_with_jar(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) 
     let jar = Arc::new(reqwest::cookie::Jar::default());
     let c = builder_for(addr)
         .cookie_provider(jar.clone())
+        .build()
+        .expect("client");
+    (c, jar)
+}
+
+/// A browser behind a load balancer: a cookie jar, and a new connection for every
+/// request (no keep-alive pool), so consecutive requests reach different nodes.
+pub fn fresh_connections_client(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let c = builder_for(addr)
+        .cookie_provider(jar.clone())
+        .pool_max_idle_per_host(0)
         .build()
         .expect("client");
     (c, jar)
