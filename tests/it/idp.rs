@@ -496,6 +496,7 @@ fn idp_config(name: &str, issuer: &str, client_id: &str) -> IdpConfig {
         groups_claim: "groups".into(),
         end_session: true,
         mfa_acr_values: vec![MFA_ACR.into()],
+        reauth: Default::default(),
     }
 }
 

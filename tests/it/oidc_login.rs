@@ -99,7 +99,7 @@ fn display_name(name: &str) -> String {
     format!("{}{} SSO", first.unwrap_or_default(), c.as_str())
 }
 
-fn idp_toml(name: &str, issuer: &str) -> String {
+fn idp_toml(name: &str, issuer: &str, idp_extra: &str) -> String {
     format!(
         r#"
 [[idp]]
@@ -109,6 +109,7 @@ issuer = "{issuer}"
 client_id = "{CLIENT}"
 client_secret = "{RP_SECRET}"
 mfa_acr_values = ["{MFA_ACR}"]
+{idp_extra}
 "#,
         display = display_name(name)
     )
@@ -149,6 +150,11 @@ struct Rig {
 
 impl Rig {
     async fn start(names: &[&str], users: bool, extra: &str) -> Rig {
+        Rig::start_with(names, users, extra, "").await
+    }
+
+    /// As [`Rig::start`], with `idp_extra` lines in every `[[idp]]` table.
+    async fn start_with(names: &[&str], users: bool, extra: &str, idp_extra: &str) -> Rig {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let ca = tmp.path().join("certs/gateway.crt");
@@ -156,7 +162,7 @@ impl Rig {
         let mut toml = String::from(APPS);
         for name in names {
             let op = TestOp::start(op_config(name, &[port], &ca)).await;
-            toml.push_str(&idp_toml(name, &op.issuer));
+            toml.push_str(&idp_toml(name, &op.issuer, idp_extra));
             ops.push(op);
         }
         toml.push_str(extra);
@@ -510,7 +516,7 @@ async fn two_idps_side_by_side_with_the_built_in_users() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_idp_does_not_stop_the_gateway_and_is_found_later() {
     let later_port = free_port();
-    let later = idp_toml("later", &format!("http://127.0.0.1:{later_port}"));
+    let later = idp_toml("later", &format!("http://127.0.0.1:{later_port}"), "");
     let rig = Rig::start(&["corp"], false, &later).await;
     let (c, _) = rig.browser();
     let login = rig.auth("/login");
@@ -862,6 +868,37 @@ async fn session_and_group_revocations_ask_for_a_fresh_sign_in_but_a_logout_does
     assert_eq!(t.auth_requests()[0]["prompt"], "login");
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reauth_off_the_idp_session_signs_the_user_back_in_after_the_lockout() {
+    let rig = Rig::start_with(&["corp"], false, "", "reauth = \"off\"").await;
+    let want = rig.echo("/off");
+    let (c, _jar) = rig.browser();
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 1));
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&rig.gw);
+    rig.gw.revoke("user", ALICE_EMAIL).await;
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+
+    // The relogin lockout still applies.
+    let t = walk(&c, &want, None, None).await;
+    assert_refused(&t, StatusCode::FORBIDDEN, "Signing in is blocked");
+    rig.gw.advance(Duration::from_secs(61));
+
+    // After it, the IdP's own session signs the user in again: no prompt=login, no
+    // max_age, and the old auth_time is accepted.
+    let t = walk(&c, &want, None, None).await;
+    assert_eq!(
+        (t.status, t.url.as_str(), t.op_logins),
+        (StatusCode::OK, want.as_str(), 0),
+        "{t:#?}"
+    );
+    let reqs = t.auth_requests();
+    assert_eq!(reqs.len(), 1, "{t:#?}");
+    assert!(!reqs[0].contains_key("prompt") && !reqs[0].contains_key("max_age"));
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::OK);
+}
+
 // ---- back-channel logout ----------------------------------------------------------------
 
 /// Posts a logout token to the gateway's back-channel endpoint.
@@ -1056,7 +1093,7 @@ async fn idp_cluster(n: usize) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
             .collect();
         let extra = format!(
             "{APPS}{}\n[sync]\npeers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n",
-            idp_toml("corp", &op.issuer),
+            idp_toml("corp", &op.issuer, ""),
             peers.join(", ")
         );
         let toml = gateway_toml(https[i], &extra, false)

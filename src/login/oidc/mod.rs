@@ -27,7 +27,7 @@ use super::pages::{self, IdpButton};
 use super::signin::{IdpSession, NewSession, validate_return_to};
 use crate::clock::Micros;
 use crate::error::GatewayError;
-use crate::idp::{Callback, IdpError, IdpIdentity, IdpSlot, PENDING_MAX_AGE, Provider};
+use crate::idp::{Callback, IdpError, IdpIdentity, IdpSlot, PENDING_MAX_AGE, Provider, Reauth};
 use crate::runtime::Runtime;
 use crate::web::body::{self, Body};
 use crate::web::cookie::{CookieSpec, SameSite, append_cookie, set_cookie};
@@ -167,7 +167,10 @@ impl Login {
             Ok(p) => p,
             Err(e) => return Ok(self.failure_page(&slot, &return_to, Failure::Idp(e))),
         };
-        let reauth_after = self.browser_revoked_at(rt, h);
+        let reauth_after = match provider.config().reauth {
+            Reauth::Require => self.browser_revoked_at(rt, h),
+            Reauth::Off => None,
+        };
         if let Some(t) = reauth_after {
             tracing::info!(idp = %name, revoked_at = t, "this browser's session was revoked: asking the IdP for a fresh sign-in");
         }
@@ -270,7 +273,10 @@ impl Login {
         };
         self.may_sign_in(rt, &identity.email)
             .map_err(Failure::Refused)?;
-        let required = self.reauth_required(rt, &identity, now).await;
+        let required = match provider.config().reauth {
+            Reauth::Require => self.reauth_required(rt, &identity, now).await,
+            Reauth::Off => None,
+        };
         let required = required.max(pending.reauth_after);
         if let Err(e) = identity.check_fresh(&pending.auth, required) {
             return match required {
