@@ -64,21 +64,7 @@ pub fn session_cookie(value: &str) -> String {
 
 /// The one `portcullis_console` cookie of the request (none when absent or repeated).
 pub fn session_value(h: &HeaderMap) -> Option<&str> {
-    let mut found = None;
-    for v in h.get_all(header::COOKIE) {
-        let Ok(v) = v.to_str() else { continue };
-        for pair in v.split(';') {
-            if let Some((name, value)) = pair.trim().split_once('=')
-                && name.trim() == COOKIE
-            {
-                if found.is_some() {
-                    return None;
-                }
-                found = Some(value.trim());
-            }
-        }
-    }
-    found
+    crate::session::authn::one_cookie(h, COOKIE)
 }
 
 /// What a form token says.

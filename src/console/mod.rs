@@ -152,7 +152,9 @@ pub(crate) struct Admin<'a> {
     pub cfg: &'a ConsoleConfig,
     pub email: String,
     pub sid: String,
-    pub signed_in_us: Micros,
+    /// When the admin last authenticated (`session::authn`); None: unknown (no marker
+    /// for this session), which counts as too long ago.
+    pub signed_in_us: Option<Micros>,
     pub now: Micros,
     pub node: String,
     /// This request's path and query.
@@ -164,7 +166,7 @@ impl Admin<'_> {
         Viewer {
             email: &self.email,
             node: &self.node,
-            signed_in_secs: (self.now - self.signed_in_us) / 1_000_000,
+            signed_in_secs: self.signed_in_us.map(|t| (self.now - t) / 1_000_000),
             reauth_secs: self.cfg.reauth_after.as_secs(),
         }
     }
@@ -175,7 +177,8 @@ impl Admin<'_> {
     }
 
     fn fresh(&self) -> bool {
-        self.now - self.signed_in_us <= self.cfg.reauth_after.as_micros() as i64
+        self.signed_in_us
+            .is_some_and(|t| self.now - t <= self.cfg.reauth_after.as_micros() as i64)
     }
 }
 
@@ -338,7 +341,10 @@ impl Console {
             cfg,
             email: c.email.to_string(),
             sid: c.sid.to_string(),
-            signed_in_us: c.iat_us,
+            signed_in_us: {
+                let keys = self.auth.keys();
+                crate::session::authn::authenticated_at(keys.sealer(), h, &c.sid)
+            },
             now: self.auth.now_us(),
             node: self.engine.node_id().to_string(),
             here,

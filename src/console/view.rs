@@ -36,8 +36,9 @@ const TABS: [(Tab, &str, &str); 7] = [
 pub struct Viewer<'a> {
     pub email: &'a str,
     pub node: &'a str,
-    /// Seconds since the admin signed in, and how old a sign-in may be for an action.
-    pub signed_in_secs: i64,
+    /// Seconds since the admin signed in (None: unknown), and how old a sign-in may be
+    /// for an action.
+    pub signed_in_secs: Option<i64>,
     pub reauth_secs: u64,
 }
 
@@ -134,11 +135,16 @@ fn tabs(active: Tab) -> String {
 
 fn header_html(v: Option<&Viewer<'_>>) -> String {
     let who = v.map_or(String::new(), |v| {
+        let since = v
+            .signed_in_secs
+            .map_or("sign-in time unknown".to_string(), |s| {
+                format!("signed in {} ago", duration_text(s.max(0) as u64))
+            });
         format!(
-            r#"<div class="who">{} &middot; node {} &middot; signed in {} ago</div>"#,
+            r#"<div class="who">{} &middot; node {} &middot; {}</div>"#,
             esc(v.email),
             esc(v.node),
-            esc(&duration_text(v.signed_in_secs.max(0) as u64)),
+            esc(&since),
         )
     });
     format!(
@@ -358,7 +364,7 @@ mod tests {
         let v = Viewer {
             email: "a<b@x.com",
             node: "n",
-            signed_in_secs: 5,
+            signed_in_secs: Some(5),
             reauth_secs: 900,
         };
         let d = document(&page, Some(&v), "NONCE");

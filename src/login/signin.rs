@@ -5,11 +5,13 @@
 use super::codes::{self, Pending};
 use super::{Login, pages, users};
 use crate::auth::{AuthFailure, Identity};
+use crate::clock::Micros;
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
 use crate::error::GatewayError;
 use crate::runtime::Runtime;
 use crate::secrets::ct_eq;
+use crate::session::authn;
 use crate::session::cookies::{self, GatewayCookies};
 use crate::session::token::{Claims, TokenError};
 use crate::web::body::{self, Body};
@@ -84,6 +86,9 @@ pub(super) struct NewSession<'a> {
     pub email: &'a str,
     pub groups: &'a [String],
     pub idp: Option<IdpSession<'a>>,
+    /// When the user proved who they are (the password check, the IdP's `auth_time`);
+    /// None: unknown. Kept in the sign-in marker (`session::authn`).
+    pub authenticated_us: Option<Micros>,
 }
 
 /// The identity provider's side of a sign-in, as the session registry records it.
@@ -167,7 +172,7 @@ impl Login {
             }
             return self.authorize(rt, ctx, h, &return_to);
         }
-        if let Some(only) = self.only_idp(rt, &return_to) {
+        if let Some(only) = self.only_idp(rt, &return_to, reauth) {
             return Ok(only);
         }
         let notice = match query::param(q, "why").as_deref() {
@@ -178,7 +183,7 @@ impl Login {
             Some("expired") => Some("Your session has expired. Please sign in again."),
             _ => None,
         };
-        Ok(self.render_form(rt, StatusCode::OK, &return_to, "", notice))
+        Ok(self.render_form(rt, StatusCode::OK, (&return_to, reauth), "", notice))
     }
 
     pub(super) async fn login_submit(
@@ -198,7 +203,13 @@ impl Login {
             .to_bytes();
         let form = Form::parse(&bytes);
         let form_again = |status, error: &str| {
-            self.render_form(rt, status, &form.return_to, &form.email, Some(error))
+            self.render_form(
+                rt,
+                status,
+                (&form.return_to, false),
+                &form.email,
+                Some(error),
+            )
         };
         let cookie_csrf = GatewayCookies::parse(&parts.headers)
             .ok()
@@ -235,6 +246,7 @@ impl Login {
             email: &user.email,
             groups: &user.groups,
             idp: None,
+            authenticated_us: Some(self.auth.now_us()),
         };
         let (mut resp, _) = self.start_session(rt, ctx, &who, ua, &form.return_to)?;
         // A session of a built-in user has no IdP session to end at logout.
@@ -342,6 +354,13 @@ impl Login {
             }),
         );
         append_cookie(h, &clear_cookie(cookies::CSRF, SameSite::Strict));
+        let life = rt.config.session.global_duration;
+        let marker = who
+            .authenticated_us
+            .and_then(|at| authn::set_marker(self.auth.keys().sealer(), &claims.sid, at, life));
+        if let Some(m) = marker {
+            append_cookie(h, &m);
+        }
         Ok((resp, claims))
     }
 
@@ -453,17 +472,19 @@ fn ip_key(ctx: &ReqCtx) -> String {
 impl Login {
     /// The sign-in page with a fresh CSRF token (cookie and hidden field): the
     /// email/password form when there are built-in users (or no IdP at all), and a
-    /// button per identity provider.
+    /// button per identity provider. `to` is the page to return to, and whether a fresh
+    /// authentication was asked for (the IdP buttons then ask the IdP for one).
     pub(super) fn render_form(
         &self,
         rt: &Runtime,
         status: StatusCode,
-        return_to: &str,
+        to: (&str, bool),
         email: &str,
         error: Option<&str>,
     ) -> Response<Body> {
+        let (return_to, reauth) = to;
         let csrf = crate::secrets::random_b64(24);
-        let idps = self.idp_buttons(return_to);
+        let idps = self.idp_buttons(return_to, reauth);
         let mut resp = html(
             status,
             pages::login(&pages::LoginForm {

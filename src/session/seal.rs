@@ -25,6 +25,8 @@ pub enum Purpose {
     ConsoleSession,
     /// The admin console's per-form CSRF tokens.
     ConsoleForm,
+    /// When a global session's holder last authenticated (`session::authn`).
+    SignInTime,
 }
 
 impl Purpose {
@@ -34,13 +36,15 @@ impl Purpose {
             Purpose::SignInState => b"portcullis sign-in state v1",
             Purpose::ConsoleSession => b"portcullis console session v1",
             Purpose::ConsoleForm => b"portcullis console form v1",
+            Purpose::SignInTime => b"portcullis sign-in time v1",
         }
     }
-    const ALL: [Purpose; 4] = [
+    const ALL: [Purpose; 5] = [
         Purpose::Handoff,
         Purpose::SignInState,
         Purpose::ConsoleSession,
         Purpose::ConsoleForm,
+        Purpose::SignInTime,
     ];
 }
 

@@ -22,7 +22,7 @@ pub fn auth(gw: &Gw, path: &str) -> String {
     gw.url("auth.localhost", path)
 }
 
-fn own_origin(gw: &Gw) -> String {
+pub fn own_origin(gw: &Gw) -> String {
     format!("https://auth.localhost:{}", gw.port())
 }
 
@@ -61,7 +61,7 @@ pub async fn post(
 }
 
 /// The confirmation page's form for `scope`/`target`: (action path, csrf token).
-async fn confirm(gw: &Gw, c: &Client, scope: &str, target: &str) -> (String, String) {
+pub async fn confirm(gw: &Gw, c: &Client, scope: &str, target: &str) -> (String, String) {
     let q = form_urlencoded::Serializer::new(String::new())
         .append_pair("scope", scope)
         .append_pair("target", target)
@@ -321,6 +321,70 @@ async fn actions_need_our_origin_the_console_cookie_and_a_fresh_token() {
     assert_eq!(s, StatusCode::FORBIDDEN);
     assert!(html.contains("already submitted"), "{html}");
     assert_eq!(revocations(&gw).await.len(), 1);
+}
+
+/// The cookies `jar` holds for the console's pages, by name.
+fn console_cookies(
+    gw: &Gw,
+    jar: &reqwest::cookie::Jar,
+) -> std::collections::HashMap<String, String> {
+    use reqwest::cookie::CookieStore;
+    let url = url::Url::parse(&auth(gw, "/admin/")).unwrap();
+    let header = jar.cookies(&url).expect("cookies");
+    header
+        .to_str()
+        .unwrap()
+        .split("; ")
+        .filter_map(|p| p.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The recent-sign-in check reads the sign-in marker (`portcullis_authn`), not the
+/// session's age: a session cookie without its marker, or with another session's, has to
+/// sign in again.
+#[tokio::test]
+async fn without_its_sign_in_marker_a_session_must_sign_in_again() {
+    let gw = Gw::start(CONSOLE).await;
+    let addr = gw.h().https_addr;
+    let (c, jar) = client_with_jar(addr);
+    let r = login_at(&c, &auth(&gw, "/admin/"), DEMO, DEMO_PW).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let mine = console_cookies(&gw, &jar);
+    let (c2, jar2) = client_with_jar(addr);
+    login_at(&c2, &auth(&gw, "/admin/"), DEMO, DEMO_PW).await;
+    let other = console_cookies(&gw, &jar2);
+    let with = |cookies: String| {
+        let url = auth(&gw, "/admin/users");
+        async move {
+            let r = client_for(addr, false)
+                .get(url)
+                .header("cookie", cookies)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), location(&r).unwrap_or_default())
+        }
+    };
+    let session = format!("portcullis_session={}", mine["portcullis_session"]);
+    let (s, _) = with(format!(
+        "{session}; portcullis_authn={}",
+        mine["portcullis_authn"]
+    ))
+    .await;
+    assert_eq!(s, StatusCode::OK, "session and its marker");
+    let reauth = "/login?reauth=1&return_to=%2Fadmin%2Fusers".to_string();
+    assert_eq!(
+        with(session.clone()).await,
+        (StatusCode::FOUND, reauth.clone()),
+        "no marker"
+    );
+    let foreign = format!("{session}; portcullis_authn={}", other["portcullis_authn"]);
+    assert_eq!(
+        with(foreign).await,
+        (StatusCode::FOUND, reauth),
+        "another session's marker"
+    );
 }
 
 #[tokio::test]

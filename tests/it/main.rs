@@ -6,6 +6,7 @@ mod cluster;
 mod common;
 mod console;
 mod console_browser;
+mod console_idp;
 mod fleet;
 mod idp;
 mod oidc_login;
