@@ -100,6 +100,31 @@ impl ClusterView for NodeCluster {
     }
 }
 
+/// The backend's state in a sentence, from its readiness facts.
+fn sync_note(ready: &serde_json::Value) -> String {
+    if ready["backend"] == "redis" {
+        let connected = if ready["connected"] == true {
+            "connected"
+        } else {
+            "NOT connected"
+        };
+        let lag = ready["lag_ms"]
+            .as_u64()
+            .map_or("no entry applied yet".to_string(), |ms| {
+                format!("{ms} ms behind the stream")
+            });
+        let outbox = ready["outbox"].as_u64().unwrap_or(0);
+        return format!(
+            "{connected} to {}; {lag}; {outbox} revocation(s) waiting to be written",
+            ready["redis"].as_str().unwrap_or("redis")
+        );
+    }
+    ready["note"]
+        .as_str()
+        .unwrap_or("no peers: this node is the whole cluster")
+        .to_string()
+}
+
 fn peer_row(p: &PeerState, ours: &(String, usize), now: Micros) -> String {
     let state = if p.up {
         badge("b-ok", "up")
@@ -177,10 +202,7 @@ impl Console {
         let peers = self.cluster.peers().await;
         let set = self.engine.set();
         let ours = (set.digest(), set.len());
-        let ready = self.cluster.readiness();
-        let note = ready["note"]
-            .as_str()
-            .unwrap_or("no peers: this node is the whole cluster");
+        let note = sync_note(&self.cluster.readiness());
         let rows: String = peers.iter().map(|p| peer_row(p, &ours, a.now)).collect();
         let last = ran.clone().or_else(|| self.cluster.last_selftest());
         let token = self.form(a, "selftest", String::new(), String::new());
@@ -195,7 +217,7 @@ impl Console {
             backend = esc(&self.cluster.backend()),
             n = ours.1,
             digest = esc(&ours.0.chars().take(16).collect::<String>()),
-            note = esc(note),
+            note = esc(&note),
             up = badge("b-ok", "serving"),
             card = selftest_card(last.as_ref(), ran.is_some(), a.now),
             token = esc(&token),
@@ -222,5 +244,27 @@ impl Console {
         }
         let report = self.cluster.run_selftest(&a.actor()).await;
         Ok(self.cluster_page(a, Some(report)).await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sync_note;
+    use serde_json::json;
+
+    #[test]
+    fn the_sync_note_says_what_the_backend_says() {
+        let redis = json!({"backend": "redis", "redis": "redis://127.0.0.1:6379/", "connected": true, "lag_ms": 3, "outbox": 0});
+        assert_eq!(
+            sync_note(&redis),
+            "connected to redis://127.0.0.1:6379/; 3 ms behind the stream; 0 revocation(s) waiting to be written"
+        );
+        let down = json!({"backend": "redis", "connected": false, "lag_ms": null, "outbox": 2});
+        assert!(sync_note(&down).starts_with("NOT connected to redis; no entry applied yet; 2"));
+        assert_eq!(sync_note(&json!({"note": "caught up"})), "caught up");
+        assert_eq!(
+            sync_note(&json!({})),
+            "no peers: this node is the whole cluster"
+        );
     }
 }

@@ -30,11 +30,13 @@ mod form;
 mod groups;
 pub mod guard;
 pub mod rows;
+mod scim_status;
 mod users;
 pub mod view;
 
 pub use cluster::{ClusterView, NodeCluster};
 pub use data::UserStatus;
+pub use scim_status::ScimStatus;
 
 use crate::auth::{AuthFailure, Authenticator};
 use crate::clock::Micros;
