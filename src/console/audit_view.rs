@@ -31,6 +31,8 @@ pub struct Line {
     pub scope: Option<String>,
     pub target: Option<String>,
     pub reason: Option<String>,
+    /// The outside party's id for what caused it (a logout token's `jti`, an event id).
+    pub external_id: Option<String>,
     pub sessions_revoked: Option<u64>,
     pub node: String,
     pub id: String,
@@ -79,7 +81,8 @@ impl Filter {
                 || text(&l.actor)
                 || text(&l.id)
                 || l.target.as_deref().is_some_and(text)
-                || l.reason.as_deref().is_some_and(text))
+                || l.reason.as_deref().is_some_and(text)
+                || l.external_id.as_deref().is_some_and(text))
     }
 }
 
@@ -150,35 +153,47 @@ fn line_row(l: &Line) -> String {
         "api" | "selftest" => "b-grey",
         _ => "b-warn",
     };
-    // To the second on screen; the exact time in the tooltip.
+    // To the second on screen; the exact time in the tooltip; node and line id below.
     let shown: String = l.time.replacen('T', " ", 1).chars().take(19).collect();
     let opt = |v: &Option<String>| esc(v.as_deref().unwrap_or(""));
+    let time = format!(
+        r#"<span class="nowrap" title="{}">{}</span><div class="muted small">{} &middot; <code>{}</code></div>"#,
+        esc(&l.time),
+        esc(&shown),
+        esc(&l.node),
+        esc(&l.id)
+    );
+    let action = match &l.scope {
+        Some(scope) => format!(
+            r#"{}<div class="muted small">scope {}</div>"#,
+            esc(&l.action),
+            esc(scope)
+        ),
+        None => esc(&l.action),
+    };
+    let reason = match &l.external_id {
+        Some(x) => format!(
+            r#"{}<div class="muted small">ref <code>{}</code></div>"#,
+            opt(&l.reason),
+            esc(x)
+        ),
+        None => opt(&l.reason),
+    };
     view::tr(
         "",
         &[
-            (
-                "Time",
-                "nowrap",
-                format!(r#"<span title="{}">{}</span>"#, esc(&l.time), esc(&shown)),
-            ),
+            ("Time", "", time),
             ("Actor", "wrap", esc(&l.actor)),
             ("Trigger", "", badge(class, t)),
-            ("Action", "", esc(&l.action)),
-            ("Scope", "", opt(&l.scope)),
+            ("Action", "", action),
             ("Target", "wrap", opt(&l.target)),
-            ("Reason", "ua", opt(&l.reason)),
+            ("Reason", "ua", reason),
             (
                 "Sessions",
                 "num",
                 l.sessions_revoked
                     .map(|n| n.to_string())
                     .unwrap_or_default(),
-            ),
-            ("Node", "hide-sm node", esc(&l.node)),
-            (
-                "Id",
-                "hide-sm nowrap",
-                format!("<code>{}</code>", esc(&l.id)),
             ),
         ],
     )
@@ -227,7 +242,7 @@ impl Console {
             r#"<div class="card muted">No audit line matches.</div>"#.to_string()
         } else {
             format!(
-                r#"<div class="table-wrap"><table id="audit" class="stack"><thead><tr><th>Time (UTC)</th><th>Actor</th><th>Trigger</th><th>Action</th><th>Scope</th><th>Target</th><th>Reason</th><th class="num">Sessions</th><th class="hide-sm">Node</th><th class="hide-sm">Id</th></tr></thead><tbody>{rows}</tbody></table></div>"#
+                r#"<div class="table-wrap"><table id="audit" class="stack"><thead><tr><th>Time (UTC), node, id</th><th>Actor</th><th>Trigger</th><th>Action</th><th>Target</th><th>Reason</th><th class="num">Sessions</th></tr></thead><tbody>{rows}</tbody></table></div>"#
             )
         };
         let triggers = [
@@ -236,7 +251,7 @@ impl Console {
         let scopes = ["user", "session", "group", "app", "all"];
         let body = format!(
             r#"<h1>Audit log</h1>{chain}
-<form class="bar" method="get" action="/admin/audit"><input class="grow" type="search" name="q" value="{q}" placeholder="Actor, target, reason or id" aria-label="Search the audit log">{trig}{scope}<button class="btn" type="submit">Filter</button></form>
+<form class="bar" method="get" action="/admin/audit"><input class="grow" type="search" name="q" value="{q}" placeholder="Actor, target, reason, id or ref" aria-label="Search the audit log">{trig}{scope}<button class="btn" type="submit">Filter</button></form>
 <p class="muted small">The newest first: {n} shown of the latest {read} lines of <code>{file}</code> on this node.</p>{table}"#,
             chain = chain_notice(&chain),
             q = esc(&filter.q),
@@ -279,7 +294,7 @@ mod tests {
             scope: Some("user".into()),
             target: Some(format!("u{i}@x.com")),
             reason: Some("r".into()),
-            external_id: None,
+            external_id: (i == 2).then(|| "evt-77".to_string()),
             sessions_revoked: Some(1),
             node: "n".into(),
             id: format!("id{i}"),
@@ -313,6 +328,13 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(parsed.iter().filter(|l| f.matches(l)).count(), 1);
+        let f = Filter {
+            q: "EVT-77".into(),
+            ..Default::default()
+        };
+        let by_ref: Vec<&Line> = parsed.iter().filter(|l| f.matches(l)).collect();
+        assert_eq!((by_ref.len(), by_ref[0].actor.as_str()), (1, "scim:okta"));
+        assert!(line_row(by_ref[0]).contains("ref <code>evt-77</code>"));
         // A window that cuts a line drops it.
         let len = std::fs::metadata(&path).unwrap().len();
         assert_eq!(tail(&path, len - 5).unwrap().len(), 2);
