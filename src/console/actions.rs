@@ -4,7 +4,7 @@
 //! with the actor `console:<admin email>`.
 
 use super::form::Fields;
-use super::view::{self, Page, Tab, esc, user_href, when};
+use super::view::{self, Page, Tab, count, esc, user_href, when};
 use super::{Admin, Console, guard};
 use crate::error::GatewayError;
 use crate::revocation::Scope;
@@ -107,9 +107,10 @@ fn plan(
             Plan {
                 title: format!("Revoke all sessions of {who}?"),
                 details: format!(
-                    "<ul>{list}</ul><p>This ends <b>{n} live sessions</b> (the global session and every app token) on every node at once, and refuses sign-in for {lockout}.</p>"
+                    "<ul>{list}</ul><p>This ends <b>{}</b> (the global session and every app token) on every node at once, and refuses sign-in for {lockout}.</p>",
+                    count(n as u64, "live session", "live sessions")
                 ),
-                button: format!("Revoke {n} sessions of {who}"),
+                button: format!("Revoke {} of {who}", count(n as u64, "session", "sessions")),
                 cancel: if targets.len() == 1 {
                     user_href(&targets[0])
                 } else {
@@ -171,10 +172,15 @@ fn plan(
             Plan {
                 title: format!("Revoke the existing tokens of {app}?"),
                 details: format!(
-                    "<p><b>{n} live sessions</b> hold a token for <b>{}</b>. Every token of this app issued before now stops working at once, on every node. Users whose global session is still valid get a new token silently on their next visit; to keep someone out, revoke the user.</p>",
+                    "<p><b>{}</b> {} a token for <b>{}</b>. Every token of this app issued before now stops working at once, on every node. Users whose global session is still valid get a new token silently on their next visit; to keep someone out, revoke the user.</p>",
+                    count(n as u64, "live session", "live sessions"),
+                    if n == 1 { "holds" } else { "hold" },
                     esc(app)
                 ),
-                button: format!("Revoke the tokens of {app} ({n} sessions)"),
+                button: format!(
+                    "Revoke the tokens of {app} ({})",
+                    count(n as u64, "session", "sessions")
+                ),
                 cancel: "/admin/apps".into(),
                 extra: String::new(),
             }
@@ -199,12 +205,15 @@ fn plan(
             Plan {
                 title: format!("Revoke group {g}?"),
                 details: format!(
-                    "<p>This affects <b>{} members</b> with <b>{} live sessions</b>:</p><ul>{list}</ul><p>Every session and token carrying the group <b>{}</b>, issued before now, stops working at once, on every node. Afterwards you get an access report (CSV) for the auditor.</p>",
-                    users.len(),
-                    affected.len(),
+                    "<p>This affects <b>{}</b> with <b>{}</b>:</p><ul>{list}</ul><p>Every session and token carrying the group <b>{}</b>, issued before now, stops working at once, on every node. Afterwards you get an access report (CSV) for the auditor.</p>",
+                    count(users.len() as u64, "member", "members"),
+                    count(affected.len() as u64, "live session", "live sessions"),
                     esc(g)
                 ),
-                button: format!("Revoke group {g} ({} sessions)", affected.len()),
+                button: format!(
+                    "Revoke group {g} ({})",
+                    count(affected.len() as u64, "session", "sessions")
+                ),
                 cancel: "/admin/groups".into(),
                 extra: String::new(),
             }
@@ -369,10 +378,11 @@ impl Console {
             .collect();
         let ended: u64 = outcomes.iter().map(|o| o.sessions_revoked).sum();
         let body = format!(
-            r#"<h1>Revoked</h1><p class="notice ok" id="result">Done: {n} revocation(s), durable on this node and enforced; {ended} sessions ended.</p>{note}
+            r#"<h1>Revoked</h1><p class="notice ok" id="result">Done: {n}, durable on this node and enforced; {ended} ended.</p>{note}
 <div class="table-wrap"><table id="outcomes"><thead><tr><th>Scope</th><th>Target</th><th class="num">Sessions ended</th><th>Peers acknowledged</th><th>Revocation id</th><th>Not valid before</th></tr></thead><tbody>{rows}</tbody></table></div>
 <div class="actions"><a class="btn ghost" href="{href}">{label}</a><a class="btn ghost" href="/admin/audit">See the audit log</a></div>"#,
-            n = outcomes.len(),
+            n = count(outcomes.len() as u64, "revocation", "revocations"),
+            ended = count(ended, "session", "sessions"),
             href = esc(&back.0),
             label = esc(&back.1),
         );

@@ -47,9 +47,9 @@ impl Console {
             .iter()
             .map(|g| {
                 let members = format!(
-                    r#"<a href="/admin/users?{}">{} members</a>"#,
+                    r#"<a href="/admin/users?{}">{}</a>"#,
                     esc(&query::encode(&[("group", &g.name)])),
-                    g.members.len()
+                    view::count(g.members.len() as u64, "member", "members")
                 );
                 let last = match g.revoked_at {
                     Some(t) => {

@@ -110,10 +110,10 @@ impl Console {
         let body = format!(
             r#"<h1>Users</h1>
 <form class="bar" method="get" action="/admin/users" role="search"><input class="grow" type="search" name="q" value="{q}" placeholder="Search by email or group" aria-label="Search by email or group">{group_field}<button class="btn" type="submit">Search</button></form>
-<p class="muted small">{n} users known (configured, provisioned, or signed in this month); {live_users} with live sessions.</p>
+<p class="muted small">{n} known (configured, provisioned, or signed in this month); {live_users} with live sessions.</p>
 {missing}{table}"#,
             q = esc(&search),
-            n = rows.len(),
+            n = view::count(rows.len() as u64, "user", "users"),
             missing = snap.missing_notice(),
         );
         Ok(view::respond(

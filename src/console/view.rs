@@ -280,6 +280,12 @@ pub fn when(us: Micros, now: Micros) -> String {
     )
 }
 
+/// "1 session", "2 sessions": `n` and the noun, singular or plural.
+pub fn count(n: impl Into<u64>, one: &str, many: &str) -> String {
+    let n = n.into();
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
 pub fn badge(class: &str, text: &str) -> String {
     format!(r#"<span class="badge {class}">{}</span>"#, esc(text))
 }

@@ -689,7 +689,7 @@ async fn a_group_revocation_counts_first_and_reports_after() {
     .await;
     assert_eq!(s, StatusCode::OK);
     assert!(
-        html.contains("<b>1 members</b> with <b>2 live sessions</b>"),
+        html.contains("<b>1 member</b> with <b>2 live sessions</b>"),
         "{html}"
     );
     let (action, token) = confirm(&gw, &admin, "group", "contractors").await;
@@ -990,7 +990,7 @@ async fn the_console_sees_and_revokes_across_the_cluster() {
     assert_eq!(s, StatusCode::OK, "{html}");
     assert!(html.contains("1 of 1"), "node b acknowledged: {html}");
     assert!(
-        html.contains("1 sessions ended"),
+        html.contains("1 session ended"),
         "counted on node b: {html}"
     );
     let statuses = [
