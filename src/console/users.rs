@@ -184,9 +184,14 @@ pub(super) fn status_badges(r: &UserRow, now: i64) -> String {
     };
     if let Some(until) = r.locked_until {
         let secs = ((until - now) / 1_000_000).max(1) as u64;
+        let iso = crate::timefmt::format_rfc3339_millis(until);
         out.push_str(&badge(
             "b-warn",
-            &format!("locked out for {}", view::duration_text(secs)),
+            &format!(
+                "locked out until {} UTC ({} more)",
+                iso.get(11..19).unwrap_or(&iso),
+                view::duration_text(secs)
+            ),
         ));
     }
     out

@@ -308,6 +308,12 @@ async fn actions_need_our_origin_the_console_cookie_and_a_fresh_token() {
     assert_eq!(revs[0]["target"], BOB);
     assert_eq!(revs[0]["actor"], "console:demo@example.com");
     assert_eq!(revs[0]["reason"], "offboarding");
+    // The Users page shows the relogin lockout and when it ends.
+    let (_, _, users) = get(&admin, &auth(&gw, "/admin/users?q=bob")).await;
+    assert!(
+        users.contains("locked out until ") && users.contains(" UTC (1 min more)"),
+        "{users}"
+    );
     let audit = std::fs::read_to_string(gw.dir.join("state/audit.log")).unwrap();
     assert!(
         audit.contains(r#""actor":"console:demo@example.com""#),
