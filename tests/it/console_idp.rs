@@ -1,19 +1,19 @@
 //! An administrator who signs in through an identity provider (the real test OP of
-//! `oidc_login.rs`): the console lets them in after the IdP sign-in; once their
-//! authentication is older than `reauth_after`, the console's "sign in again" makes the
-//! IdP authenticate them again (`prompt=login`, `max_age=0`, the MFA `acr_values`), and
-//! the IdP's session alone (a silent sign-in, a stolen IdP cookie) never counts as a
-//! recent sign-in.
+//! `oidc_login.rs`), admin by a group the IdP reports: the console lets them in after the
+//! IdP sign-in (and refuses a signed-in non-admin); once their authentication is older
+//! than `reauth_after`, the console's "sign in again" makes the IdP authenticate them
+//! again (`prompt=login`, `max_age=0`, the MFA `acr_values`), and the IdP's session alone
+//! (a silent sign-in, a stolen IdP cookie) never counts as a recent sign-in.
 
 use crate::console::{confirm, own_origin, post};
 use crate::idp::{ALICE, ALICE_PW, creds};
-use crate::oidc_login::{Rig, catch_up, mfa, walk, with_op_cookies_of};
+use crate::oidc_login::{CAROL, Rig, catch_up, mfa, walk, with_op_cookies_of};
 use reqwest::{Method, StatusCode};
 use std::time::Duration;
 
 const CONSOLE_IDP: &str = r#"
 [console]
-admin_emails = ["alice@example.com"]
+admin_groups = ["eng"]
 reauth_after = "10s"
 "#;
 
@@ -36,6 +36,16 @@ async fn an_idp_admin_must_authenticate_at_the_idp_again_before_acting() {
         t.body
     );
     let attacker = with_op_cookies_of(&rig, &jar);
+
+    // Admin by a group the IdP reports (alice is in `eng`); carol (only `staff`) is not.
+    let (carol, _) = rig.browser();
+    let t = walk(&carol, &home, Some(creds(CAROL, "pw")), None).await;
+    assert_eq!(t.status, StatusCode::FORBIDDEN, "{t:#?}");
+    assert!(
+        t.body.contains("may not use the admin console"),
+        "{}",
+        t.body
+    );
 
     // The authentication ages past `reauth_after`, by the OP's (real) clock too.
     tokio::time::sleep(Duration::from_secs(11)).await;

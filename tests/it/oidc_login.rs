@@ -27,7 +27,7 @@ use url::Url;
 
 const CLIENT: &str = "portcullis";
 pub(crate) const ALICE_EMAIL: &str = "alice@example.com";
-const CAROL: &str = "carol@other.org";
+pub(crate) const CAROL: &str = "carol@other.org";
 const NOGROUPS: &str = "nogroups@example.com";
 const PAT: &str = "pat@example.com";
 
