@@ -43,6 +43,9 @@ pub struct AuditEvent {
     pub sessions_revoked: Option<u64>,
     pub node: String,
     pub id: String,
+    /// The trigger's own id (SCIM user id, SET `jti`, webhook `event_id`); the line
+    /// has no `external_id` field when there is none, so older lines read the same.
+    pub external_id: Option<String>,
 }
 
 /// Result of a successful [`verify_chain`].
@@ -63,6 +66,8 @@ struct LineRef<'a> {
     sessions_revoked: Option<u64>,
     node: &'a str,
     id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
     prev: &'a str,
 }
 
@@ -80,6 +85,8 @@ struct LineOwned {
     sessions_revoked: Option<u64>,
     node: String,
     id: String,
+    #[serde(default)]
+    external_id: Option<String>,
     prev: String,
 }
 
@@ -145,6 +152,7 @@ impl AuditLog {
             sessions_revoked: ev.sessions_revoked,
             node: &ev.node,
             id: &ev.id,
+            external_id: ev.external_id.as_deref(),
             prev: &head,
         };
         let buf = serde_json::to_vec(&line)?;
@@ -213,6 +221,7 @@ mod tests {
             sessions_revoked: Some(i),
             node: "node-a".to_owned(),
             id: format!("ev-{i}"),
+            external_id: None,
         }
     }
 
@@ -322,6 +331,23 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn external_ids_are_written_and_lines_without_them_still_verify() {
+        let (_d, path) = write_three();
+        let log = AuditLog::open(&path).unwrap();
+        let mut e = ev(3);
+        e.external_id = Some("2819c223-7f76-453a-919d-413861904646".into());
+        log.append(&e).unwrap();
+        let l = lines(&path);
+        assert!(!l[0].contains("external_id"), "{}", l[0]);
+        assert!(
+            l[3].contains(r#""id":"ev-3","external_id":"2819c223-7f76-453a-919d-413861904646","prev""#),
+            "{}",
+            l[3]
+        );
+        assert_eq!(verify_chain(&path).unwrap(), ChainReport { lines: 4 });
     }
 
     #[test]

@@ -23,6 +23,10 @@ struct RevokeBody {
     target: String,
     #[serde(default)]
     reason: String,
+    /// The caller's own id for this revocation (a ticket, an alert), shown in listings
+    /// and the audit line.
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 impl Control {
@@ -32,7 +36,7 @@ impl Control {
             .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
         let scope = Scope::parse(&b.scope).ok_or_else(|| {
             ControlError::BadRequest(format!(
-                "unknown scope {:?} (use user, app, session, group or all)",
+                "unknown scope {:?} (use user, app, session, group, member or all)",
                 b.scope
             ))
         })?;
@@ -43,6 +47,7 @@ impl Control {
                 target: b.target,
                 reason: b.reason,
                 actor,
+                external_id: b.external_id,
             })
             .await?;
         Ok(json_of(&out))
@@ -60,6 +65,7 @@ impl Control {
                     target: sid,
                     reason: "deleted by admin".into(),
                     actor,
+                    external_id: None,
                 }],
                 "delete_session",
             )
@@ -109,6 +115,7 @@ impl Control {
                 target: email,
                 reason: reason.clone(),
                 actor: actor.clone(),
+                external_id: None,
             });
         }
         let outcomes = if todo.is_empty() {
@@ -147,13 +154,17 @@ impl Control {
         let items: Vec<serde_json::Value> = records
             .into_iter()
             .map(|r| {
-                json!({
+                let mut v = json!({
                     "id": r.id, "scope": r.scope, "target": r.target,
                     "not_before_us": r.not_before_us,
                     "not_before": format_rfc3339_millis(r.not_before_us),
                     "reason": r.reason, "actor": r.actor, "node": r.node,
                     "in_force": true,
-                })
+                });
+                if let Some(x) = r.external_id {
+                    v["external_id"] = json!(x);
+                }
+                v
             })
             .collect();
         Ok(body::json(

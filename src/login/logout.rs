@@ -24,6 +24,7 @@ impl Login {
                 target: claims.sid.clone(),
                 reason: "logout".into(),
                 actor: format!("user:{}", claims.email),
+                external_id: None,
             })
             .await
             .map_err(|e| GatewayError::Internal(format!("logout: {e}")))?;
