@@ -343,7 +343,9 @@ mod tests {
         let l = lines(&path);
         assert!(!l[0].contains("external_id"), "{}", l[0]);
         assert!(
-            l[3].contains(r#""id":"ev-3","external_id":"2819c223-7f76-453a-919d-413861904646","prev""#),
+            l[3].contains(
+                r#""id":"ev-3","external_id":"2819c223-7f76-453a-919d-413861904646","prev""#
+            ),
             "{}",
             l[3]
         );
