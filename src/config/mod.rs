@@ -3,6 +3,9 @@
 
 pub mod file;
 pub mod idp;
+mod signals;
+
+pub use signals::{ScimConfig, SignalsConfig};
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -72,6 +75,10 @@ pub struct Config {
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
+    /// `[scim]`: the SCIM service provider, when configured.
+    pub scim: Option<ScimConfig>,
+    /// `[[signals.ssf]]` and `[[signals.webhook]]`.
+    pub signals: SignalsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -358,6 +365,8 @@ impl Validator {
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
             .map_err(|(field, reason)| self.err(field, reason))?;
+        let scim = self.scim(raw.scim.as_ref())?;
+        let signals = self.signals(&raw.signals)?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -396,6 +405,8 @@ impl Validator {
             apps,
             users,
             idps,
+            scim,
+            signals,
         })
     }
 

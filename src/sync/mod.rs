@@ -24,6 +24,7 @@
 pub mod anti_entropy;
 pub mod client;
 mod directory;
+pub mod docs;
 pub mod http;
 pub mod journal;
 pub mod peer;
