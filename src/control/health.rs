@@ -57,6 +57,7 @@ impl Control {
             self.sessions.len(),
         );
         self.sync.write_metrics(&mut w);
+        self.signals.write_metrics(&mut w);
         let mut r = body::text(StatusCode::OK, w.finish());
         r.headers_mut().insert(
             header::CONTENT_TYPE,

@@ -4,8 +4,10 @@
 //!
 //! [`Login`] holds what these flows touch and nothing else (the caller passes the
 //! config generation in force): the authenticator (verify, mint, seal), the revocation engine (logout revokes), the
-//! session registry and the cluster's shared state (single-use codes, the throttle).
+//! session registry, the cluster's shared state (single-use codes, the throttle) and
+//! the directory's view of accounts (deactivated or disabled people, current groups).
 
+mod accounts;
 pub mod codes;
 mod handoff;
 mod logout;
@@ -15,6 +17,7 @@ pub mod users;
 
 use crate::auth::{AuthFailure, Authenticator};
 use crate::cluster::SharedState;
+use crate::cluster::accounts::Accounts;
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -56,6 +59,7 @@ pub struct Login {
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
     shared: Arc<dyn SharedState>,
+    accounts: Accounts,
     auth_routes: Routes<AuthRoute>,
     app_routes: Routes<AppRoute>,
 }
@@ -88,6 +92,9 @@ pub struct LoginParts {
     pub sessions: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shared: Arc<dyn SharedState>,
+    /// The directory's view of accounts (SCIM, Shared Signals): sign-in refusals and
+    /// current groups.
+    pub accounts: Accounts,
 }
 
 impl Login {
@@ -98,6 +105,7 @@ impl Login {
             sessions: p.sessions,
             metrics: p.metrics,
             shared: p.shared,
+            accounts: p.accounts,
             auth_routes: auth_routes().build()?,
             app_routes: app_routes().build()?,
         })

@@ -3,7 +3,7 @@
 //! turns a valid global session into a one-time code for an app host.
 
 use super::codes::{self, Pending};
-use super::{Login, pages, users};
+use super::{Login, accounts, pages, users};
 use crate::auth::{AuthFailure, Identity};
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
@@ -94,11 +94,12 @@ impl Login {
         let Ok(v) = self.session_of(rt, h) else {
             return Ok(body::redirect(StatusCode::FOUND, "/login"));
         };
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
         let apps: Vec<(String, String)> = rt
             .config
             .apps
             .iter()
-            .filter(|a| a.allows(&v.claims.email, &v.claims.groups))
+            .filter(|a| a.allows(&v.claims.email, &groups))
             .filter_map(|a| {
                 a.hosts
                     .first()
@@ -173,6 +174,9 @@ impl Login {
                 "Wrong email or password.",
             ));
         };
+        if let Some(refused) = self.refused_by_directory(&user.email, &form_again) {
+            return Ok(refused);
+        }
         let ua = parts
             .headers
             .get(header::USER_AGENT)
@@ -237,6 +241,18 @@ impl Login {
         ))
     }
 
+    /// After the password step: the directory (SCIM, Shared Signals) refuses a person
+    /// whose account is deactivated, deleted or disabled, whatever the password says.
+    fn refused_by_directory(
+        &self,
+        email: &str,
+        form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
+    ) -> Option<Response<Body>> {
+        let refusal = self.may_sign_in(email).err()?;
+        self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        Some(form_again(StatusCode::FORBIDDEN, refusal.message()))
+    }
+
     /// The built-in user whose password this is; counts a failure otherwise.
     async fn check_password(&self, rt: &Runtime, ctx: &ReqCtx, form: &Form) -> Option<User> {
         let user = rt.users.get(&form.email).filter(|u| !u.disabled).cloned();
@@ -272,9 +288,10 @@ impl Login {
         user_agent: &str,
         return_to: &str,
     ) -> Result<Response<Body>, GatewayError> {
+        let groups = self.current_groups(&user.email, &user.groups);
         let who = Identity {
             email: &user.email,
-            groups: &user.groups,
+            groups: &groups,
         };
         let (token, claims) = self
             .auth
@@ -332,7 +349,13 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
-        if !app.allows(&v.claims.email, &v.claims.groups) {
+        if let Err(refusal) = self.may_sign_in(&v.claims.email) {
+            return Ok(accounts::refused_page(&refusal));
+        }
+        // The policy sees the person's groups as they are now (a role downgrade takes
+        // effect at once), not the snapshot the global session carries.
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
+        if !app.allows(&v.claims.email, &groups) {
             return Err(GatewayError::Forbidden {
                 email: v.claims.email.clone(),
                 app: app.name.clone(),

@@ -111,6 +111,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     )));
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
     background.extend(gw.sync.spawn(rx.clone()));
+    background.extend(gw.spawn_signals(rx.clone()));
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,

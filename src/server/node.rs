@@ -7,6 +7,7 @@ use super::StartError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
+use crate::cluster::docs::DocStore;
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlParts};
 use crate::login::{Login, LoginParts};
@@ -22,8 +23,10 @@ use crate::session::keys::KeyRing;
 use crate::session::registry::Registry;
 use crate::sync::PeerSync;
 use crate::sync::client::PeerClient;
+use crate::sync::docs::PeerDocs;
 use crate::sync::journal::{self, Journal};
 use crate::sync::push::PeerPush;
+use crate::triggers::{Signals, SignalsParts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -38,9 +41,13 @@ pub struct Node {
     pub sessions: Arc<Registry>,
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
+    /// SCIM state, account flags and applied signals, the same on every node.
+    pub docs: Arc<DocStore>,
+    pub signals: Arc<Signals>,
     pub login: Arc<Login>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
+    peer_client: Arc<PeerClient>,
     reload_lock: Mutex<()>,
 }
 
@@ -154,15 +161,29 @@ impl Node {
             notifier: Arc::new(PeerPush::new(live.clone(), client.clone())),
             metrics: metrics.clone(),
         }));
+        let docs = Arc::new(DocStore::open(
+            &state_dir.join("docs.log"),
+            &node_id,
+            ticker.clone(),
+            Arc::new(PeerDocs::new(live.clone(), client.clone())),
+        )?);
         let sync = Arc::new(PeerSync::new(
             live.clone(),
             engine.clone(),
             auth.clone(),
-            client,
+            client.clone(),
             d.sessions.clone(),
             d.journal,
             ticker,
         ));
+        let signals = Arc::new(Signals::new(SignalsParts {
+            live: live.clone(),
+            engine: engine.clone(),
+            docs: docs.clone(),
+            shared: sync.shared.clone(),
+            directory: sync.clone(),
+            freshness: sync.clone(),
+        }));
         let (sessions, set) = (d.sessions, d.set);
         let login = Arc::new(
             Login::new(LoginParts {
@@ -171,6 +192,7 @@ impl Node {
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 shared: sync.shared.clone(),
+                accounts: signals.accounts().clone(),
             })
             .map_err(route_table)?,
         );
@@ -178,6 +200,7 @@ impl Node {
             live: live.clone(),
             auth: auth.clone(),
             login: login.clone(),
+            signals: signals.clone(),
             sessions: sessions.clone(),
             set: set.clone(),
             freshness: sync.clone(),
@@ -191,6 +214,8 @@ impl Node {
                 sessions: sessions.clone(),
                 auth: auth.clone(),
                 metrics: metrics.clone(),
+                signals: signals.clone(),
+                docs: docs.clone(),
             })
             .map_err(route_table)?,
         );
@@ -210,11 +235,31 @@ impl Node {
             sessions,
             engine,
             sync,
+            docs,
+            signals,
             login,
             data,
             control,
+            peer_client: client,
             reload_lock: Mutex::new(()),
         }))
+    }
+
+    /// The background work of the signal triggers: document anti-entropy with the
+    /// peers, and the upkeep (recovery of missing SCIM revocations, expired markers).
+    pub fn spawn_signals(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(crate::sync::docs::run(
+                self.docs.clone(),
+                self.peer_client.clone(),
+                self.live.clone(),
+                shutdown.clone(),
+            )),
+            self.signals.spawn(shutdown),
+        ]
     }
 
     pub fn generation(&self) -> u64 {
