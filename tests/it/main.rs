@@ -9,5 +9,6 @@ mod origin_wire;
 mod proxy;
 mod redis_backend;
 mod revocation;
+mod scim;
 mod sessions;
 mod support;
