@@ -88,7 +88,8 @@ impl Signals {
 
     /// The email addresses a subject names: itself, or for an `iss_sub` subject the
     /// users that identity provider signed in with that `sub` (from the cluster's
-    /// sessions) and the SCIM users whose `externalId` is that `sub`.
+    /// sessions, ended ones included) and the SCIM users whose `externalId` is that
+    /// `sub`.
     pub(super) async fn users_named(&self, rt: &Runtime, user: &SsfUser) -> Vec<String> {
         let (iss, sub) = match user {
             SsfUser::Email { email } => return vec![email.trim().to_ascii_lowercase()],
@@ -97,7 +98,8 @@ impl Signals {
         let idps = idps_of(&rt.config.idps, iss);
         let mut out = BTreeSet::new();
         if !idps.is_empty() {
-            let d = self.directory.live(None).await;
+            // Ended sessions still say who signed in with that `sub`.
+            let d = self.directory.created_since(0).await;
             for s in d.sessions {
                 if idps.contains(&s.info.idp.as_str()) && s.info.idp_sub == *sub {
                     out.insert(s.info.user.to_ascii_lowercase());

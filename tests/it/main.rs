@@ -3,6 +3,7 @@
 mod browser;
 mod cluster;
 mod common;
+mod hooks;
 mod idp;
 mod origin;
 mod origin_wire;
@@ -11,4 +12,5 @@ mod redis_backend;
 mod revocation;
 mod scim;
 mod sessions;
+mod ssf;
 mod support;
