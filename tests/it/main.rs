@@ -12,5 +12,6 @@ mod redis_backend;
 mod revocation;
 mod scim;
 mod sessions;
+mod signals_cluster;
 mod ssf;
 mod support;

@@ -357,7 +357,9 @@ async fn bad_scim_input_gets_scim_errors_and_changes_nothing() {
         ))
     };
     let path = format!("/Users/{id}");
-    let cases: Vec<(Method, &str, Option<String>, u16, Option<&str>)> = vec![
+    /// method, path, body, status, scimType
+    type Case<'a> = (Method, &'a str, Option<String>, u16, Option<&'a str>);
+    let cases: Vec<Case> = vec![
         (
             Method::PATCH,
             &path,

@@ -263,7 +263,16 @@ async fn sets_are_verified_applied_once_and_refused_with_rfc8935_errors() {
         email(DEMO),
     ));
     let auth = format!("Bearer {PUSH_TOKEN}");
-    let cases: Vec<(&str, String, Option<&str>, &str, StatusCode, &str)> = vec![
+    /// what, SET, Authorization, content type, status, RFC 8935 code
+    type Case<'a> = (
+        &'a str,
+        String,
+        Option<&'a str>,
+        &'a str,
+        StatusCode,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         (
             "forged",
             forged.clone(),
