@@ -22,6 +22,10 @@ pub const USERS: &str = "scim.users";
 pub const GROUPS: &str = "scim.groups";
 /// Account flags (Shared Signals `account-disabled`), by lower-cased email.
 pub const FLAGS: &str = "account.flags";
+/// Signals already applied (SET `jti`s, webhook `event_id`s), kept until they expire.
+pub const SEEN: &str = "signals.seen";
+/// Every namespace of the cluster's documents (for backends that list by namespace).
+pub const NAMESPACES: [&str; 4] = [USERS, GROUPS, FLAGS, SEEN];
 
 fn email_key(email: &str) -> String {
     format!("email:{}", email.trim().to_ascii_lowercase())

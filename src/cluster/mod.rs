@@ -10,6 +10,7 @@
 
 pub mod accounts;
 pub mod docs;
+pub mod docs_redis;
 pub mod memory;
 pub mod redis;
 

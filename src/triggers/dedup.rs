@@ -9,13 +9,12 @@
 //! the sender retries.
 
 use crate::cluster::ClusterError;
+use crate::cluster::accounts::SEEN;
 use crate::cluster::docs::{Doc, DocError};
 use crate::triggers::Signals;
 use serde_json::json;
 use std::time::Duration;
 
-/// Namespace of the "seen" documents.
-pub const SEEN: &str = "signals.seen";
 /// How long a delivery being applied keeps others away.
 const IN_FLIGHT: Duration = Duration::from_secs(60);
 

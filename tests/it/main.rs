@@ -13,5 +13,6 @@ mod revocation;
 mod scim;
 mod sessions;
 mod signals_cluster;
+mod signals_redis;
 mod ssf;
 mod support;
