@@ -18,7 +18,13 @@
 //!    behind sync's back (no push) and the time until the fresh node holds it shows
 //!    what one anti-entropy round costs on a set that size.
 //!
-//! Environment: `BENCH_REVOCATIONS` (default 200), `BENCH_ENTRIES` (default 1000000).
+//! 3. The same two measurements on the Redis backend: a real `redis-server` (Debian's,
+//!    started by the bench on a free loopback port, append-only file fsynced on every
+//!    write) holds the 1,000,000 entries (published through the backend's own client);
+//!    the three nodes catch up from its snapshot at start and then tail its stream.
+//!
+//! Environment: `BENCH_REVOCATIONS` (default 200), `BENCH_ENTRIES` (default 1000000),
+//! `BENCH_BACKENDS` (default `peers,redis`).
 
 use portcullis::clock::{Clock, SystemClock};
 use portcullis::config::{Config, Secrets};
@@ -38,11 +44,19 @@ fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn node_toml(node: &str, control: u16, peers: &[u16], sync_extra: &str) -> String {
+/// The `[sync]` table of a peer node.
+fn peers_sync(peers: &[u16], extra: &str) -> String {
     let peers: Vec<String> = peers
         .iter()
         .map(|p| format!("\"http://127.0.0.1:{p}\""))
         .collect();
+    format!(
+        "peers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n{extra}",
+        peers.join(", ")
+    )
+}
+
+fn node_toml(node: &str, control: u16, sync: &str) -> String {
     format!(
         r#"
 [gateway]
@@ -58,10 +72,7 @@ name = "bench"
 token_file = "state/admin.token"
 
 [sync]
-peers = [{peers}]
-peer_token_file = "peer.token"
-anti_entropy_interval = "200ms"
-{sync_extra}
+{sync}
 
 [[app]]
 name = "echo"
@@ -69,8 +80,7 @@ hosts = ["echo.localhost"]
 origin = "builtin:echo"
 binding_cookie = false
 allow_emails = ["*@example.com"]
-"#,
-        peers = peers.join(", ")
+"#
     )
 }
 
@@ -193,63 +203,35 @@ fn main() {
 async fn run() {
     let n_rev = env_usize("BENCH_REVOCATIONS", 200);
     let n_entries = env_usize("BENCH_ENTRIES", 1_000_000);
-    let tmp = tempfile::tempdir().unwrap();
-    let ports = [free_port(), free_port(), free_port()];
-    let dirs: Vec<_> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
-    // The cluster starts in sync with `n_entries` live revocations: each node's sync
-    // journal holds them and is replayed at start.
-    let now = SystemClock.now_us();
-    let mut seed = Vec::with_capacity(n_entries * 34);
-    for i in 0..n_entries {
-        let sid = portcullis::secrets::random_b64(16);
-        portcullis::sync::wire::put_entry(&mut seed, Scope::Session, &sid, now - i as i64, None);
+    let backends = std::env::var("BENCH_BACKENDS").unwrap_or_else(|_| "peers,redis".into());
+    if backends.contains("peers") {
+        println!("== backend: peers");
+        run_peers(n_rev, n_entries).await;
     }
-    for d in &dirs {
-        let ticker = portcullis::clock::Ticker::new(Arc::new(SystemClock));
-        let set = portcullis::revocation::set::RevocationSet::new();
-        let meta = portcullis::revocation::meta::MetaIndex::default();
-        let into = portcullis::sync::journal::Target {
-            set: &set,
-            meta: &meta,
-            ticker: &ticker,
-            horizon: 0,
-        };
-        let (j, _) = portcullis::sync::journal::Journal::open(&d.join("state"), &into).unwrap();
-        j.append_then(&seed, || ()).unwrap();
+    if backends.contains("redis") {
+        println!("== backend: redis");
+        run_redis(n_rev, n_entries).await;
     }
-    drop(seed);
-    let mut nodes = Vec::new();
-    for i in 0..3 {
-        let peers: Vec<u16> = (0..3).filter(|&j| j != i).map(|j| ports[j]).collect();
-        if i > 0 {
-            copy_dir(&dirs[0].join("state/keys"), &dirs[i].join("state/keys"));
-        }
-        let toml = node_toml(&format!("bench-{}", i + 1), ports[i], &peers, "");
-        let t = Instant::now();
-        nodes.push(start(&dirs[i], &toml).await);
-        println!(
-            "node {} started in {:.3} s (replayed {} entries from its sync journal)",
-            i + 1,
-            t.elapsed().as_secs_f64(),
-            nodes[i].gateway.revocations.len()
-        );
-    }
-    for n in &nodes {
-        while !n.gateway.sync.is_ready() {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-    let admin = std::fs::read_to_string(dirs[0].join("state/admin.token"))
+}
+
+/// Node 1's admin token.
+fn admin_token(dir: &Path) -> String {
+    std::fs::read_to_string(dir.join("state/admin.token"))
         .unwrap()
         .trim()
-        .to_string();
+        .to_string()
+}
+
+/// Revokes a fresh session at node 1 `n_rev` times (plus 5 for warm-up) and reports
+/// how long until nodes 2 and 3 refuse its token.
+async fn propagation(nodes: &[Handle], dir0: &Path, n_rev: usize) {
+    let admin = admin_token(dir0);
     let control = reqwest::Client::new();
-    let revoke_url = format!("http://127.0.0.1:{}/v1/revocations", ports[0]);
+    let revoke_url = format!("http://{}/v1/revocations", nodes[0].control_addr);
     let (c2, c3) = (client(), client());
     let (p2, p3) = (nodes[1].https_addr.port(), nodes[2].https_addr.port());
-
     println!(
-        "propagation: {n_rev} session revocations at node 1, polled through the HTTPS data plane of nodes 2 and 3 (ack = \"local\")"
+        "propagation: {n_rev} session revocations at node 1, polled through the HTTPS data plane of nodes 2 and 3"
     );
     let (mut d2, mut d3, mut both, mut api) = (vec![], vec![], vec![], vec![]);
     for i in 0..n_rev + 5 {
@@ -281,6 +263,172 @@ async fn run() {
     report("refused at node 2", &mut d2);
     report("refused at node 3", &mut d3);
     report("refused at both", &mut both);
+}
+
+/// A real redis-server on a free loopback port, append-only file fsynced on every write.
+struct RedisServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl RedisServer {
+    fn start(dir: &Path) -> RedisServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let child = std::process::Command::new("/usr/bin/redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+            ])
+            .args(["--appendonly", "yes", "--appendfsync", "always"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (apt-get install redis-server)");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        RedisServer { child, port }
+    }
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn run_redis(n_rev: usize, n_entries: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let redis = RedisServer::start(&tmp.path().join("redis"));
+    let sync = format!(
+        "backend = \"redis\"\nredis_url = \"{}\"\nstartup_sync_timeout = \"120s\"",
+        redis.url()
+    );
+    // The entries, published through the backend's own client.
+    let store = portcullis::cluster::redis::RedisStore::new(
+        portcullis::cluster::redis::RedisConfig::new(redis.url()),
+        Arc::new(SystemClock),
+    )
+    .expect("redis store");
+    let now = SystemClock.now_us();
+    let t = Instant::now();
+    let batch: usize = 5_000;
+    for start in (0..n_entries).step_by(batch) {
+        let recs: Vec<_> = (start..(start + batch).min(n_entries))
+            .map(|i| portcullis::revocation::RevocationRecord {
+                id: format!("seed{i}"),
+                scope: Scope::Session,
+                target: portcullis::secrets::random_b64(16),
+                not_before_us: now - i as i64,
+                reason: "seed".into(),
+                actor: "bench".into(),
+                node: "seed".into(),
+                external_id: None,
+            })
+            .collect();
+        store.publish(&recs).await.expect("publish the seed");
+    }
+    println!(
+        "seeded {n_entries} revocations into redis in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+    let dirs: Vec<_> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    let mut nodes = Vec::new();
+    for (i, d) in dirs.iter().enumerate() {
+        std::fs::create_dir_all(d.join("state")).unwrap();
+        if i > 0 {
+            copy_dir(&dirs[0].join("state/keys"), &d.join("state/keys"));
+        }
+        let t = Instant::now();
+        let h = start(
+            d,
+            &node_toml(&format!("bench-{}", i + 1), free_port(), &sync),
+        )
+        .await;
+        while h.gateway.redis.as_ref().is_some_and(|r| !r.is_ready()) {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        println!(
+            "catch-up: node {} ready after {:.3} s with {} entries from the redis snapshot",
+            i + 1,
+            t.elapsed().as_secs_f64(),
+            h.gateway.revocations.len()
+        );
+        nodes.push(h);
+    }
+    propagation(&nodes, &dirs[0], n_rev).await;
+    for n in nodes {
+        n.shutdown().await;
+    }
+}
+
+async fn run_peers(n_rev: usize, n_entries: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let ports = [free_port(), free_port(), free_port()];
+    let dirs: Vec<_> = (1..=3).map(|i| tmp.path().join(format!("n{i}"))).collect();
+    // The cluster starts in sync with `n_entries` live revocations: each node's sync
+    // journal holds them and is replayed at start.
+    let now = SystemClock.now_us();
+    let mut seed = Vec::with_capacity(n_entries * 34);
+    for i in 0..n_entries {
+        let sid = portcullis::secrets::random_b64(16);
+        portcullis::sync::wire::put_entry(&mut seed, Scope::Session, &sid, now - i as i64, None);
+    }
+    for d in &dirs {
+        let ticker = portcullis::clock::Ticker::new(Arc::new(SystemClock));
+        let set = portcullis::revocation::set::RevocationSet::new();
+        let meta = portcullis::revocation::meta::MetaIndex::default();
+        let into = portcullis::sync::journal::Target {
+            set: &set,
+            meta: &meta,
+            ticker: &ticker,
+            horizon: 0,
+        };
+        let (j, _) = portcullis::sync::journal::Journal::open(&d.join("state"), &into).unwrap();
+        j.append_then(&seed, || ()).unwrap();
+    }
+    drop(seed);
+    let mut nodes = Vec::new();
+    for i in 0..3 {
+        let peers: Vec<u16> = (0..3).filter(|&j| j != i).map(|j| ports[j]).collect();
+        if i > 0 {
+            copy_dir(&dirs[0].join("state/keys"), &dirs[i].join("state/keys"));
+        }
+        let toml = node_toml(
+            &format!("bench-{}", i + 1),
+            ports[i],
+            &peers_sync(&peers, ""),
+        );
+        let t = Instant::now();
+        nodes.push(start(&dirs[i], &toml).await);
+        println!(
+            "node {} started in {:.3} s (replayed {} entries from its sync journal)",
+            i + 1,
+            t.elapsed().as_secs_f64(),
+            nodes[i].gateway.revocations.len()
+        );
+    }
+    for n in &nodes {
+        while !n.gateway.sync.is_ready() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    propagation(&nodes, &dirs[0], n_rev).await;
 
     // Catch-up of a fresh node on a large set.
     let set = &nodes[0].gateway.revocations;
@@ -293,8 +441,7 @@ async fn run() {
         let toml = node_toml(
             &format!("fresh-{run}"),
             free_port(),
-            &[ports[0]],
-            "startup_sync_timeout = \"120s\"",
+            &peers_sync(&[ports[0]], "startup_sync_timeout = \"120s\""),
         );
         let t0 = Instant::now();
         let fresh = start(&dir, &toml).await;

@@ -71,6 +71,24 @@ pub trait SessionDirectory: Send + Sync {
     fn created_since(&self, since: Micros) -> BoxFuture<'_, Directory>;
 }
 
+/// What a backend tells `/readyz` and the metrics page about itself.
+pub trait BackendStatus: Send + Sync {
+    /// `peers` or `redis`.
+    fn name(&self) -> &'static str;
+    /// Whether the node caught up since it started, and how far behind it is.
+    fn readiness(&self) -> serde_json::Value;
+    fn write_metrics(&self, w: &mut crate::metrics::Writer);
+}
+
+/// The cluster backend in force, seen through the interfaces the services use.
+#[derive(Clone)]
+pub struct Cluster {
+    pub shared: std::sync::Arc<dyn SharedState>,
+    pub directory: std::sync::Arc<dyn SessionDirectory>,
+    pub freshness: std::sync::Arc<dyn crate::revocation::Freshness>,
+    pub status: std::sync::Arc<dyn BackendStatus>,
+}
+
 /// Seconds to wait when `times` (failures inside the window, oldest first) already
 /// hold `max`: until the oldest failure that still counts leaves the window.
 pub fn blocked_for(times: &[Micros], max: u32, now: Micros, window: Micros) -> Option<u64> {

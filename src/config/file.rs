@@ -2,6 +2,7 @@
 //! fields so a typo is an error that names the field, never a silently ignored setting.
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A human-readable duration ("24h", "60s", "1h 30m").
@@ -255,6 +256,22 @@ pub struct SyncFile {
     pub max_staleness: Option<HumanDuration>,
     pub on_stale: Option<OnStale>,
     pub startup_sync_timeout: Option<HumanDuration>,
+    /// Where the cluster's state lives: the built-in peer sync or Redis.
+    #[serde(default)]
+    pub backend: BackendKind,
+    pub redis_url: Option<String>,
+    pub redis_password_file: Option<String>,
+    pub redis_prefix: Option<String>,
+    /// PEM CA for `rediss://` with a private CA (the system roots otherwise).
+    pub redis_ca_file: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackendKind {
+    #[default]
+    Peers,
+    Redis,
 }
 
 #[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
@@ -281,6 +298,10 @@ pub struct LogFile {
     pub level: String,
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Where access lines go instead of stderr (appended to; relative to the config
+    /// file's folder once validated).
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
 }
 
 impl Default for LogFile {
@@ -289,6 +310,7 @@ impl Default for LogFile {
             format: LogFormat::Text,
             level: default_level(),
             access_log: true,
+            access_log_file: None,
         }
     }
 }

@@ -134,6 +134,17 @@ pub struct SyncConfig {
     pub max_staleness: Option<Duration>,
     pub on_stale: OnStale,
     pub startup_sync_timeout: Duration,
+    /// Set when `backend = "redis"`.
+    pub redis: Option<RedisSettings>,
+}
+
+/// Where the Redis backend connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    pub url: String,
+    pub password_file: Option<PathBuf>,
+    pub prefix: String,
+    pub ca_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -371,6 +382,11 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
         }
+        let access_log_file = match raw.log.access_log_file.as_deref().map(Path::to_str) {
+            None => None,
+            Some(Some(p)) if !p.trim().is_empty() => Some(self.path(p)),
+            Some(_) => return Err(self.err("log.access_log_file", "must be a non-empty path")),
+        };
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -401,7 +417,10 @@ impl Validator {
             },
             control,
             sync,
-            log: raw.log,
+            log: LogFile {
+                access_log_file,
+                ..raw.log
+            },
             apps,
             users,
             idps,
@@ -562,7 +581,63 @@ impl Validator {
             startup_sync_timeout: s
                 .startup_sync_timeout
                 .map_or(Duration::from_secs(5), |d| d.0),
+            redis: self.redis(s)?,
         })
+    }
+
+    /// `backend = "redis"` and its settings; none of them without it.
+    fn redis(&self, s: &file::SyncFile) -> Result<Option<RedisSettings>, ConfigError> {
+        if s.backend != file::BackendKind::Redis {
+            for (field, set) in [
+                ("sync.redis_url", s.redis_url.is_some()),
+                ("sync.redis_password_file", s.redis_password_file.is_some()),
+                ("sync.redis_prefix", s.redis_prefix.is_some()),
+                ("sync.redis_ca_file", s.redis_ca_file.is_some()),
+            ] {
+                if set {
+                    return Err(self.err(field, "only used with backend = \"redis\""));
+                }
+            }
+            return Ok(None);
+        }
+        if !s.peers.is_empty() {
+            return Err(self.err(
+                "sync.peers",
+                "not used with backend = \"redis\": the nodes meet in Redis",
+            ));
+        }
+        let url = s
+            .redis_url
+            .as_deref()
+            .ok_or_else(|| self.err("sync.redis_url", "backend = \"redis\" needs redis_url"))?;
+        let parsed = url::Url::parse(url)
+            .map_err(|_| self.err("sync.redis_url", "not a URL like redis://127.0.0.1:6379/0"))?;
+        if !matches!(parsed.scheme(), "redis" | "rediss") || parsed.host_str().is_none() {
+            return Err(self.err(
+                "sync.redis_url",
+                "must be redis://host:port/db or rediss://…",
+            ));
+        }
+        let readable = |field: &str, p: &Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            let Some(p) = p else { return Ok(None) };
+            let path = self.path(p);
+            std::fs::metadata(&path)
+                .map_err(|e| self.err(field, format!("cannot read {}: {e}", path.display())))?;
+            Ok(Some(path))
+        };
+        let prefix = s
+            .redis_prefix
+            .clone()
+            .unwrap_or_else(|| "portcullis".into());
+        if prefix.is_empty() || prefix.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.err("sync.redis_prefix", "must be a non-empty word"));
+        }
+        Ok(Some(RedisSettings {
+            url: url.to_string(),
+            password_file: readable("sync.redis_password_file", &s.redis_password_file)?,
+            prefix,
+            ca_file: readable("sync.redis_ca_file", &s.redis_ca_file)?,
+        }))
     }
 
     fn apps(
@@ -836,6 +911,41 @@ allow_groups = ["staff"]
         assert_eq!(parse(&s).unwrap_err().field(), Some("app[1].hosts[0]"));
         let e = parse("[gateway\nlisten=").unwrap_err();
         assert!(matches!(e, ConfigError::Syntax { line: 1, .. }), "{e}");
+    }
+
+    #[test]
+    fn redis_backend_settings_are_checked() {
+        let with =
+            |sync: &str| parse(&BASE.replace("[control]", &format!("[sync]\n{sync}\n[control]")));
+        let c = with("backend = \"redis\"\nredis_url = \"redis://127.0.0.1:6379/0\"").unwrap();
+        let r = c.sync.redis.unwrap();
+        assert_eq!(
+            (r.url.as_str(), r.prefix.as_str()),
+            ("redis://127.0.0.1:6379/0", "portcullis")
+        );
+        for (sync, field) in [
+            ("backend = \"redis\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"http://x\"",
+                "sync.redis_url",
+            ),
+            ("redis_url = \"redis://x\"", "sync.redis_url"),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\npeers = [\"http://a:1\"]",
+                "sync.peers",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_prefix = \"a b\"",
+                "sync.redis_prefix",
+            ),
+            (
+                "backend = \"redis\"\nredis_url = \"redis://x\"\nredis_password_file = \"/nonexistent\"",
+                "sync.redis_password_file",
+            ),
+            ("backend = \"etcd\"", "sync.backend"),
+        ] {
+            assert_eq!(with(sync).unwrap_err().field(), Some(field), "{sync}");
+        }
     }
 
     #[test]

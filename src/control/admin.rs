@@ -2,7 +2,6 @@
 //! cluster-wide session and user lists.
 
 use super::{Control, ControlError, Res, json_of, read_body};
-use crate::cluster::SessionDirectory;
 use crate::revocation::Scope;
 use crate::revocation::engine::RevokeRequest;
 use crate::session::registry::SessionView;
@@ -50,7 +49,12 @@ impl Control {
                 external_id: b.external_id,
             })
             .await?;
-        Ok(json_of(&out))
+        // 202: durable and enforced here, but the backend has not taken it yet.
+        let mut r = json_of(&out);
+        if !out.propagated {
+            *r.status_mut() = StatusCode::ACCEPTED;
+        }
+        Ok(r)
     }
 
     pub(super) async fn delete_session(&self, actor: String, sid: String) -> Res {
@@ -174,7 +178,7 @@ impl Control {
     }
 
     pub(super) async fn sessions(&self, user: Option<&str>) -> Res {
-        let d = self.sync.live(user).await;
+        let d = self.cluster.directory.live(user).await;
         let items: Vec<serde_json::Value> = d.sessions.iter().map(session_json).collect();
         Ok(body::json(
             StatusCode::OK,
@@ -184,7 +188,7 @@ impl Control {
 
     pub(super) async fn users(&self) -> Res {
         let since = month_start(self.engine.now_us());
-        let d = self.sync.created_since(since).await;
+        let d = self.cluster.directory.created_since(since).await;
         let mut by_user: BTreeMap<String, (usize, i64, i64)> = BTreeMap::new();
         for s in &d.sessions {
             let e = by_user.entry(s.info.user.clone()).or_insert((0, 0, 0));

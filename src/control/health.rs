@@ -16,13 +16,14 @@ impl Control {
     }
 
     pub(super) fn readyz(&self) -> Response<Body> {
-        if !self.sync.is_ready() {
+        let c = &self.cluster;
+        if let Some(reason) = c.freshness.not_ready() {
             return body::json(
                 StatusCode::SERVICE_UNAVAILABLE,
-                &json!({"ready": false, "reason": "catching up with peers"}),
+                &json!({"ready": false, "reason": reason, "sync": c.status.readiness()}),
             );
         }
-        if let Some(reason) = self.sync.stale_reason() {
+        if let Some(reason) = c.freshness.stale_reason() {
             return body::json(
                 StatusCode::SERVICE_UNAVAILABLE,
                 &json!({"ready": false, "reason": reason}),
@@ -32,7 +33,7 @@ impl Control {
             StatusCode::OK,
             &json!({
                 "ready": true, "generation": self.live.generation(),
-                "node": self.engine.node_id(), "sync": self.sync.readiness(),
+                "node": self.engine.node_id(), "backend": c.status.name(), "sync": c.status.readiness(),
             }),
         )
     }
@@ -56,7 +57,8 @@ impl Control {
             "Sessions in this node's registry.",
             self.sessions.len(),
         );
-        self.sync.write_metrics(&mut w);
+        self.cluster.status.write_metrics(&mut w);
+        crate::sync::selftest::write_metrics(&self.sync, &mut w);
         self.signals.write_metrics(&mut w);
         let mut r = body::text(StatusCode::OK, w.finish());
         r.headers_mut().insert(
@@ -123,6 +125,11 @@ impl Control {
             "portcullis_config_reload_failures_total",
             "Config reloads refused.",
             metrics::get(&m.config_reload_failures),
+        );
+        w.counter(
+            "portcullis_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (or could not write).",
+            crate::access_log::dropped_total(),
         );
         w.counter(
             "portcullis_tunnels_closed_on_revocation_total",

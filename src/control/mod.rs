@@ -12,6 +12,7 @@ mod health;
 mod peer_api;
 
 use crate::auth::Authenticator;
+use crate::cluster::Cluster;
 use crate::cluster::docs::DocStore;
 use crate::metrics::Metrics;
 use crate::revocation::engine::{Engine, RevokeError};
@@ -176,6 +177,7 @@ pub struct Control {
     live: Arc<Live>,
     engine: Arc<Engine>,
     sync: Arc<PeerSync>,
+    cluster: Cluster,
     sessions: Arc<Registry>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
@@ -188,6 +190,7 @@ pub struct ControlParts {
     pub live: Arc<Live>,
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
+    pub cluster: Cluster,
     pub sessions: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
@@ -203,6 +206,7 @@ impl Control {
             live: p.live,
             engine: p.engine,
             sync: p.sync,
+            cluster: p.cluster,
             sessions: p.sessions,
             auth: p.auth,
             metrics: p.metrics,

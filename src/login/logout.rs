@@ -9,7 +9,6 @@ use crate::revocation::Scope;
 use crate::revocation::engine::RevokeRequest;
 use crate::runtime::Runtime;
 use crate::session::cookies::{self, GatewayCookies};
-use crate::session::token::Claims;
 use crate::web::body::Body;
 use crate::web::cookie::{SameSite, append_cookie, clear_cookie};
 use crate::web::ctx::ReqCtx;
@@ -17,13 +16,13 @@ use crate::web::html::{html, signed_out};
 use http::{HeaderMap, Response, StatusCode};
 
 impl Login {
-    async fn end_session(&self, claims: &Claims) -> Result<(), GatewayError> {
+    async fn end_session(&self, sid: &str, email: &str) -> Result<(), GatewayError> {
         self.engine
             .revoke(RevokeRequest {
                 scope: Scope::Session,
-                target: claims.sid.clone(),
+                target: sid.to_string(),
                 reason: "logout".into(),
-                actor: format!("user:{}", claims.email),
+                actor: format!("user:{email}"),
                 external_id: None,
             })
             .await
@@ -38,7 +37,7 @@ impl Login {
         h: &HeaderMap,
     ) -> Result<Response<Body>, GatewayError> {
         if let Ok(v) = self.session_of(rt, h) {
-            self.end_session(&v.claims).await?;
+            self.end_session(&v.claims.sid, &v.claims.email).await?;
         }
         let login = format!("{}/login", ctx.origin_for(&rt.config.auth_domain));
         let mut resp = html(StatusCode::OK, signed_out(&login));
@@ -62,7 +61,7 @@ impl Login {
             .app
             .and_then(|t| self.auth.verify(t, &app.name, &rt.config.issuer).ok());
         if let Some(v) = verified {
-            self.end_session(&v.claims).await?;
+            self.end_session(&v.claims.sid, &v.claims.email).await?;
         }
         let home = format!("{}/", ctx.origin_for(&rt.config.auth_domain));
         let mut resp = html(StatusCode::OK, signed_out(&home));

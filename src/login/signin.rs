@@ -357,14 +357,14 @@ impl Login {
         let groups = self.current_groups(&v.claims.email, &v.claims.groups);
         if !app.allows(&v.claims.email, &groups) {
             return Err(GatewayError::Forbidden {
-                email: v.claims.email.clone(),
+                email: v.claims.email.to_string(),
                 app: app.name.clone(),
             });
         }
         let now = self.auth.now_us();
         let grant = Pending {
             id: crate::secrets::random_b64(16),
-            session: v.claims.clone(),
+            session: v.claims.to_claims(),
             app: app.name.clone(),
             return_path: path,
             expires_us: now + rt.config.session.code_ttl.as_micros() as i64,

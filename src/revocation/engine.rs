@@ -43,6 +43,9 @@ pub struct RevokeOutcome {
     pub sessions_revoked: u64,
     pub peers_acked: usize,
     pub peers: usize,
+    /// False when the cluster backend could not take it yet (it is durable and enforced
+    /// here, and is handed over as soon as the backend is back).
+    pub propagated: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub external_id: Option<String>,
 }
@@ -62,6 +65,8 @@ pub struct Propagation {
     pub peers: usize,
     /// Sessions each revocation ended on the other nodes, by revocation id.
     pub remote_sessions: HashMap<String, u64>,
+    /// The backend could not take the revocations yet; they wait durably to be sent.
+    pub pending: bool,
 }
 
 /// Hands freshly taken revocations to the other nodes (peer push, Redis, ...) and
@@ -289,6 +294,7 @@ impl Engine {
         for o in &mut outcomes {
             o.peers_acked = sent.acked;
             o.peers = sent.peers;
+            o.propagated = !sent.pending;
             o.sessions_revoked += sent.remote_sessions.get(&o.id).copied().unwrap_or(0);
         }
         Ok(outcomes)
@@ -442,6 +448,7 @@ fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
         sessions_revoked,
         peers_acked: 0,
         peers: 0,
+        propagated: true,
         external_id: rec.external_id.clone(),
     }
 }
@@ -468,6 +475,7 @@ mod tests {
                     acked: 2,
                     peers: 3,
                     remote_sessions: remote,
+                    pending: false,
                 }
             })
         }

@@ -5,7 +5,7 @@
 
 use super::{ANY_GROUP, MEMBER_SEP, Scope, split_member};
 use crate::clock::Micros;
-use crate::session::token::Claims;
+use crate::session::token::Subject;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -313,8 +313,8 @@ impl RevocationSet {
 
     /// Which scope, if any, revokes a token with these claims. `app` says whether the
     /// token is an application token (the `app` scope matches its audience).
-    pub fn check(&self, c: &Claims, app: bool) -> Option<Scope> {
-        let iat = c.iat_us;
+    pub fn check(&self, c: &impl Subject, app: bool) -> Option<Scope> {
+        let iat = c.iat_us();
         if self.all.load(Ordering::Acquire) >= iat {
             return Some(Scope::All);
         }
@@ -322,16 +322,19 @@ impl RevocationSet {
         let hit = |scope: Scope, m: &Map, k: &str| {
             filter.may_contain(self.key_hash(scope, k)) && m.get(k).is_some_and(|nb| *nb >= iat)
         };
-        if hit(Scope::Session, &self.sessions, &c.sid) {
+        if hit(Scope::Session, &self.sessions, c.sid()) {
             return Some(Scope::Session);
         }
-        if hit(Scope::User, &self.users, &c.sub) {
+        if hit(Scope::User, &self.users, c.sub()) {
             return Some(Scope::User);
         }
-        if app && hit(Scope::App, &self.apps, &c.aud) {
+        if app && hit(Scope::App, &self.apps, c.aud()) {
             return Some(Scope::App);
         }
-        if c.groups.iter().any(|g| hit(Scope::Group, &self.groups, g)) {
+        if c.groups()
+            .iter()
+            .any(|g| hit(Scope::Group, &self.groups, g))
+        {
             return Some(Scope::Group);
         }
         if app && self.has_members.load(Ordering::Acquire) && self.member_hit(&filter, c) {
@@ -342,15 +345,16 @@ impl RevocationSet {
 
     /// Whether a `member` entry covers this app token: one for its subject and any of
     /// its groups, or for its subject and every group.
-    fn member_hit(&self, filter: &Filter, c: &Claims) -> bool {
+    fn member_hit(&self, filter: &Filter, c: &impl Subject) -> bool {
+        let (sub, iat) = (c.sub(), c.iat_us());
         let hit = |group: &str| {
-            filter.may_contain(self.member_hash(&c.sub, group))
+            filter.may_contain(self.member_hash(sub, group))
                 && self
                     .members
-                    .get(format!("{}{MEMBER_SEP}{group}", c.sub).as_str())
-                    .is_some_and(|nb| *nb >= c.iat_us)
+                    .get(format!("{sub}{MEMBER_SEP}{group}").as_str())
+                    .is_some_and(|nb| *nb >= iat)
         };
-        hit(ANY_GROUP) || c.groups.iter().any(|g| hit(g))
+        hit(ANY_GROUP) || c.groups().iter().any(|g| hit(g))
     }
 
     /// Drops entries older than `horizon`: no token issued before it can still be alive.
@@ -464,6 +468,7 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::token::Claims;
 
     fn claims(iat_us: i64) -> Claims {
         Claims {

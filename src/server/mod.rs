@@ -112,6 +112,9 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
     background.extend(gw.sync.spawn(rx.clone()));
     background.extend(gw.spawn_signals(rx.clone()));
+    if let Some(r) = &gw.redis {
+        background.extend(r.spawn(rx.clone()));
+    }
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,
@@ -146,6 +149,8 @@ impl Handle {
         for b in self.background {
             b.abort();
         }
+        // Every request has finished: its access line reaches the log before we return.
+        crate::access_log::flush();
         tracing::info!("portcullis stopped");
     }
 }
@@ -312,9 +317,12 @@ async fn maintenance(gw: Arc<Node>, mut shutdown: watch::Receiver<bool>) {
             .sweep(gw.live.load().config.login.failure_window);
         gw.sessions
             .flush(gw.now_us(), crate::session::registry::KEEP_ENDED_US);
-        // Compact the durable log every ten minutes.
+        // Compact the durable log (and prune Redis) every ten minutes.
         if rounds.is_multiple_of(60) {
             compact_revocation_log(&gw, horizon).await;
+            if let Some(r) = &gw.redis {
+                r.prune(horizon).await;
+            }
         }
     }
 }

@@ -7,12 +7,16 @@ use super::StartError;
 use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
-use crate::cluster::docs::DocStore;
+use crate::cluster::Cluster;
+use crate::cluster::docs::{DocReplicator, DocStore};
+use crate::cluster::docs_redis::RedisDocs;
+use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlParts};
 use crate::login::{Login, LoginParts};
 use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
+use crate::revocation::engine::Notifier;
 use crate::revocation::engine::{self, Engine};
 use crate::revocation::log::RevocationLog;
 use crate::revocation::meta::MetaIndex;
@@ -26,6 +30,7 @@ use crate::sync::client::PeerClient;
 use crate::sync::docs::PeerDocs;
 use crate::sync::journal::{self, Journal};
 use crate::sync::push::PeerPush;
+use crate::sync::redis::{RedisBackend, RedisPush};
 use crate::triggers::{Signals, SignalsParts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
@@ -33,6 +38,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 pub struct Node {
     pub node_id: String,
+    /// The cluster backend in force, through the interfaces the services use.
+    pub cluster: Cluster,
+    /// Set with `backend = "redis"`.
+    pub redis: Option<Arc<RedisBackend>>,
     pub state_dir: PathBuf,
     pub live: Arc<Live>,
     pub metrics: Arc<Metrics>,
@@ -47,8 +56,23 @@ pub struct Node {
     pub login: Arc<Login>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
-    peer_client: Arc<PeerClient>,
+    docs_backend: DocsBackend,
     reload_lock: Mutex<()>,
+}
+
+/// Where this node's documents meet the other nodes'.
+enum DocsBackend {
+    Peers(Arc<PeerClient>),
+    Redis(RedisStore),
+}
+
+impl DocsBackend {
+    fn replicator(&self, live: &Arc<Live>) -> Arc<dyn DocReplicator> {
+        match self {
+            DocsBackend::Peers(client) => Arc::new(PeerDocs::new(live.clone(), client.clone())),
+            DocsBackend::Redis(store) => Arc::new(RedisDocs::new(store.clone())),
+        }
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -123,6 +147,55 @@ fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
     })
 }
 
+/// The Redis store and outbox when `backend = "redis"` (nothing is connected yet).
+fn open_redis(
+    live: &Live,
+    state_dir: &Path,
+    clock: Arc<dyn Clock>,
+) -> Result<Option<(RedisStore, Arc<Outbox>)>, StartError> {
+    let Some(r) = live.load().config.sync.redis.clone() else {
+        return Ok(None);
+    };
+    let other = |e: String| StartError::Other(format!("sync.redis: {e}"));
+    let mut cfg = RedisConfig::new(r.url);
+    cfg.prefix = r.prefix;
+    if let Some(p) = &r.password_file {
+        let pw = RedisConfig::read_password_file(p).map_err(|e| other(e.to_string()))?;
+        cfg.password = Some(pw);
+    }
+    if let Some(ca) = &r.ca_file {
+        cfg.ca_pem = Some(std::fs::read(ca).map_err(io("cannot read sync.redis_ca_file", ca))?);
+    }
+    let store = RedisStore::new(cfg, clock).map_err(|e| other(e.to_string()))?;
+    let outbox = Outbox::open(&state_dir.join("redis.outbox")).map_err(|e| other(e.to_string()))?;
+    Ok(Some((store, Arc::new(outbox))))
+}
+
+/// The backend in force as the services see it: Redis when configured, else peers.
+fn cluster_of(
+    sync: &Arc<PeerSync>,
+    redis: Option<&Arc<RedisBackend>>,
+    sessions: &Registry,
+) -> Cluster {
+    match redis {
+        Some(r) => {
+            sessions.set_mirror(r.clone());
+            Cluster {
+                shared: r.clone(),
+                directory: r.clone(),
+                freshness: r.clone(),
+                status: r.clone(),
+            }
+        }
+        None => Cluster {
+            shared: sync.shared.clone(),
+            directory: sync.clone(),
+            freshness: sync.clone(),
+            status: sync.clone(),
+        },
+    }
+}
+
 fn route_table(e: matchit::InsertError) -> StartError {
     StartError::Other(format!("route table: {e}"))
 }
@@ -150,6 +223,11 @@ impl Node {
             node_id.clone(),
             ticker.clone(),
         ));
+        let redis = open_redis(&live, &state_dir, ticker.clock().clone())?;
+        let notifier: Arc<dyn Notifier> = match &redis {
+            Some((store, outbox)) => Arc::new(RedisPush::new(store.clone(), outbox.clone())),
+            None => Arc::new(PeerPush::new(live.clone(), client.clone())),
+        };
         let engine = Arc::new(Engine::new(engine::Parts {
             node_id: node_id.clone(),
             ticker: ticker.clone(),
@@ -158,31 +236,41 @@ impl Node {
             log: Arc::new(d.revlog),
             sessions: d.sessions.clone(),
             audit: d.audit,
-            notifier: Arc::new(PeerPush::new(live.clone(), client.clone())),
+            notifier,
             metrics: metrics.clone(),
         }));
+        let docs_backend = match &redis {
+            Some((store, _)) => DocsBackend::Redis(store.clone()),
+            None => DocsBackend::Peers(client.clone()),
+        };
         let docs = Arc::new(DocStore::open(
             &state_dir.join("docs.log"),
             &node_id,
             ticker.clone(),
-            Arc::new(PeerDocs::new(live.clone(), client.clone())),
+            docs_backend.replicator(&live),
         )?);
+        let journal = Arc::new(d.journal);
         let sync = Arc::new(PeerSync::new(
             live.clone(),
             engine.clone(),
             auth.clone(),
             client.clone(),
             d.sessions.clone(),
-            d.journal,
+            journal.clone(),
             ticker,
         ));
+        let redis = redis.map(|(store, outbox)| {
+            let (l, e, s) = (live.clone(), engine.clone(), d.sessions.clone());
+            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s))
+        });
+        let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
         let signals = Arc::new(Signals::new(SignalsParts {
             live: live.clone(),
             engine: engine.clone(),
             docs: docs.clone(),
-            shared: sync.shared.clone(),
-            directory: sync.clone(),
-            freshness: sync.clone(),
+            shared: cluster.shared.clone(),
+            directory: cluster.directory.clone(),
+            freshness: cluster.freshness.clone(),
         }));
         let (sessions, set) = (d.sessions, d.set);
         let login = Arc::new(
@@ -191,7 +279,7 @@ impl Node {
                 engine: engine.clone(),
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
-                shared: sync.shared.clone(),
+                shared: cluster.shared.clone(),
                 accounts: signals.accounts().clone(),
             })
             .map_err(route_table)?,
@@ -203,7 +291,7 @@ impl Node {
             signals: signals.clone(),
             sessions: sessions.clone(),
             set: set.clone(),
-            freshness: sync.clone(),
+            freshness: cluster.freshness.clone(),
             metrics: metrics.clone(),
         }));
         let control = Arc::new(
@@ -211,6 +299,7 @@ impl Node {
                 live: live.clone(),
                 engine: engine.clone(),
                 sync: sync.clone(),
+                cluster: cluster.clone(),
                 sessions: sessions.clone(),
                 auth: auth.clone(),
                 metrics: metrics.clone(),
@@ -227,6 +316,8 @@ impl Node {
         }
         Ok(Arc::new(Node {
             node_id,
+            cluster,
+            redis,
             state_dir,
             live,
             metrics,
@@ -240,26 +331,37 @@ impl Node {
             login,
             data,
             control,
-            peer_client: client,
+            docs_backend,
             reload_lock: Mutex::new(()),
         }))
     }
 
-    /// The background work of the signal triggers: document anti-entropy with the
-    /// peers, and the upkeep (recovery of missing SCIM revocations, expired markers).
+    /// The background work of the signal triggers: keeping the documents in step with
+    /// the other nodes (peer anti-entropy, or rounds with Redis), and the upkeep
+    /// (recovery of missing SCIM revocations, expired markers).
     pub fn spawn_signals(
         &self,
         shutdown: tokio::sync::watch::Receiver<bool>,
     ) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
-            tokio::spawn(crate::sync::docs::run(
-                self.docs.clone(),
-                self.peer_client.clone(),
+        let docs = self.docs.clone();
+        let in_step = match &self.docs_backend {
+            DocsBackend::Peers(client) => tokio::spawn(crate::sync::docs::run(
+                docs,
+                client.clone(),
                 self.live.clone(),
                 shutdown.clone(),
             )),
-            self.signals.spawn(shutdown),
-        ]
+            DocsBackend::Redis(store) => {
+                let every = self.live.load().config.sync.anti_entropy_interval;
+                tokio::spawn(crate::cluster::docs_redis::run(
+                    docs,
+                    store.clone(),
+                    every,
+                    shutdown.clone(),
+                ))
+            }
+        };
+        vec![in_step, self.signals.spawn(shutdown)]
     }
 
     pub fn generation(&self) -> u64 {

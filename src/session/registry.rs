@@ -124,9 +124,19 @@ enum Event {
     End { sid: String, t: Micros },
 }
 
+/// Told about every change to the sessions this node records, so a cluster backend
+/// that keeps the session inventory centrally (Redis) can follow. Must not block.
+pub trait SessionMirror: Send + std::marker::Sync {
+    fn created(&self, info: &SessionInfo);
+    fn app_added(&self, sid: &str, app: &str, now: Micros);
+    fn ended(&self, sid: &str, at: Micros);
+    fn seen(&self, sid: &str, at: Micros);
+}
+
 pub struct Registry {
     sessions: DashMap<String, Arc<Session>>,
     journal: RecordLog,
+    mirror: std::sync::OnceLock<Arc<dyn SessionMirror>>,
 }
 
 impl Registry {
@@ -137,6 +147,7 @@ impl Registry {
         let reg = Registry {
             sessions: DashMap::new(),
             journal,
+            mirror: std::sync::OnceLock::new(),
         };
         for line in lines {
             match serde_json::from_slice::<Event>(&line) {
@@ -222,11 +233,23 @@ impl Registry {
         }
     }
 
+    /// Follows every later change with `mirror` (set once, when the backend starts).
+    pub fn set_mirror(&self, mirror: Arc<dyn SessionMirror>) {
+        let _ = self.mirror.set(mirror);
+    }
+
+    fn mirror(&self) -> Option<&Arc<dyn SessionMirror>> {
+        self.mirror.get()
+    }
+
     /// Records a new global session (journaled and synced: logins are rare).
     pub fn create(&self, info: SessionInfo) -> Arc<Session> {
         let s = Arc::new(Session::new(info));
         self.sessions.insert(s.info.sid.clone(), s.clone());
         self.journal(&[Event::New(s.info.clone())], true);
+        if let Some(m) = self.mirror() {
+            m.created(&s.info);
+        }
         s
     }
 
@@ -255,6 +278,9 @@ impl Registry {
                 sid: s.info.sid.clone(),
                 app: app.to_string(),
             });
+            if let Some(m) = self.mirror() {
+                m.app_added(sid, app, now);
+            }
         }
         if !events.is_empty() {
             self.journal(&events, false);
@@ -285,6 +311,13 @@ impl Registry {
         let n = ended.len() as u64;
         if end && !ended.is_empty() {
             self.journal(&ended, true);
+            if let Some(m) = self.mirror() {
+                for ev in &ended {
+                    if let Event::End { sid, t } = ev {
+                        m.ended(sid, *t);
+                    }
+                }
+            }
         }
         n
     }
@@ -324,6 +357,13 @@ impl Registry {
         }
         if !seen.is_empty() {
             self.journal(&seen, false);
+            if let Some(m) = self.mirror() {
+                for ev in &seen {
+                    if let Event::Seen { sid, t } = ev {
+                        m.seen(sid, *t);
+                    }
+                }
+            }
         }
         self.sessions.retain(|_, s| s.info.expires_us + keep > now);
     }

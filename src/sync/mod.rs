@@ -22,6 +22,7 @@
 //! - Self-test: see [`selftest`].
 
 pub mod anti_entropy;
+pub mod apply;
 pub mod client;
 mod directory;
 pub mod docs;
@@ -29,24 +30,21 @@ pub mod http;
 pub mod journal;
 pub mod peer;
 pub mod push;
+pub mod redis;
 pub mod selftest;
 pub mod shared;
 pub mod wire;
 
 use crate::auth::Authenticator;
-use crate::clock::Micros;
 use crate::config::file::OnStale;
 use crate::metrics::{Kind, Writer};
-use crate::revocation::Scope;
-use crate::revocation::engine::{Engine, canonical};
-use crate::revocation::set::RevocationSet;
+use crate::revocation::engine::Engine;
 use crate::runtime::Live;
 use crate::session::registry::Registry;
 use client::PeerClient;
 use journal::Journal;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -70,7 +68,7 @@ pub struct PeerSync {
     sessions: Arc<Registry>,
     /// The single-use markers and sign-in failures this backend shares.
     pub shared: Arc<shared::PeerShared>,
-    journal: Journal,
+    journal: Arc<Journal>,
     ready: AtomicBool,
     pulled_entries: AtomicU64,
     pulls: AtomicU64,
@@ -85,7 +83,7 @@ impl PeerSync {
         auth: Arc<Authenticator>,
         client: Arc<PeerClient>,
         sessions: Arc<Registry>,
-        journal: Journal,
+        journal: Arc<Journal>,
         ticker: Arc<crate::clock::Ticker>,
     ) -> Self {
         let shared = Arc::new(shared::PeerShared::new(client.clone(), ticker));
@@ -121,35 +119,21 @@ impl PeerSync {
         vec![tokio::spawn(anti_entropy::run(self.clone(), shutdown))]
     }
 
-    /// Applies entries pulled from a peer (a run of wire entries): keeps the ones that
-    /// move this node's set forward, makes them durable in the sync journal, enforces
-    /// them and ends the sessions they cover. Returns how many moved the set forward.
+    /// Applies entries pulled from a peer (a run of wire entries): see
+    /// [`apply::apply_durably`]. Returns how many moved the set forward.
     pub fn apply_pulled(&self, entries: &[u8]) -> Result<usize, peer::PeerError> {
-        let t0 = Instant::now();
         let horizon = self.engine.now_us() - self.live.load().revocation_horizon_us();
-        let set = self.engine.set();
-        let (fresh, n) = fresh_entries(set, entries, horizon)?;
-        if n == 0 {
-            return Ok(0);
+        let moved = apply::apply_durably(&self.engine, &self.journal, horizon, entries).map_err(
+            |e| match e {
+                apply::ApplyError::Decode(e) => peer::PeerError::Decode(e.to_string()),
+                e => peer::PeerError::Apply(e.to_string()),
+            },
+        )?;
+        if moved > 0 {
+            self.pulled_entries
+                .fetch_add(moved as u64, Ordering::Relaxed);
+            self.pulls.fetch_add(1, Ordering::Relaxed);
         }
-        let moved = self
-            .journal
-            .append_then(&fresh, || apply_entries(set, &self.engine, &fresh, n))
-            .map_err(|e| {
-                tracing::error!(error = %e, "cannot make pulled revocations durable");
-                peer::PeerError::Apply(format!("sync journal: {e}"))
-            })?;
-        self.pulled_entries
-            .fetch_add(moved as u64, Ordering::Relaxed);
-        self.pulls.fetch_add(1, Ordering::Relaxed);
-        let ended = self.engine.end_revoked_sessions();
-        tracing::debug!(
-            received = n,
-            moved,
-            ended,
-            millis = t0.elapsed().as_secs_f64() * 1e3,
-            "applied pulled entries"
-        );
         Ok(moved)
     }
 
@@ -189,12 +173,29 @@ impl PeerSync {
             )
         })
     }
+}
 
-    /// What `/readyz` adds about sync once the node is ready.
-    pub fn readiness(&self) -> serde_json::Value {
+impl crate::revocation::Freshness for PeerSync {
+    fn not_ready(&self) -> Option<String> {
+        (!self.is_ready()).then(|| {
+            "this node is catching up with its peers' revocations and serves nothing until it has"
+                .to_string()
+        })
+    }
+    fn stale_reason(&self) -> Option<String> {
+        PeerSync::stale_reason(self)
+    }
+}
+
+impl crate::cluster::BackendStatus for PeerSync {
+    fn name(&self) -> &'static str {
+        "peers"
+    }
+
+    fn readiness(&self) -> serde_json::Value {
         let peers = self.client.peers();
         if peers.is_empty() {
-            return serde_json::json!({"peers": 0});
+            return serde_json::json!({"backend": "peers", "peers": 0});
         }
         let up = peers.iter().filter(|p| self.client.health.is_up(p)).count();
         let startup = self.startup();
@@ -208,12 +209,11 @@ impl PeerSync {
             _ => "caught up with peers at startup",
         };
         serde_json::json!({
-            "peers": peers.len(), "peers_up": up, "startup": startup, "note": note,
+            "backend": "peers", "peers": peers.len(), "peers_up": up, "startup": startup, "note": note,
         })
     }
 
-    /// Sync's lines on the metrics page.
-    pub fn write_metrics(&self, w: &mut Writer) {
+    fn write_metrics(&self, w: &mut Writer) {
         let peers = self.client.peers();
         let now = self.engine.now_us();
         let h = &self.client.health;
@@ -253,70 +253,5 @@ impl PeerSync {
             "Whether this node refuses protected apps because it is cut off from its peers.",
             u8::from(self.stale_reason().is_some()),
         );
-        selftest::write_metrics(self, w);
-    }
-}
-
-/// The entries of `entries` that would move `set` forward (and are in force and
-/// well-formed), re-encoded, and how many there are.
-fn fresh_entries(
-    set: &RevocationSet,
-    entries: &[u8],
-    horizon: Micros,
-) -> Result<(Vec<u8>, usize), peer::PeerError> {
-    let mut fresh = Vec::with_capacity(entries.len().min(64 << 20));
-    let mut n = 0usize;
-    for e in wire::Entries::new(entries) {
-        let e = e.map_err(|e| peer::PeerError::Decode(e.to_string()))?;
-        let (scope, target, nb) = (e.scope, e.target, e.nb);
-        if (scope != Scope::All && nb < horizon)
-            || !canonical(scope, target)
-            || set.get(scope, target).is_some_and(|have| have >= nb)
-        {
-            continue;
-        }
-        wire::put_entry(&mut fresh, scope, target, nb, e.record().as_ref());
-        n += 1;
-    }
-    Ok((fresh, n))
-}
-
-/// Merges `n` wire entries into the set (in batches on several threads when there are
-/// many) and makes later ticks come after them; returns how many moved the set forward.
-fn apply_entries(set: &RevocationSet, engine: &Engine, entries: &[u8], n: usize) -> usize {
-    let decoded: Vec<wire::Entry<'_>> = wire::Entries::new(entries).flatten().collect();
-    for rec in decoded.iter().filter_map(wire::Entry::record) {
-        engine.meta().insert(rec);
-    }
-    let all: Vec<(Scope, &str, i64)> = decoded.iter().map(|e| (e.scope, e.target, e.nb)).collect();
-    let latest = all.iter().map(|e| e.2).max().unwrap_or(i64::MIN);
-    let threads = std::thread::available_parallelism()
-        .map_or(1, |n| n.get())
-        .min(4);
-    let moved = if n < 50_000 || threads < 2 {
-        set.apply_batch(all.iter().copied())
-    } else {
-        let per = all.len().div_ceil(threads);
-        std::thread::scope(|s| {
-            let parts: Vec<_> = all
-                .chunks(per)
-                .map(|c| s.spawn(move || set.apply_batch(c.iter().copied())))
-                .collect();
-            parts.into_iter().filter_map(|h| h.join().ok()).sum()
-        })
-    };
-    engine.observe(latest);
-    moved
-}
-
-impl crate::revocation::Freshness for PeerSync {
-    fn not_ready(&self) -> Option<String> {
-        (!self.is_ready()).then(|| {
-            "this node is catching up with its peers' revocations and serves nothing until it has"
-                .to_string()
-        })
-    }
-    fn stale_reason(&self) -> Option<String> {
-        PeerSync::stale_reason(self)
     }
 }

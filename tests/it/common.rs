@@ -355,6 +355,18 @@ pub fn client_with_jar(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) 
     (c, jar)
 }
 
+/// A browser behind a load balancer: a cookie jar, and a new connection for every
+/// request (no keep-alive pool), so consecutive requests reach different nodes.
+pub fn fresh_connections_client(addr: SocketAddr) -> (Client, Arc<reqwest::cookie::Jar>) {
+    let jar = Arc::new(reqwest::cookie::Jar::default());
+    let c = builder_for(addr)
+        .cookie_provider(jar.clone())
+        .pool_max_idle_per_host(0)
+        .build()
+        .expect("client");
+    (c, jar)
+}
+
 /// Accepts any server certificate: tests talk to the gateway's self-signed dev cert.
 #[derive(Debug)]
 struct AnyCert;

@@ -1,8 +1,10 @@
 //! Integration tests: one test crate (faster to build than many), one module per area.
 
+mod access_log;
 mod browser;
 mod cluster;
 mod common;
+mod fleet;
 mod hooks;
 mod idp;
 mod origin;

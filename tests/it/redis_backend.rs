@@ -269,6 +269,7 @@ fn session(sid: &str, user: &str, created: i64, expires: i64) -> SessionRecord {
         expires_us: expires,
         node: "gw-1".into(),
         ended_us: None,
+        ..Default::default()
     }
 }
 

@@ -70,6 +70,23 @@ impl RedisStore {
         self.run("failures", Req::Cmd(&cmd)).await
     }
 
+    /// The times of the failures within the last `window` before `now`, oldest first.
+    pub async fn failure_times(
+        &self,
+        key: &str,
+        now: Micros,
+        window: Duration,
+    ) -> Result<Vec<Micros>, RedisError> {
+        let min = format!("({}", now - window_us(window));
+        let mut cmd = ::redis::cmd("ZRANGEBYSCORE");
+        cmd.arg(self.keys().fail(key))
+            .arg(min)
+            .arg("+inf")
+            .arg("WITHSCORES");
+        let pairs: Vec<(String, f64)> = self.run("failure_times", Req::Cmd(&cmd)).await?;
+        Ok(pairs.into_iter().map(|(_, t)| t as Micros).collect())
+    }
+
     /// Forgets the failures of `key` (a successful sign-in).
     pub async fn clear_failures(&self, key: &str) -> Result<(), RedisError> {
         let mut cmd = ::redis::cmd("DEL");

@@ -21,7 +21,7 @@ const CHUNK: usize = 500;
 
 /// One global session as the cluster sees it (the fields of the registry's view, plus
 /// when it ended, if it did).
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRecord {
     pub sid: String,
     pub user: String,
@@ -40,6 +40,12 @@ pub struct SessionRecord {
     pub node: String,
     #[serde(default)]
     pub ended_us: Option<Micros>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp_sub: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub idp_sid: String,
 }
 
 impl SessionRecord {
@@ -80,6 +86,20 @@ if redis.call('EXISTS', k) == 0 then return 0 end
 redis.call('HSETNX', k, 'app:' .. ARGV[1], redis.call('HLEN', k))
 if tonumber(ARGV[2]) > tonumber(redis.call('HGET', k, 'seen') or '0') then
   redis.call('HSET', k, 'seen', ARGV[2])
+end
+return 1
+"#,
+    )
+});
+
+/// KEYS: session. ARGV: t. Moves `seen` forward; 0 when there is no such session.
+static SEEN: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local k = KEYS[1]
+if redis.call('EXISTS', k) == 0 then return 0 end
+if tonumber(ARGV[1]) > tonumber(redis.call('HGET', k, 'seen') or '0') then
+  redis.call('HSET', k, 'seen', ARGV[1])
 end
 return 1
 "#,
@@ -130,6 +150,14 @@ impl RedisStore {
         let mut inv = ADD_APP.prepare_invoke();
         inv.key(self.keys().session(sid)).arg(app).arg(now);
         let n: i64 = self.run("add_app", Req::Script(&inv)).await?;
+        Ok(n == 1)
+    }
+
+    /// Moves the session's last seen to `t` (never back).
+    pub async fn touch_session(&self, sid: &str, t: Micros) -> Result<bool, RedisError> {
+        let mut inv = SEEN.prepare_invoke();
+        inv.key(self.keys().session(sid)).arg(t);
+        let n: i64 = self.run("touch_session", Req::Script(&inv)).await?;
         Ok(n == 1)
     }
 

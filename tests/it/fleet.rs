@@ -1,0 +1,547 @@
+//! A fleet behind a plain round-robin TCP load balancer (no sticky sessions; every
+//! request of these clients opens a new connection, so consecutive steps of one flow
+//! land on different nodes), on both cluster backends: the built-in peer sync and Redis.
+
+use crate::common::*;
+use crate::support::lb::Lb;
+use crate::support::redis::RedisServer;
+use portcullis::clock::ManualClock;
+use reqwest::{Client, StatusCode};
+use serde_json::{Value, json};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const PEER_TOKEN: &str = "fleet-test-peer-token-2d8e61b0";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Backend {
+    Peers,
+    Redis,
+}
+
+struct Fleet {
+    nodes: Vec<Option<Gw>>,
+    https: Vec<u16>,
+    control: Vec<u16>,
+    backend: Backend,
+    redis: Option<RedisServer>,
+    extra: String,
+    clock: Arc<ManualClock>,
+    lb: Option<Lb>,
+    tmp: tempfile::TempDir,
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+    }
+}
+
+impl Fleet {
+    /// Three nodes on fixed loopback ports, sharing keys, all ready, behind a balancer.
+    async fn start(backend: Backend, extra: &str) -> Fleet {
+        let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let mut f = Fleet {
+            nodes: (0..3).map(|_| None).collect(),
+            https: (0..3).map(|_| free_port()).collect(),
+            control: (0..3).map(|_| free_port()).collect(),
+            backend,
+            redis,
+            extra: extra.to_string(),
+            clock: ManualClock::starting_now(),
+            lb: None,
+            tmp: tempfile::tempdir().unwrap(),
+        };
+        for i in 0..3 {
+            std::fs::create_dir_all(f.dir(i).join("state")).unwrap();
+            std::fs::write(f.dir(i).join("peer.token"), format!("{PEER_TOKEN}\n")).unwrap();
+        }
+        for i in 0..3 {
+            f.start_node(i).await;
+        }
+        for i in 0..3 {
+            f.wait_ready(i).await;
+        }
+        let addrs = f.https.iter().map(|p| addr(*p)).collect();
+        f.lb = Some(Lb::start(addrs).await);
+        f
+    }
+
+    fn dir(&self, i: usize) -> PathBuf {
+        self.tmp.path().join(format!("node{}", i + 1))
+    }
+
+    fn toml(&self, i: usize) -> String {
+        let sync = match self.backend {
+            Backend::Peers => {
+                let peers: Vec<String> = (0..3)
+                    .filter(|j| *j != i)
+                    .map(|j| format!("\"http://127.0.0.1:{}\"", self.control[j]))
+                    .collect();
+                format!(
+                    "peers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"",
+                    peers.join(", ")
+                )
+            }
+            Backend::Redis => format!(
+                "backend = \"redis\"\nredis_url = \"{}\"",
+                self.redis.as_ref().map(|r| r.url()).unwrap_or_default()
+            ),
+        };
+        config_text(&format!(
+            "[login]\nmax_failures_per_user = 3\n\n[sync]\n{sync}\n{}\n",
+            self.extra
+        ))
+        .replace(
+            "node_id = \"test-1\"",
+            &format!("node_id = \"node-{}\"", i + 1),
+        )
+        .replace(
+            "listen = \"127.0.0.1:0\"\nauth_domain",
+            &format!("listen = \"127.0.0.1:{}\"\nauth_domain", self.https[i]),
+        )
+        .replace(
+            "[control]\nlisten = \"127.0.0.1:0\"",
+            &format!("[control]\nlisten = \"127.0.0.1:{}\"", self.control[i]),
+        )
+    }
+
+    async fn start_node(&mut self, i: usize) {
+        let keys = self.dir(0).join("state/keys");
+        if i > 0 && !self.dir(i).join("state/keys").exists() {
+            copy_dir(&keys, &self.dir(i).join("state/keys"));
+        }
+        let g = Gw::start_in(&self.dir(i), &self.toml(i), self.clock.clone()).await;
+        self.nodes[i] = Some(g);
+    }
+
+    async fn stop_node(&mut self, i: usize) {
+        if let Some(mut g) = self.nodes[i].take() {
+            g.stop().await;
+        }
+    }
+
+    fn n(&self, i: usize) -> &Gw {
+        self.nodes[i].as_ref().expect("node running")
+    }
+
+    async fn wait_ready(&self, i: usize) {
+        let url = self.n(i).control_url("/readyz");
+        eventually(Duration::from_secs(10), "node ready", || {
+            let url = url.clone();
+            async move { reqwest::get(url).await.is_ok_and(|r| r.status() == 200) }
+        })
+        .await;
+    }
+
+    fn lb(&self) -> &Lb {
+        self.lb.as_ref().expect("balancer")
+    }
+
+    /// A browser behind the balancer: a cookie jar and a new connection per request.
+    fn browser(&self) -> Browser {
+        let (c, jar) = fresh_connections_client(self.lb().addr);
+        Browser { c, jar }
+    }
+
+    /// `https://<host>:<balancer port><path>`.
+    fn url(&self, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.lb().addr.port())
+    }
+
+    /// The same URL on node `i` directly.
+    fn node_url(&self, i: usize, host: &str, path: &str) -> String {
+        format!("https://{host}:{}{path}", self.https[i])
+    }
+
+    async fn signed_in(&self, email: &str, pw: &str) -> Browser {
+        let b = self.browser();
+        let r = login_at(&b.c, &self.url("echo.localhost", "/"), email, pw).await;
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = r.text().await.unwrap();
+        assert!(body.contains(email), "{body}");
+        b
+    }
+
+    async fn admin(&self, i: usize, scope: &str, target: &str) -> (StatusCode, Value) {
+        self.n(i)
+            .admin(
+                reqwest::Method::POST,
+                "/v1/revocations",
+                Some(json!({"scope": scope, "target": target, "reason": "test"})),
+            )
+            .await
+    }
+}
+
+struct Browser {
+    c: Client,
+    jar: Arc<reqwest::cookie::Jar>,
+}
+
+impl Browser {
+    /// The app cookies this browser holds, as a Cookie header (what a thief would copy).
+    fn app_cookies(&self) -> String {
+        cookie_header(&self.jar, "https://echo.localhost/")
+    }
+}
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let t0 = Instant::now();
+    while t0.elapsed() < within {
+        if f().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what}: not within {within:?}");
+}
+
+/// The app's answer to an API call with the cookies `c` holds, sent to `url`.
+async fn api_status(c: &Client, url: &str) -> StatusCode {
+    xhr(c, url).await.status()
+}
+
+/// `cookies` sent to each node directly, as an API call: every node's answer.
+async fn on_every_node(f: &Fleet, cookies: &str) -> Vec<StatusCode> {
+    let mut out = Vec::new();
+    for i in 0..3 {
+        let r = client_for(addr(f.https[i]), false)
+            .get(f.node_url(i, "echo.localhost", "/"))
+            .header("cookie", cookies)
+            .header("x-requested-with", "XMLHttpRequest")
+            .send()
+            .await
+            .unwrap();
+        out.push(r.status());
+    }
+    out
+}
+
+/// Waits until every node answers `cookies` with `want`.
+async fn everywhere(f: &Fleet, cookies: &str, want: StatusCode, within: Duration) {
+    let t0 = Instant::now();
+    loop {
+        let got = on_every_node(f, cookies).await;
+        if got.iter().all(|s| *s == want) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "wanted {want} everywhere, got {got:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn login_steps_spread_over_every_node(backend: Backend) {
+    let f = Fleet::start(backend, "").await;
+    let b = f.signed_in(DEMO, DEMO_PW).await;
+    // The flow took several connections, spread by the balancer over all three nodes.
+    let spread = f.lb().connections();
+    assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
+    // And the app session works on every node.
+    assert_eq!(
+        on_every_node(&f, &b.app_cookies()).await,
+        vec![StatusCode::OK; 3]
+    );
+    // A request through the balancer (any node) too.
+    assert_eq!(
+        api_status(&b.c, &f.url("echo.localhost", "/")).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_a_login_whose_steps_land_on_different_nodes_completes() {
+    login_steps_spread_over_every_node(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_login_whose_steps_land_on_different_nodes_completes() {
+    login_steps_spread_over_every_node(Backend::Redis).await;
+}
+
+async fn logout_ends_the_session_on_every_node(backend: Backend) {
+    let f = Fleet::start(backend, "").await;
+    let b = f.signed_in(DEMO, DEMO_PW).await;
+    let stolen = b.app_cookies();
+    let r =
+        b.c.get(f.url("echo.localhost", "/.portcullis/logout"))
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // The copied cookies (what a thief would hold) are refused by every node.
+    everywhere(
+        &f,
+        &stolen,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(3),
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_logout_through_the_balancer_ends_the_session_on_every_node() {
+    logout_ends_the_session_on_every_node(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_logout_through_the_balancer_ends_the_session_on_every_node() {
+    logout_ends_the_session_on_every_node(Backend::Redis).await;
+}
+
+/// Posts the sign-in form through the balancer once (a fresh form each time).
+async fn try_sign_in(f: &Fleet, email: &str, pw: &str) -> (StatusCode, String) {
+    let b = f.browser();
+    let (r, form_url) = navigate(&b.c, &f.url("echo.localhost", "/")).await;
+    let html = r.text().await.unwrap();
+    let csrf = extract(&html, "csrf").expect("csrf");
+    let return_to = extract(&html, "return_to").unwrap_or_default();
+    let r =
+        b.c.post(join(&form_url, "/login"))
+            .form(&[
+                ("csrf", csrf.as_str()),
+                ("email", email),
+                ("password", pw),
+                ("return_to", return_to.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+    let s = r.status();
+    (s, r.text().await.unwrap_or_default())
+}
+
+async fn lockout_holds_on_every_node(backend: Backend) {
+    let f = Fleet::start(backend, "").await;
+    let bob = f.signed_in(BOB, BOB_PW).await.app_cookies();
+    let (s, v) = f.admin(0, "user", BOB).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Propagated (with `ack = "local"` the call does not wait for the peers)...
+    everywhere(&f, &bob, StatusCode::UNAUTHORIZED, Duration::from_secs(3)).await;
+    // ...through the balancer, three tries: each lands on another node; all refused.
+    for _ in 0..3 {
+        let (s, body) = try_sign_in(&f, BOB, BOB_PW).await;
+        assert_eq!(s, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("revoked by an administrator"), "{body}");
+    }
+    // After the lockout, any node lets them in again.
+    f.clock.advance(Duration::from_secs(61));
+    let (s, _) = try_sign_in(&f, BOB, BOB_PW).await;
+    assert_eq!(s, StatusCode::SEE_OTHER);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_a_revoked_user_cannot_sign_in_through_any_node_during_the_lockout() {
+    lockout_holds_on_every_node(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_revoked_user_cannot_sign_in_through_any_node_during_the_lockout() {
+    lockout_holds_on_every_node(Backend::Redis).await;
+}
+
+async fn throttle_counts_over_the_cluster(backend: Backend) {
+    let f = Fleet::start(backend, "").await;
+    // max_failures_per_user = 3: three wrong passwords, each on another node...
+    for _ in 0..3 {
+        let (s, body) = try_sign_in(&f, DEMO, "wrong").await;
+        assert_eq!(s, StatusCode::UNAUTHORIZED, "{body}");
+        // People type slower than a push travels.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // ...and every node now refuses further tries, the right password included.
+    for _ in 0..3 {
+        let (s, body) = try_sign_in(&f, DEMO, DEMO_PW).await;
+        assert_eq!(s, StatusCode::TOO_MANY_REQUESTS, "{body}");
+    }
+    let spread = f.lb().connections();
+    assert!(spread.iter().all(|n| *n > 0), "{spread:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_wrong_passwords_spread_over_the_nodes_are_throttled() {
+    throttle_counts_over_the_cluster(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_wrong_passwords_spread_over_the_nodes_are_throttled() {
+    throttle_counts_over_the_cluster(Backend::Redis).await;
+}
+
+async fn restarted_node_never_serves_a_token_revoked_while_down(backend: Backend) {
+    let mut f = Fleet::start(backend, "").await;
+    let b = f.signed_in(DEMO, DEMO_PW).await;
+    let cookies = b.app_cookies();
+    assert_eq!(on_every_node(&f, &cookies).await, vec![StatusCode::OK; 3]);
+    f.stop_node(2).await;
+    let (s, v) = f.admin(0, "user", DEMO).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    f.start_node(2).await;
+    // From the moment it listens: never a 200 for the revoked token.
+    let url = f.node_url(2, "echo.localhost", "/");
+    let direct = client_for(addr(f.https[2]), false);
+    let t0 = Instant::now();
+    loop {
+        let r = direct
+            .get(&url)
+            .header("cookie", &cookies)
+            .header("x-requested-with", "XMLHttpRequest")
+            .send()
+            .await
+            .unwrap();
+        let s = r.status();
+        assert_ne!(
+            s,
+            StatusCode::OK,
+            "the restarted node served a revoked token"
+        );
+        if s == StatusCode::UNAUTHORIZED {
+            break;
+        }
+        assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(t0.elapsed() < Duration::from_secs(10), "never caught up");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_a_restarted_node_never_serves_a_token_revoked_while_it_was_down() {
+    restarted_node_never_serves_a_token_revoked_while_down(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_restarted_node_never_serves_a_token_revoked_while_it_was_down() {
+    restarted_node_never_serves_a_token_revoked_while_down(Backend::Redis).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_revocation_reaches_every_node_and_a_late_node_refuses_it() {
+    let mut f = Fleet::start(Backend::Redis, "").await;
+    let b = f.signed_in(BOB, BOB_PW).await;
+    let cookies = b.app_cookies();
+    f.stop_node(2).await;
+    let (s, v) = f.admin(1, "user", BOB).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["propagated"], true, "{v}");
+    // The running nodes refuse it within moments (the tail's delivery).
+    for i in 0..2 {
+        let direct = client_for(addr(f.https[i]), false);
+        let url = f.node_url(i, "echo.localhost", "/");
+        eventually(Duration::from_secs(2), "refused on a running node", || {
+            let (direct, url, cookies) = (direct.clone(), url.clone(), cookies.clone());
+            async move {
+                let r = direct
+                    .get(&url)
+                    .header("cookie", &cookies)
+                    .header("x-requested-with", "XMLHttpRequest")
+                    .send()
+                    .await
+                    .unwrap();
+                r.status() == StatusCode::UNAUTHORIZED
+            }
+        })
+        .await;
+    }
+    // A node started after the revocation learns it from the snapshot.
+    std::fs::remove_dir_all(f.dir(2).join("state")).unwrap();
+    std::fs::create_dir_all(f.dir(2).join("state")).unwrap();
+    f.start_node(2).await;
+    f.wait_ready(2).await;
+    everywhere(
+        &f,
+        &cookies,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(3),
+    )
+    .await;
+    // And every node lists it, with its reason and actor.
+    let (_, list) = f
+        .n(2)
+        .admin(reqwest::Method::GET, "/v1/revocations", None)
+        .await;
+    let found = list["revocations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["target"] == BOB && r["actor"] == "ops" && r["node"] == "node-2");
+    assert!(found, "{list}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_killed_and_restarted_loses_nothing_acknowledged() {
+    let mut f = Fleet::start(Backend::Redis, "").await;
+    let users = [(DEMO, DEMO_PW), (BOB, BOB_PW)];
+    let mut cookies = Vec::new();
+    for (u, pw) in users {
+        cookies.push(f.signed_in(u, pw).await.app_cookies());
+    }
+    let (s, v) = f.admin(0, "group", "nobody-before").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    f.redis.as_mut().unwrap().kill9();
+    // Taken while Redis is down: durable and enforced here, not propagated yet (202).
+    let (s, v) = f.admin(0, "user", DEMO).await;
+    assert_eq!(s, StatusCode::ACCEPTED, "{v}");
+    assert_eq!(v["propagated"], false, "{v}");
+    let (s, _) = f.admin(1, "user", BOB).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    f.redis.as_mut().unwrap().restart();
+    // Once Redis is back, the outboxes drain and every node converges.
+    for c in &cookies {
+        everywhere(&f, c, StatusCode::UNAUTHORIZED, Duration::from_secs(10)).await;
+    }
+    for i in 0..3 {
+        let (_, list) = f
+            .n(i)
+            .admin(reqwest::Method::GET, "/v1/revocations", None)
+            .await;
+        let targets: Vec<&str> = list["revocations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|r| r["target"].as_str())
+            .collect();
+        for t in [DEMO, BOB, "nobody-before"] {
+            assert!(targets.contains(&t), "node {} lacks {t}: {list}", i + 1);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_down_longer_than_max_staleness_refuses_with_503() {
+    let mut f = Fleet::start(
+        Backend::Redis,
+        "max_staleness = \"2s\"\non_stale = \"refuse\"",
+    )
+    .await;
+    let b = f.signed_in(DEMO, DEMO_PW).await;
+    let cookies = b.app_cookies();
+    f.redis.as_mut().unwrap().kill9();
+    // Let every node notice (the tail's blocking read fails within a few seconds).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    f.clock.advance(Duration::from_secs(5));
+    everywhere(
+        &f,
+        &cookies,
+        StatusCode::SERVICE_UNAVAILABLE,
+        Duration::from_secs(10),
+    )
+    .await;
+    let r = reqwest::get(f.n(0).control_url("/readyz")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    f.redis.as_mut().unwrap().restart();
+    everywhere(&f, &cookies, StatusCode::OK, Duration::from_secs(15)).await;
+}
