@@ -1,29 +1,16 @@
-//! What the organisation's directory says about a person, asked at every step that lets
-//! them in: the built-in form's password step, the authorize step (silent re-issue) and
-//! the callback that mints app tokens. SCIM (an inactive or deleted account) and Shared
-//! Signals (`account-disabled`) refuse; where SCIM knows the person, its groups are the
-//! ones tokens carry (the global session's groups are a snapshot from sign-in).
+//! The groups the organisation's directory gives a person now: where SCIM knows them,
+//! its groups are the ones sessions and tokens carry (a global session's groups are a
+//! snapshot from sign-in, so a role downgrade shows in the next token without a new
+//! sign-in). The refusals themselves are in `admission`.
 
 use super::Login;
-use crate::cluster::accounts::Refusal;
+use super::Refusal;
 use crate::session::token::Claims;
 use crate::web::body::Body;
 use crate::web::html::{self, html};
 use http::{Response, StatusCode};
 
 impl Login {
-    /// Whether `email` may sign in, or be given a token, now. Any sign-in path (the
-    /// built-in form, an identity provider) asks this before it lets someone in.
-    pub fn may_sign_in(&self, email: &str) -> Result<(), Refusal> {
-        match self.accounts.sign_in_refusal(email) {
-            None => Ok(()),
-            Some(r) => {
-                tracing::info!(%email, why = r.code(), "sign-in refused by the directory");
-                Err(r)
-            }
-        }
-    }
-
     /// The groups tokens for `email` carry now: the directory's when it knows the
     /// person, else `snapshot` (the identity provider's groups at sign-in).
     pub(super) fn current_groups(&self, email: &str, snapshot: &[String]) -> Vec<String> {
@@ -45,6 +32,6 @@ impl Login {
 pub(super) fn refused_page(r: &Refusal) -> Response<Body> {
     html(
         StatusCode::FORBIDDEN,
-        html::error("Access refused", r.message()),
+        html::error("Access refused", &r.message),
     )
 }

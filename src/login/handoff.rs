@@ -68,7 +68,7 @@ impl Login {
         {
             return restart("session was revoked");
         }
-        if self.may_sign_in(&pending.session.email).is_err() {
+        if self.directory_admits(&pending.session.email).is_err() {
             return restart("the directory refuses this account");
         }
         // The token carries the person's groups as they are now.

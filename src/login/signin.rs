@@ -8,7 +8,6 @@ use crate::auth::{AuthFailure, Identity};
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
 use crate::error::GatewayError;
-use crate::revocation::Scope;
 use crate::runtime::Runtime;
 use crate::secrets::ct_eq;
 use crate::session::cookies::{self, GatewayCookies};
@@ -54,6 +53,21 @@ pub fn validate_return_to<'a>(
     Some((app, host, path))
 }
 
+/// Who a new global session is for, and the IdP session it comes from (None: a
+/// built-in user).
+pub(super) struct NewSession<'a> {
+    pub email: &'a str,
+    pub groups: &'a [String],
+    pub idp: Option<IdpSession<'a>>,
+}
+
+/// The identity provider's side of a sign-in, as the session registry records it.
+pub(super) struct IdpSession<'a> {
+    pub idp: &'a str,
+    pub sub: &'a str,
+    pub sid: Option<&'a str>,
+}
+
 /// The sign-in form's fields.
 struct Form {
     return_to: String,
@@ -73,6 +87,18 @@ impl Form {
             password: take("password"),
             csrf: take("csrf"),
         }
+    }
+}
+
+/// A sign-in refusal shown on the form again.
+fn refused_form(
+    form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
+    r: super::Refusal,
+) -> Response<Body> {
+    let resp = form_again(r.status, &r.message);
+    match r.retry_after {
+        Some(secs) => with_retry_after(resp, secs),
+        None => resp,
     }
 }
 
@@ -123,6 +149,9 @@ impl Login {
         if !return_to.is_empty() && self.session_of(rt, h).is_ok() {
             return self.authorize(rt, ctx, h, &return_to);
         }
+        if let Some(only) = self.only_idp(rt, &return_to) {
+            return Ok(only);
+        }
         let notice = match query::param(q, "why").as_deref() {
             Some("revoked") => Some(
                 "Your session was ended by an administrator (access revoked). Please sign in again.",
@@ -130,7 +159,7 @@ impl Login {
             Some("expired") => Some("Your session has expired. Please sign in again."),
             _ => None,
         };
-        Ok(render_form(rt, StatusCode::OK, &return_to, "", notice))
+        Ok(self.render_form(rt, StatusCode::OK, &return_to, "", notice))
     }
 
     pub(super) async fn login_submit(
@@ -150,7 +179,7 @@ impl Login {
             .to_bytes();
         let form = Form::parse(&bytes);
         let form_again = |status, error: &str| {
-            render_form(rt, status, &form.return_to, &form.email, Some(error))
+            self.render_form(rt, status, &form.return_to, &form.email, Some(error))
         };
         let cookie_csrf = GatewayCookies::parse(&parts.headers)
             .ok()
@@ -165,8 +194,10 @@ impl Login {
         if let Some(refused) = self.throttled(rt, ctx, &form, &form_again).await? {
             return Ok(refused);
         }
-        if let Some(refused) = self.locked_out(rt, &form.email, &form_again) {
-            return Ok(refused);
+        // The lockout is said before the password step; what the directory says about
+        // the account only to someone who knows the password.
+        if let Err(r) = self.relogin_lockout(rt, &form.email) {
+            return Ok(refused_form(&form_again, r));
         }
         let Some(user) = self.check_password(rt, ctx, &form).await else {
             return Ok(form_again(
@@ -174,15 +205,26 @@ impl Login {
                 "Wrong email or password.",
             ));
         };
-        if let Some(refused) = self.refused_by_directory(&user.email, &form_again) {
-            return Ok(refused);
+        if let Err(r) = self.may_sign_in(rt, &user.email) {
+            return Ok(refused_form(&form_again, r));
         }
         let ua = parts
             .headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        self.start_session(rt, ctx, &user, ua, &form.return_to)
+        let who = NewSession {
+            email: &user.email,
+            groups: &user.groups,
+            idp: None,
+        };
+        let (mut resp, _) = self.start_session(rt, ctx, &who, ua, &form.return_to)?;
+        // A session of a built-in user has no IdP session to end at logout.
+        append_cookie(
+            resp.headers_mut(),
+            &clear_cookie(super::oidc::LINK_COOKIE, SameSite::Lax),
+        );
+        Ok(resp)
     }
 
     /// Too many recent failures for this user or this address (counted over the
@@ -217,42 +259,6 @@ impl Login {
         )))
     }
 
-    /// After a user revocation, sign-ins are refused for `relogin_lockout`.
-    fn locked_out(
-        &self,
-        rt: &Runtime,
-        email: &str,
-        form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
-    ) -> Option<Response<Body>> {
-        let now = self.auth.now_us();
-        let revoked_at = self.auth.revocations().get(Scope::User, email)?;
-        let until = revoked_at + rt.config.session.relogin_lockout.as_micros() as i64;
-        if now >= until {
-            return None;
-        }
-        self.metrics.login_throttled.fetch_add(1, Ordering::Relaxed);
-        let secs = (((until - now) as f64 / 1e6).round() as u64).max(1);
-        let msg = format!(
-            "Access for this account was revoked by an administrator. Signing in is blocked for {secs} more seconds."
-        );
-        Some(with_retry_after(
-            form_again(StatusCode::FORBIDDEN, &msg),
-            secs,
-        ))
-    }
-
-    /// After the password step: the directory (SCIM, Shared Signals) refuses a person
-    /// whose account is deactivated, deleted or disabled, whatever the password says.
-    fn refused_by_directory(
-        &self,
-        email: &str,
-        form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
-    ) -> Option<Response<Body>> {
-        let refusal = self.may_sign_in(email).err()?;
-        self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
-        Some(form_again(StatusCode::FORBIDDEN, refusal.message()))
-    }
-
     /// The built-in user whose password this is; counts a failure otherwise.
     async fn check_password(&self, rt: &Runtime, ctx: &ReqCtx, form: &Form) -> Option<User> {
         let user = rt.users.get(&form.email).filter(|u| !u.disabled).cloned();
@@ -280,24 +286,26 @@ impl Login {
     }
 
     /// Mints and records the global session, then sends the browser on.
-    fn start_session(
+    pub(super) fn start_session(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
-        user: &User,
+        who: &NewSession<'_>,
         user_agent: &str,
         return_to: &str,
-    ) -> Result<Response<Body>, GatewayError> {
-        let groups = self.current_groups(&user.email, &user.groups);
-        let who = Identity {
-            email: &user.email,
+    ) -> Result<(Response<Body>, Claims), GatewayError> {
+        // Where the directory (SCIM) knows the person, its groups are the ones the
+        // session carries, whichever way they signed in.
+        let groups = self.current_groups(who.email, who.groups);
+        let identity = Identity {
+            email: who.email,
             groups: &groups,
         };
         let (token, claims) = self
             .auth
-            .mint_session(rt, &who)
+            .mint_session(rt, &identity)
             .map_err(|e| GatewayError::Internal(format!("minting a session: {e}")))?;
-        self.record_session(&claims, ctx, user_agent);
+        self.record_session(&claims, ctx, user_agent, who.idp.as_ref());
         self.metrics.login_success.fetch_add(1, Ordering::Relaxed);
         tracing::info!(email = %claims.email, sid = %claims.sid, ip = %ctx.peer.ip(), "signed in");
         let next = if validate_return_to(rt, return_to).is_some() {
@@ -319,12 +327,23 @@ impl Login {
             }),
         );
         append_cookie(h, &clear_cookie(cookies::CSRF, SameSite::Strict));
-        Ok(resp)
+        Ok((resp, claims))
     }
 
-    fn record_session(&self, claims: &Claims, ctx: &ReqCtx, user_agent: &str) {
-        self.sessions
-            .create(self.session_info(claims, ctx, user_agent));
+    fn record_session(
+        &self,
+        claims: &Claims,
+        ctx: &ReqCtx,
+        user_agent: &str,
+        idp: Option<&IdpSession<'_>>,
+    ) {
+        let mut info = self.session_info(claims, ctx, user_agent);
+        if let Some(i) = idp {
+            info.idp = i.idp.to_string();
+            info.idp_sub = i.sub.to_string();
+            info.idp_sid = i.sid.unwrap_or_default().to_string();
+        }
+        self.sessions.create(info);
     }
 
     /// Turns a valid global session into a one-time code for the app host, without
@@ -349,7 +368,7 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
-        if let Err(refusal) = self.may_sign_in(&v.claims.email) {
+        if let Err(refusal) = self.directory_admits(&v.claims.email) {
             return Ok(accounts::refused_page(&refusal));
         }
         // The policy sees the person's groups as they are now (a role downgrade takes
@@ -422,36 +441,44 @@ fn ip_key(ctx: &ReqCtx) -> String {
     format!("ip:{}", ctx.peer.ip())
 }
 
-/// The sign-in form with a fresh CSRF token (cookie and hidden field).
-pub(super) fn render_form(
-    rt: &Runtime,
-    status: StatusCode,
-    return_to: &str,
-    email: &str,
-    error: Option<&str>,
-) -> Response<Body> {
-    let csrf = crate::secrets::random_b64(24);
-    let mut resp = html(
-        status,
-        pages::login(&pages::LoginForm {
-            action: "/login",
-            csrf: &csrf,
-            return_to,
-            email,
-            error,
-            demo_hint: rt.config.has_demo_user(),
-        }),
-    );
-    append_cookie(
-        resp.headers_mut(),
-        &set_cookie(&CookieSpec {
-            name: cookies::CSRF,
-            value: &csrf,
-            max_age: Some(Duration::from_secs(3600)),
-            http_only: true,
-            same_site: SameSite::Strict,
-            path: "/",
-        }),
-    );
-    resp
+impl Login {
+    /// The sign-in page with a fresh CSRF token (cookie and hidden field): the
+    /// email/password form when there are built-in users (or no IdP at all), and a
+    /// button per identity provider.
+    pub(super) fn render_form(
+        &self,
+        rt: &Runtime,
+        status: StatusCode,
+        return_to: &str,
+        email: &str,
+        error: Option<&str>,
+    ) -> Response<Body> {
+        let csrf = crate::secrets::random_b64(24);
+        let idps = self.idp_buttons(return_to);
+        let mut resp = html(
+            status,
+            pages::login(&pages::LoginForm {
+                action: "/login",
+                csrf: &csrf,
+                return_to,
+                email,
+                error,
+                demo_hint: rt.config.has_demo_user(),
+                password: !rt.users.is_empty() || idps.is_empty(),
+                idps: &idps,
+            }),
+        );
+        append_cookie(
+            resp.headers_mut(),
+            &set_cookie(&CookieSpec {
+                name: cookies::CSRF,
+                value: &csrf,
+                max_age: Some(Duration::from_secs(3600)),
+                http_only: true,
+                same_site: SameSite::Strict,
+                path: "/",
+            }),
+        );
+        resp
+    }
 }

@@ -27,7 +27,7 @@ pub struct RevokeRequest {
     pub reason: String,
     pub actor: String,
     /// The trigger's own id for this revocation (SCIM user id, SET `jti`, webhook
-    /// `event_id`), kept in the record and the audit line.
+    /// `event_id`, a logout token's `jti`), kept in the record and the audit line.
     pub external_id: Option<String>,
 }
 
@@ -431,10 +431,10 @@ fn audit_event(rec: &RevocationRecord, action: &str, sessions_revoked: u64) -> A
         scope: Some(rec.scope.as_str().to_string()),
         target: Some(rec.target.clone()),
         reason: Some(rec.reason.clone()),
+        external_id: rec.external_id.clone(),
         sessions_revoked: Some(sessions_revoked),
         node: rec.node.clone(),
         id: rec.id.clone(),
-        external_id: rec.external_id.clone(),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::cluster::docs_redis::RedisDocs;
 use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlParts};
-use crate::login::{Login, LoginParts};
+use crate::login::{Idps, Login, LoginParts};
 use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
 use crate::revocation::engine::Notifier;
@@ -54,6 +54,9 @@ pub struct Node {
     pub docs: Arc<DocStore>,
     pub signals: Arc<Signals>,
     pub login: Arc<Login>,
+    /// The identity providers (`[[idp]]`): discovered in the background, kept in step
+    /// with the config on reload.
+    pub idps: Arc<Idps>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
     docs_backend: DocsBackend,
@@ -273,6 +276,10 @@ impl Node {
             freshness: cluster.freshness.clone(),
         }));
         let (sessions, set) = (d.sessions, d.set);
+        let idps = Arc::new(
+            Idps::new(&live.load().config.idps, auth.now_us())
+                .map_err(|e| StartError::Other(format!("identity providers: {e}")))?,
+        );
         let login = Arc::new(
             Login::new(LoginParts {
                 auth: auth.clone(),
@@ -281,6 +288,8 @@ impl Node {
                 metrics: metrics.clone(),
                 shared: cluster.shared.clone(),
                 accounts: signals.accounts().clone(),
+                directory: cluster.directory.clone(),
+                idps: idps.clone(),
             })
             .map_err(route_table)?,
         );
@@ -329,6 +338,7 @@ impl Node {
             docs,
             signals,
             login,
+            idps,
             data,
             control,
             docs_backend,
@@ -405,6 +415,9 @@ impl Node {
         let generation = runtime.generation;
         self.auth.replace_keys(keys);
         self.live.install(runtime);
+        // Unchanged IdPs keep their discovery; new or changed ones are discovered now.
+        self.idps
+            .reconfigure(&self.live.load().config.idps, self.now_us());
         Ok(generation)
     }
 
