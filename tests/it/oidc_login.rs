@@ -4,7 +4,9 @@
 //! login page the tests fill in. Covers the sign-in and its `return_to`, policy,
 //! refused callbacks, re-authentication after a revocation, RP-initiated and
 //! back-channel logout (across a three-node cluster), two IdPs side by side, an IdP
-//! that is unreachable at start, and a headless Chromium run through the OP's page.
+//! that is unreachable at start, the directory (SCIM) refusing a deactivated user and
+//! setting the groups of an IdP sign-in, and a headless Chromium run through the OP's
+//! page.
 
 use crate::browser::{Driver, bounded};
 use crate::common::*;
@@ -1258,4 +1260,143 @@ async fn wait_for(b: &crate::browser::Browser, css: &str) -> fantoccini::element
             Err(e) => panic!("no {css}: {e}\n{}", b.describe().await),
         }
     }
+}
+
+// ---- the organisation's directory (SCIM) and IdP sign-in --------------------------------
+
+const SCIM_TOML: &str = r#"
+[scim]
+name = "okta"
+token_file = "scim.token"
+"#;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A SCIM client of the rig's gateway, with the token it wrote on first start.
+fn scim_client(rig: &Rig) -> crate::support::signals::ScimClient {
+    let token = std::fs::read_to_string(rig.gw.dir.join("scim.token")).expect("SCIM token");
+    crate::support::signals::ScimClient::new(rig.gw.h().https_addr, rig.port, token.trim())
+}
+
+async fn scim(
+    s: &crate::support::signals::ScimClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> crate::support::signals::ScimResp {
+    s.request(method, path, None, Some(body.to_string()), Some(&s.token))
+        .await
+}
+
+/// Okta's deactivation (a replace without a path) or reactivation of user `id`.
+async fn scim_set_active(s: &crate::support::signals::ScimClient, id: &str, active: bool) {
+    let body = json!({"schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "value": {"active": active}}]});
+    let r = scim(s, reqwest::Method::PATCH, &format!("/Users/{id}"), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["active"], active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_decides_who_signs_in_through_the_idp_and_with_which_groups() {
+    let rig = Rig::start(&["corp"], false, SCIM_TOML).await;
+    let s = scim_client(&rig);
+    // The directory knows Alice, in group `eng` only (the OP says staff and eng).
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": ALICE_EMAIL, "active": true,
+        "emails": [{"primary": true, "value": ALICE_EMAIL, "type": "work"}]});
+    let r = scim(&s, reqwest::Method::POST, "/Users", user).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["id"].as_str().expect("user id").to_string();
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "eng", "members": [{"value": id}]});
+    let r = scim(&s, reqwest::Method::POST, "/Groups", group).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let gid = r.json["id"].as_str().expect("group id").to_string();
+
+    // Signed in through the IdP, she carries the directory's groups: the staff app
+    // (allow_groups = ["staff"]) refuses her although the OP says staff.
+    let want = rig.echo("/directory");
+    let (c, _jar) = rig.browser();
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 1), "{t:#?}");
+    let (st, who) = whoami(&c, &want).await;
+    assert_eq!(
+        (st, who["groups"].clone()),
+        (StatusCode::OK, json!(["eng"]))
+    );
+    let t = walk(&c, &rig.gw.url("staff.localhost", "/"), None, None).await;
+    assert_eq!(t.status, StatusCode::FORBIDDEN, "{t:#?}");
+
+    // Leaving `eng` in the directory: the app token is refused at once, and the next
+    // navigation re-issues one without the group, with no sign-in at the IdP.
+    let remove = json!({"schemas": [PATCH_OP], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
+    let r = scim(
+        &s,
+        reqwest::Method::PATCH,
+        &format!("/Groups/{gid}"),
+        remove,
+    )
+    .await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.json);
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+    let t = walk(&c, &want, None, None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 0), "{t:#?}");
+    assert!(
+        t.auth_requests().is_empty(),
+        "the IdP was not asked: {t:#?}"
+    );
+    assert_eq!(whoami(&c, &want).await.1["groups"], json!([]));
+
+    // Deactivated in the directory: her session ends, and the IdP's word that it is
+    // her is not enough to come back (the directory's refusal, not the lockout's).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&rig.gw);
+    scim_set_active(&s, &id, false).await;
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+    let (fresh, _) = rig.browser();
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_refused(
+        &t,
+        StatusCode::FORBIDDEN,
+        "deactivated in your organisation",
+    );
+    assert!(t.op_logins <= 1, "{t:#?}");
+    assert!(
+        t.visited
+            .iter()
+            .any(|u| u.starts_with(&rig.callback("corp"))),
+        "the OP answered and the gateway refused at the callback: {t:#?}"
+    );
+    assert!(
+        rig.gw
+            .gw()
+            .sessions
+            .list(Some(ALICE_EMAIL), rig.gw.gw().now_us())
+            .is_empty()
+    );
+    // Still refused after the relogin lockout: the directory says so, not a timer.
+    rig.gw.advance(Duration::from_secs(61));
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_refused(
+        &t,
+        StatusCode::FORBIDDEN,
+        "deactivated in your organisation",
+    );
+
+    // Reactivated: she signs in through the IdP again (with the second factor asked
+    // after a revocation).
+    scim_set_active(&s, &id, true).await;
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!(
+        (t.status, t.url.as_str()),
+        (StatusCode::OK, want.as_str()),
+        "{t:#?}"
+    );
+    let (st, who) = whoami(&fresh, &want).await;
+    assert_eq!(
+        (st, who["email"].as_str()),
+        (StatusCode::OK, Some(ALICE_EMAIL))
+    );
 }
