@@ -1079,6 +1079,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `n` gateway nodes (peers of each other, sharing keys and a clock) with IdP `corp`,
 /// whose OP sends back-channel logout tokens to the first node.
 async fn idp_cluster(n: usize) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
+    idp_cluster_with(n, "").await
+}
+
+/// As [`idp_cluster`], with `more` tables in every node's config.
+async fn idp_cluster_with(n: usize, more: &str) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let https: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let control: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -1094,7 +1099,7 @@ async fn idp_cluster(n: usize) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
             .map(|j| format!("\"http://127.0.0.1:{}\"", control[j]))
             .collect();
         let extra = format!(
-            "{APPS}{}\n[sync]\npeers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n",
+            "{APPS}{}{more}\n[sync]\npeers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n",
             idp_toml("corp", &op.issuer, ""),
             peers.join(", ")
         );
@@ -1399,4 +1404,148 @@ async fn the_directory_decides_who_signs_in_through_the_idp_and_with_which_group
         (st, who["email"].as_str()),
         (StatusCode::OK, Some(ALICE_EMAIL))
     );
+}
+
+// ---- Shared Signals about people signed in through the IdP ------------------------------
+
+const SSF_ISS: &str = "https://ssf-transmitter.test/";
+const SSF_AUD: &str = "https://auth.localhost/ssf/tx";
+const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+
+/// Pushes a SET to node `g`'s receiver `tx`: the status and body.
+async fn push_set(g: &Gw, set: &str) -> (StatusCode, String) {
+    let r = client_for(g.h().https_addr, false)
+        .post(g.url("auth.localhost", "/ssf/tx/events"))
+        .header("content-type", "application/secevent+jwt")
+        .body(set.to_string())
+        .send()
+        .await
+        .expect("push");
+    let s = r.status();
+    (s, r.text().await.unwrap_or_default())
+}
+
+/// SET claims for one event about `sub_id`, issued now by the nodes' clock.
+fn set_claims(g: &Gw, jti: &str, event: &str, sub_id: Value) -> Value {
+    use portcullis::clock::Clock;
+    let now = g.clock.now_us() / 1_000_000;
+    json!({"iss": SSF_ISS, "aud": SSF_AUD, "iat": now, "jti": jti, "sub_id": sub_id,
+        "events": {event: {"event_timestamp": now}}})
+}
+
+/// Until `c` is refused at `url` (bounded).
+async fn until_refused(c: &Client, url: &str, what: &str) {
+    let t0 = Instant::now();
+    while whoami(c, url).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: still let in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_signals_name_idp_users_and_sessions_and_reach_every_node() {
+    use crate::support::signals::{serve_jwks, tx_key};
+    let key = tx_key(jsonwebtoken::Algorithm::ES256, "tx-1");
+    let jwks = serve_jwks(&[&key]).await;
+    let ssf = format!(
+        "\n[[signals.ssf]]\nname = \"tx\"\nissuer = \"{SSF_ISS}\"\njwks_url = \"{}\"\naudience = \"{SSF_AUD}\"\n",
+        jwks.url
+    );
+    let (nodes, op, _tmp) = idp_cluster_with(2, &ssf).await;
+    // Alice signs in through the OP at node 2; the transmitter talks to node 1, which
+    // has never seen her.
+    let want = nodes[1].url("echo.localhost", "/signals");
+    let (c, _jar) = client_with_jar(nodes[1].h().https_addr);
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!(t.status, StatusCode::OK, "{t:#?}");
+    let info = idp_session(&nodes[1], ALICE_EMAIL);
+    assert!(nodes[0].gw().sessions.get(&info.sid).is_none());
+    let user = json!({"format": "iss_sub", "iss": op.issuer, "sub": info.idp_sub});
+
+    // CAEP session-revoked naming the IdP's session (and the user): that gateway
+    // session ends on node 2, with the SET's jti in the record.
+    nodes[0].advance(Duration::from_millis(5));
+    let subject = json!({"format": "complex", "user": user,
+        "session": {"format": "opaque", "id": info.idp_sid}});
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-session-1",
+        &format!("{CAEP}session-revoked"),
+        subject,
+    ));
+    assert_eq!(
+        push_set(&nodes[0], &set).await,
+        (StatusCode::ACCEPTED, String::new())
+    );
+    until_refused(&c, &want, "session-revoked at node 2").await;
+    let (_, v) = nodes[0]
+        .admin(reqwest::Method::GET, "/v1/revocations", None)
+        .await;
+    let rec = v["revocations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["actor"] == "ssf:tx")
+        .cloned()
+        .expect("the SSF revocation");
+    assert_eq!(
+        (rec["scope"].as_str(), rec["target"].as_str()),
+        (Some("session"), Some(info.sid.as_str()))
+    );
+    assert_eq!(rec["external_id"], "jti-session-1");
+
+    // She signs in again (the OP is asked for a fresh sign-in after a revocation).
+    let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!(t.status, StatusCode::OK, "{t:#?}");
+
+    // RISC account-disabled by iss_sub: everything of hers ends, and the IdP cannot
+    // sign her in at any node until account-enabled, lockout or not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&nodes[0]);
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-disable-1",
+        &format!("{RISC}account-disabled"),
+        user.clone(),
+    ));
+    assert_eq!(push_set(&nodes[0], &set).await.0, StatusCode::ACCEPTED);
+    until_refused(&c, &want, "account-disabled at node 2").await;
+    nodes[0].advance(Duration::from_secs(61));
+    let t0 = Instant::now();
+    loop {
+        let (fresh, _) = client_with_jar(nodes[1].h().https_addr);
+        let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+        if t.status == StatusCode::FORBIDDEN {
+            assert_refused(&t, StatusCode::FORBIDDEN, "disabled by your organisation");
+            break;
+        }
+        // The disabled flag travels with the documents; give it the propagation time.
+        assert!(t0.elapsed() < Duration::from_secs(5), "signed in: {t:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-enable-1",
+        &format!("{RISC}account-enabled"),
+        user,
+    ));
+    assert_eq!(push_set(&nodes[0], &set).await.0, StatusCode::ACCEPTED);
+    let t0 = Instant::now();
+    loop {
+        let (fresh, _) = client_with_jar(nodes[1].h().https_addr);
+        let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+        if t.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still refused: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    op.stop().await;
 }

@@ -3,18 +3,15 @@
 //! `https://auth.localhost/ssf/okta/events`. Good SETs are applied once (a replay is
 //! acknowledged and changes nothing); forged, expired, misaddressed, unauthenticated
 //! and malformed ones get RFC 8935 errors and change nothing; unknown events are
-//! acknowledged and not applied. Subjects by `iss_sub` and IdP session are found in
-//! the cluster's sessions (here, a peer's, served by a stand-in peer over HTTP).
+//! acknowledged and not applied. Subjects by `iss_sub` and IdP session, with a real
+//! OpenID Provider and two nodes, are in `oidc_login.rs`.
 
 use crate::common::*;
 use crate::support::signals::*;
 use jsonwebtoken::Algorithm;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ISS: &str = "https://idp.test/";
 const AUD: &str = "https://auth.localhost/ssf/okta";
@@ -22,82 +19,33 @@ const PUSH_TOKEN: &str = "transmitter-push-token-9c1e";
 const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
 const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
 
-/// A stand-in peer: answers `GET /v1/peer/sessions` and `/v1/peer/users` with
-/// `sessions`, 404 otherwise.
-async fn fake_peer(sessions: Value) -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    let body = Arc::new(sessions.to_string());
-    let task = tokio::spawn(async move {
-        while let Ok((mut sock, _)) = l.accept().await {
-            let body = body.clone();
-            tokio::spawn(async move {
-                let mut buf = vec![0u8; 8192];
-                let mut got = Vec::new();
-                while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match sock.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => got.extend_from_slice(&buf[..n]),
-                    }
-                }
-                let head = String::from_utf8_lossy(&got);
-                let sessions = head.starts_with("GET /v1/peer/sessions")
-                    || head.starts_with("GET /v1/peer/users");
-                let (status, text) = if sessions {
-                    ("200 OK", body.as_str())
-                } else {
-                    ("404 Not Found", "{}")
-                };
-                let resp = format!(
-                    "HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
-                    text.len()
-                );
-                let _ = sock.write_all(resp.as_bytes()).await;
-            });
-        }
-    });
-    (addr, task)
-}
-
 struct Setup {
     g: Gw,
     _tmp: tempfile::TempDir,
     _jwks: JwksServer,
-    _peer: tokio::task::JoinHandle<()>,
     es: TxKey,
     rs: TxKey,
     /// Not published: what a forger holds (same kid as the real key).
     forger: TxKey,
 }
 
-async fn setup(peer_sessions: Value) -> Setup {
+async fn setup() -> Setup {
     let (es, rs, forger) = (
         tx_key(Algorithm::ES256, "es-1"),
         tx_key(Algorithm::RS256, "rs-1"),
         tx_key(Algorithm::ES256, "es-1"),
     );
     let jwks = serve_jwks(&[&es, &rs]).await;
-    let (peer, peer_task) = fake_peer(peer_sessions).await;
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("ssf.token"), format!("{PUSH_TOKEN}\n")).unwrap();
     let extra = format!(
         r#"
-[[idp]]
-name = "corp"
-issuer = "{ISS}"
-client_id = "portcullis"
-client_secret = "not-used-here"
-
 [[signals.ssf]]
 name = "okta"
 issuer = "{ISS}"
 jwks_url = "{jwks}"
 audience = "{AUD}"
 authorization_token_file = "ssf.token"
-
-[sync]
-peers = ["http://{peer}"]
-peer_token_file = "peer.token"
 "#,
         jwks = jwks.url
     );
@@ -112,7 +60,6 @@ peer_token_file = "peer.token"
         g,
         _tmp: tmp,
         _jwks: jwks,
-        _peer: peer_task,
         es,
         rs,
         forger,
@@ -194,7 +141,7 @@ async fn app_status(g: &Gw, c: &reqwest::Client) -> StatusCode {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sets_are_verified_applied_once_and_refused_with_rfc8935_errors() {
-    let s = setup(json!([])).await;
+    let s = setup().await;
     let g = &s.g;
     let (bob, _) = client_with_jar(g.h().https_addr);
     assert_eq!(
@@ -485,63 +432,4 @@ async fn sets_are_verified_applied_once_and_refused_with_rfc8935_errors() {
         metric(&m, &format!("portcullis_signals_received_total{{{t}}}")),
         15
     );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn iss_sub_and_session_subjects_are_found_in_the_clusters_sessions() {
-    use portcullis::clock::{Clock, SystemClock};
-    let now = SystemClock.now_us();
-    // A session a peer holds, signed in through the "corp" identity provider.
-    let carol = json!({
-        "sid": "peer-sid-1", "user": "carol@example.com", "groups": [], "ip": "10.0.0.7",
-        "user_agent": "test", "created_us": now - 1_000_000, "expires_us": now + 3_600_000_000_i64,
-        "node": "node-x", "idp": "corp", "idp_sub": "00u123", "idp_sid": "idp-session-9",
-        "apps": ["echo"], "last_seen_us": now,
-    });
-    let s = setup(json!([carol])).await;
-    let g = &s.g;
-    let user = json!({"format": "iss_sub", "iss": ISS, "sub": "00u123"});
-    // CAEP session-revoked for the IdP's session: the gateway session made from it.
-    let complex = json!({"format": "complex",
-        "session": {"format": "opaque", "id": "idp-session-9"}, "user": user});
-    let set = s.es.sign(&claims(
-        g,
-        "jti-s1",
-        &format!("{CAEP}session-revoked"),
-        complex,
-    ));
-    assert_eq!(push(g, &set).await.0, StatusCode::ACCEPTED);
-    let rev = by_trigger(g).await;
-    assert_eq!(rev.len(), 1, "{rev:?}");
-    assert_eq!(
-        (rev[0]["scope"].as_str(), rev[0]["target"].as_str()),
-        (Some("session"), Some("peer-sid-1"))
-    );
-    assert_eq!(rev[0]["external_id"], "jti-s1");
-
-    // RISC credential change required for (iss, sub): that person, by email.
-    let set = s.es.sign(&claims(
-        g,
-        "jti-s2",
-        &format!("{RISC}account-credential-change-required"),
-        user.clone(),
-    ));
-    assert_eq!(push(g, &set).await.0, StatusCode::ACCEPTED);
-    let rev = by_trigger(g).await;
-    assert!(
-        rev.iter()
-            .any(|r| r["scope"] == "user" && r["target"] == "carol@example.com"),
-        "{rev:?}"
-    );
-
-    // A subject nobody here signed in as: acknowledged, nothing applied.
-    let stranger = json!({"format": "iss_sub", "iss": ISS, "sub": "00u999"});
-    let set = s.es.sign(&claims(
-        g,
-        "jti-s3",
-        &format!("{RISC}account-purged"),
-        stranger,
-    ));
-    assert_eq!(push(g, &set).await.0, StatusCode::ACCEPTED);
-    assert_eq!(by_trigger(g).await.len(), 2);
 }
