@@ -5,6 +5,9 @@ pub mod certs;
 pub mod console;
 pub mod file;
 pub mod idp;
+mod signals;
+
+pub use signals::{ScimConfig, SignalsConfig};
 
 pub use certs::{CertKey, ControlTls, PeerTls};
 
@@ -78,6 +81,10 @@ pub struct Config {
     pub idps: Vec<idp::IdpConfig>,
     /// The admin console; None: no console.
     pub console: Option<console::ConsoleConfig>,
+    /// `[scim]`: the SCIM service provider, when configured.
+    pub scim: Option<ScimConfig>,
+    /// `[[signals.ssf]]` and `[[signals.webhook]]`.
+    pub signals: SignalsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -383,6 +390,8 @@ impl Validator {
             Some(c) => Some(console::validate(c).map_err(|(f, r)| self.err(f, r))?),
             None => None,
         };
+        let scim = self.scim(raw.scim.as_ref())?;
+        let signals = self.signals(&raw.signals)?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -430,6 +439,8 @@ impl Validator {
             users,
             idps,
             console,
+            scim,
+            signals,
         })
     }
 

@@ -219,6 +219,8 @@ fn plan(
             }
         }
         Scope::All => return Err("Use the Emergency page to revoke everyone.".into()),
+        // Re-issuing a user's app tokens without one group is the SCIM trigger's job.
+        Scope::Member => return Err("The console does not revoke memberships.".into()),
     })
 }
 

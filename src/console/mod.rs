@@ -36,7 +36,7 @@ pub mod view;
 
 pub use cluster::{ClusterView, NodeCluster};
 pub use data::UserStatus;
-pub use scim_status::ScimStatus;
+pub use scim_status::AccountStatus;
 
 use crate::auth::{AuthFailure, Authenticator};
 use crate::clock::Micros;

@@ -3,8 +3,9 @@
 //! The pipeline, in order (each step a plain method on [`DataPlane`]):
 //! [`DataPlane::handle`] (access log, connection-close rule) → `context` (framing guard
 //! verdict, Host, SNI match, scheme) → `route` (auth domain: `/admin` →
-//! [`Console::handle`], else [`Login::auth_domain`];
-//! `/.portcullis/` → [`Login::reserved`], else the app by host) → `authenticate`
+//! [`Console::handle`], `/scim/v2/` and `/ssf/` → [`Signals::handle`], else
+//! [`Login::auth_domain`]; `/.portcullis/` → [`Login::reserved`], else the app by
+//! host) → `authenticate`
 //! ([`Authenticator::check_app`]: cookies, token, binding, revocation) → `authorize`
 //! (the app's policy) → [`forward::forward`] (headers, origin exchange, streaming) →
 //! errors become responses in [`GatewayError::into_response`].
@@ -31,6 +32,7 @@ use crate::runtime::{Live, Runtime};
 use crate::session::cookies::GatewayCookies;
 use crate::session::registry::Registry;
 use crate::session::token::Verified;
+use crate::triggers::Signals;
 use crate::web::body::Body;
 use crate::web::ctx::ReqCtx;
 use compact_str::CompactString;
@@ -100,6 +102,7 @@ pub struct DataPlane {
     auth: Arc<Authenticator>,
     login: Arc<Login>,
     console: Arc<Console>,
+    signals: Arc<Signals>,
     sessions: Arc<Registry>,
     set: Arc<RevocationSet>,
     freshness: Arc<dyn Freshness>,
@@ -112,6 +115,8 @@ pub struct DataPlaneParts {
     pub auth: Arc<Authenticator>,
     pub login: Arc<Login>,
     pub console: Arc<Console>,
+    /// SCIM and Shared Signals endpoints on the auth domain.
+    pub signals: Arc<Signals>,
     pub sessions: Arc<Registry>,
     pub set: Arc<RevocationSet>,
     pub freshness: Arc<dyn Freshness>,
@@ -126,6 +131,7 @@ impl DataPlane {
             auth: p.auth,
             login: p.login,
             console: p.console,
+            signals: p.signals,
             sessions: p.sessions,
             set: p.set,
             freshness: p.freshness,
@@ -226,6 +232,9 @@ impl DataPlane {
             self.metrics.outcome(Outcome::Gateway);
             if crate::console::is_console_path(req.uri().path()) {
                 return self.console.handle(rt, &ctx, req).await;
+            }
+            if Signals::serves(req.uri().path()) {
+                return self.signals.handle(rt, &ctx, req).await;
             }
             return self.login.auth_domain(rt, &ctx, req).await;
         }
