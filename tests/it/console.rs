@@ -1083,3 +1083,68 @@ async fn the_console_works_on_the_redis_backend() {
     assert_eq!(s, StatusCode::FORBIDDEN, "used once: {html}");
     assert!(html.contains("already submitted"), "{html}");
 }
+
+/// What the SCIM directory says shows on the Users and User pages (provisioned before a
+/// first sign-in, deactivated), and the directory's revocation shows in Audit with its
+/// trigger and the SCIM user id, filterable by trigger.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scim_status_shows_on_users_and_its_trigger_in_audit() {
+    use crate::support::signals::{ENTRA_EMAIL, OKTA_EMAIL, OKTA_USER, ScimClient, fixture};
+    let extra = format!(
+        "{CONSOLE}\n[scim]\nname = \"okta\"\ntoken_file = \"scim.token\"\n\n[[app]]\nname = \"okta\"\nhosts = [\"other.localhost\"]\norigin = \"builtin:echo\"\nallow_emails = [\"*@okta.local\"]\n\n[[user]]\nemail = \"{OKTA_EMAIL}\"\npassword_hash = \"{}\"\n",
+        hashes()[0]
+    );
+    let gw = Gw::start(&extra).await;
+    let token = std::fs::read_to_string(gw.dir.join("scim.token")).unwrap();
+    let mut scim = ScimClient::new(gw.h().https_addr, gw.port(), token.trim());
+    let r = scim.send(&fixture("okta_create_user")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["id"].as_str().unwrap().to_string();
+    scim.map(OKTA_USER, &id);
+    let r = scim.send(&fixture("entra_create_user")).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let user = gw.client();
+    gw.login(&user, "other.localhost", "/", OKTA_EMAIL, DEMO_PW)
+        .await;
+    let admin = console_client(&gw, DEMO, DEMO_PW).await;
+
+    // Provisioned but never signed in: listed all the same.
+    let (_, _, page) = get(&admin, &auth(&gw, "/admin/users")).await;
+    assert!(page.contains(&format!(">{ENTRA_EMAIL}</a>")), "{page}");
+    let row = |page: &str, email: &str| {
+        let i = page.find(&format!(">{email}</a>")).expect("the user's row");
+        page[i..i + page[i..].find("</tr>").unwrap()].to_string()
+    };
+    assert!(row(&page, OKTA_EMAIL).contains(">active<"), "{page}");
+
+    // Okta deactivates the user: inactive on Users and on the user's page.
+    let r = scim.send(&fixture("okta_deactivate_user")).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    let (_, _, page) = get(&admin, &auth(&gw, "/admin/users")).await;
+    assert!(
+        row(&page, OKTA_EMAIL).contains("inactive: deactivated in SCIM"),
+        "{page}"
+    );
+    let q = form_urlencoded::Serializer::new(String::new())
+        .append_pair("email", OKTA_EMAIL)
+        .finish();
+    let (_, _, page) = get(&admin, &auth(&gw, &format!("/admin/user?{q}"))).await;
+    assert!(page.contains("inactive: deactivated in SCIM"), "{page}");
+
+    // Audit: the line of the SCIM trigger, with its badge and the SCIM user id; an
+    // operator's line is filtered out.
+    gw.revoke("user", "someone@example.com").await;
+    let (_, _, all) = get(&admin, &auth(&gw, "/admin/audit")).await;
+    assert!(all.contains("someone@example.com"), "{all}");
+    let (_, _, page) = get(&admin, &auth(&gw, "/admin/audit?trigger=scim")).await;
+    assert!(
+        page.contains("scim:okta")
+            && page.contains(r#"<span class="badge b-warn">scim</span>"#)
+            && page.contains("scim_deactivate")
+            && page.contains(&format!("ref <code>{id}</code>")),
+        "{page}"
+    );
+    assert!(!page.contains("someone@example.com"), "{page}");
+    let (_, _, page) = get(&admin, &auth(&gw, &format!("/admin/audit?q={id}"))).await;
+    assert!(page.contains("scim:okta"), "found by the SCIM id: {page}");
+}
