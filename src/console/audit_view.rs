@@ -248,7 +248,7 @@ impl Console {
         let triggers = [
             "console", "api", "scim", "ssf", "hook", "idp", "user", "selftest",
         ];
-        let scopes = ["user", "session", "group", "app", "all"];
+        let scopes = ["user", "session", "group", "app", "member", "all"];
         let body = format!(
             r#"<h1>Audit log</h1>{chain}
 <form class="bar" method="get" action="/admin/audit"><input class="grow" type="search" name="q" value="{q}" placeholder="Actor, target, reason, id or ref" aria-label="Search the audit log">{trig}{scope}<button class="btn" type="submit">Filter</button></form>
