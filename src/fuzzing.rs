@@ -7,10 +7,11 @@ use bytes::BytesMut;
 
 pub use crate::store::{Framing, RecordLog, StoreError, Sync as LogSync};
 
-/// The rows of a bulk revocation body (`control::bulk::rows`): the user of each row and
-/// a reason the body gave, or the 400 reason.
+/// The rows of a bulk revocation body (the parser the control API and the console
+/// share, `console::rows`): the user of each row and a reason the body gave, or the 400
+/// reason.
 pub fn bulk_rows(content_type: &str, body: &[u8]) -> Result<(Vec<String>, Option<String>), String> {
-    crate::control::bulk::rows(content_type, body).map_err(|e| e.to_string())
+    crate::console::rows::rows(content_type, body)
 }
 
 /// How a body decoded by [`decode_body`] ended.

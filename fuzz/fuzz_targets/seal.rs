@@ -12,17 +12,24 @@ use fuzz_common::{foreign_sealer, rotated_sealer, sealer};
 use libfuzzer_sys::fuzz_target;
 use portcullis::session::seal::Purpose;
 
+/// Every purpose: the console's session cookie and form tokens, the sign-in time, the
+/// hand-off code, the sign-in state.
+const PURPOSES: [Purpose; 5] = [
+    Purpose::Handoff,
+    Purpose::SignInState,
+    Purpose::ConsoleSession,
+    Purpose::ConsoleForm,
+    Purpose::SignInTime,
+];
+
 const B64: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
 fuzz_target!(|data: &[u8]| {
     let Some((&ctl, rest)) = data.split_first() else {
         return;
     };
-    let (p, other) = if ctl & 1 == 0 {
-        (Purpose::Handoff, Purpose::SignInState)
-    } else {
-        (Purpose::SignInState, Purpose::Handoff)
-    };
+    let p = PURPOSES[usize::from(ctl) % PURPOSES.len()];
+    let other = PURPOSES[(usize::from(ctl) + 1) % PURPOSES.len()];
     let s = sealer();
     if let Ok(text) = std::str::from_utf8(rest) {
         if let Some(plain) = s.open(p, text) {
@@ -49,7 +56,7 @@ fuzz_target!(|data: &[u8]| {
 
     // One character changed, anywhere after the key id.
     let mut bytes = sealed.into_bytes();
-    let i = 3 + usize::from(ctl >> 1) % (bytes.len() - 3);
+    let i = 3 + usize::from(ctl >> 3) % (bytes.len() - 3);
     let pos = B64.iter().position(|b| *b == bytes[i]).expect("base64url");
     bytes[i] = B64[(pos + 1 + usize::from(ctl) % 63) % 64];
     let changed = String::from_utf8(bytes).expect("ASCII");

@@ -4,8 +4,8 @@
 //! Input: the bytes of a message; the same bytes also drive a generator of entries.
 //! Checked: decoding never panics and stops at the first error; each decoded entry
 //! encodes back to an entry that decodes to itself; generated entries (any strings, any
-//! instants, any meta) survive encode/decode, meta with the separator dropped and each
-//! field cut to 1024 bytes on a character boundary; a set rebuilt from its own encoding
+//! instants, any meta) survive encode/decode, meta (four fields, five with an external
+//! id; an empty one is none) with the separator dropped and each field cut to 1024 bytes on a character boundary; a set rebuilt from its own encoding
 //! has the same digest and no differing buckets.
 #![no_main]
 
@@ -53,6 +53,7 @@ fn generated(u: &mut Unstructured<'_>) -> ArbResult<Vec<RevocationRecord>> {
             reason: u.arbitrary()?,
             actor: u.arbitrary()?,
             node: u.arbitrary()?,
+            external_id: u.arbitrary()?,
         });
     }
     Ok(out)
@@ -78,8 +79,12 @@ fn round_trip(recs: &[RevocationRecord], with_meta: &[bool]) {
             (e.scope, e.target, e.nb),
             (r.scope, r.target.as_str(), r.not_before_us)
         );
-        let want = m.then(|| [&r.id, &r.reason, &r.actor, &r.node].map(|f| on_wire(f)));
+        let ext = r.external_id.as_deref().unwrap_or("");
+        let want = m.then(|| [&r.id, &r.reason, &r.actor, &r.node, ext].map(on_wire));
         assert_eq!(e.meta.map(|m| m.map(str::to_string)), want);
+        // An external id that is empty on the wire is none.
+        let want_ext = Some(on_wire(ext)).filter(|x| !x.is_empty());
+        assert_eq!(e.record().map(|r| r.external_id), m.then_some(want_ext));
     }
 }
 

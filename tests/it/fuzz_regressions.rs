@@ -49,3 +49,47 @@ fn app_token_with_a_negative_exp_is_refused() {
     assert_eq!(back, claims);
     assert!(verifier.verify(&ring, &token, "echo", ISS, now_us).is_ok());
 }
+
+/// `sync_wire`: a revocation's meta field longer than the wire's 1024 bytes per field
+/// was cut at byte 1024, inside a character when it is not ASCII, so the entry its own
+/// encoder wrote did not decode: an anti-entropy message (or a journal replay) stopped
+/// at it. Fields are now cut on a character boundary, and the entry decodes.
+#[test]
+fn a_long_non_ascii_meta_field_still_decodes() {
+    use portcullis::revocation::{RevocationRecord, Scope};
+    use portcullis::sync::wire::{Entries, put_entry};
+
+    let rec = RevocationRecord {
+        id: "rev-1".into(),
+        scope: Scope::User,
+        target: "demo@example.com".into(),
+        not_before_us: 1_760_000_000_000_000,
+        reason: "offboarding".into(),
+        // 3-byte characters: 1024 is not a multiple of 3.
+        actor: "€".repeat(400),
+        node: "n1".into(),
+        external_id: Some("ticket-7".into()),
+    };
+    let mut buf = Vec::new();
+    put_entry(
+        &mut buf,
+        rec.scope,
+        &rec.target,
+        rec.not_before_us,
+        Some(&rec),
+    );
+    put_entry(&mut buf, Scope::Session, "s1", 5, None);
+    let back: Vec<_> = Entries::new(&buf).collect::<Result<_, _>>().unwrap();
+    assert_eq!(back.len(), 2, "the entry after it is read too");
+    let got = back[0].record().unwrap();
+    assert_eq!(
+        got.actor,
+        "€".repeat(341),
+        "cut to 1023 bytes, whole characters"
+    );
+    assert_eq!(got.external_id.as_deref(), Some("ticket-7"));
+    assert_eq!(
+        (got.reason.as_str(), got.node.as_str()),
+        ("offboarding", "n1")
+    );
+}

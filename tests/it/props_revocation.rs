@@ -36,6 +36,17 @@ fn target(scope: Scope) -> BoxedStrategy<String> {
         Scope::App => prop::sample::select(vec!["echo", "wiki"])
             .prop_map(str::to_string)
             .boxed(),
+        // `<email>:<group>`, `*` for every group (the users and groups above).
+        Scope::Member => (
+            prop::sample::select(vec![
+                "alice@example.com",
+                "bob@example.com",
+                "é@example.com",
+            ]),
+            prop::sample::select(vec!["staff", "ops", "contractors", "Ünïcode", "*"]),
+        )
+            .prop_map(|(u, g)| format!("{u}:{g}"))
+            .boxed(),
     }
 }
 
@@ -318,8 +329,9 @@ fn token() -> impl Strategy<Value = Token> {
 }
 
 /// The scope that refuses `t`, as the README states the rule: a revocation of the
-/// token's session, user, app (app tokens only), one of its groups, or `all`, at or
-/// after its issue time. The check names them in this order.
+/// token's session, user, app (app tokens only), one of its groups, its user in one of
+/// its groups or in every group (`member`, app tokens only), or `all`, at or after its
+/// issue time. The check names them in this order.
 fn refused_by(es: &[Entry], t: &Token, app: bool) -> Option<Scope> {
     let m = model(es);
     let covers = |scope: Scope, key: &str| {
@@ -338,10 +350,12 @@ fn refused_by(es: &[Entry], t: &Token, app: bool) -> Option<Scope> {
     if app && covers(Scope::App, &t.aud) {
         return Some(Scope::App);
     }
-    t.groups
-        .iter()
-        .any(|g| covers(Scope::Group, g))
-        .then_some(Scope::Group)
+    if t.groups.iter().any(|g| covers(Scope::Group, g)) {
+        return Some(Scope::Group);
+    }
+    // `member`: app tokens only, the token's subject and one of its groups, or `*`.
+    let member = |g: &str| covers(Scope::Member, &format!("{}:{g}", t.sub));
+    (app && (member("*") || t.groups.iter().any(|g| member(g)))).then_some(Scope::Member)
 }
 
 proptest! {

@@ -81,11 +81,20 @@ proptest! {
     }
 }
 
+/// Two different purposes.
 fn purpose() -> impl Strategy<Value = (Purpose, Purpose)> {
-    prop::sample::select(vec![
-        (Purpose::Handoff, Purpose::SignInState),
-        (Purpose::SignInState, Purpose::Handoff),
-    ])
+    let all = [
+        Purpose::Handoff,
+        Purpose::SignInState,
+        Purpose::ConsoleSession,
+        Purpose::ConsoleForm,
+        Purpose::SignInTime,
+    ];
+    let pairs: Vec<_> = all
+        .iter()
+        .flat_map(|a| all.iter().filter(move |b| *b != a).map(move |b| (*a, *b)))
+        .collect();
+    prop::sample::select(pairs)
 }
 
 proptest! {

@@ -294,6 +294,7 @@ fn record(scope: Scope, target: &str, nb: i64) -> RevocationRecord {
         reason: "offboarding".into(),
         actor: "ops".into(),
         node: "gw-1".into(),
+        external_id: (nb % 2 == 0).then(|| format!("INC-{nb}")),
     }
 }
 
