@@ -75,7 +75,7 @@ pub fn put_entry(
     rec: Option<&RevocationRecord>,
 ) {
     // (Cut, if ever, on a character boundary too: the decoder wants UTF-8.)
-    let t = target[..target.floor_char_boundary(MAX_TARGET_BYTES)].as_bytes();
+    let t = &target.as_bytes()[..target.floor_char_boundary(MAX_TARGET_BYTES)];
     buf.push(scope_byte(scope));
     buf.extend_from_slice(&(t.len() as u16).to_le_bytes());
     buf.extend_from_slice(t);
