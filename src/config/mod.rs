@@ -266,7 +266,9 @@ impl Config {
             let path = e.path().to_string();
             ConfigError::Field {
                 file: file.clone(),
-                field: if path == "." {
+                // (An unknown key named "" at the top level has an empty path: found
+                // by `fuzz/` config.)
+                field: if path == "." || path.is_empty() {
                     "(top level)".into()
                 } else {
                     path

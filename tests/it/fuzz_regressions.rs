@@ -93,3 +93,25 @@ fn a_long_non_ascii_meta_field_still_decodes() {
         ("offboarding", "n1")
     );
 }
+
+/// `config`: a table named by the empty string (`[""]`, the fuzzer's input without its
+/// comment) was refused with an empty field path, so the error read `gateway.toml: :
+/// unknown field`. It now names the top level, as for other unknown top-level keys.
+#[test]
+fn a_config_error_always_names_its_field() {
+    use portcullis::config::{Config, ConfigError, Secrets};
+    let path = std::path::Path::new("/nonexistent-portcullis-fuzz/gateway.toml");
+    for text in [
+        "[\"\"]\n",
+        "# =  # =  = [\"devff\"]\n[\"\"]\n",
+        "\"\" = 1\n",
+    ] {
+        match Config::parse(text, path, Secrets::ReadOnly) {
+            Err(ConfigError::Field { field, reason, .. }) => {
+                assert_eq!(field, "(top level)", "{text:?}");
+                assert!(reason.contains("unknown field"), "{reason}");
+            }
+            other => panic!("{text:?}: {other:?}"),
+        }
+    }
+}
