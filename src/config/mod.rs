@@ -3,6 +3,7 @@
 
 pub mod file;
 pub mod idp;
+pub mod limits;
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -69,6 +70,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub sync: SyncConfig,
     pub log: LogFile,
+    pub limits: limits::Limits,
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
@@ -373,6 +375,7 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
         }
+        let limits = limits::validate(&raw.limits).map_err(|(f, r)| self.err(f, r))?;
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -404,6 +407,7 @@ impl Validator {
             control,
             sync,
             log: raw.log,
+            limits,
             apps,
             users,
             idps,
