@@ -3,24 +3,54 @@
 
 use crate::clock::Micros;
 use dashmap::DashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Failure times kept per key at most (older ones matter no more than the limit).
 const MAX_TIMES: usize = 256;
-/// Keys kept at most per map, so hostile input cannot grow them without bound; past it
-/// the oldest-expiring half is dropped.
+/// Keys kept at most per map, so hostile input cannot grow them without bound.
 const MAX_KEYS: usize = 100_000;
 
-#[derive(Default)]
+/// Process-wide counts for the metrics page: single-use markers refused because the
+/// map was full of live ones, and failure histories dropped to make room.
+pub static CLAIMS_REFUSED: AtomicU64 = AtomicU64::new(0);
+pub static FAILURES_DROPPED: AtomicU64 = AtomicU64::new(0);
+
 pub struct Memory {
     claims: DashMap<String, Micros>,
     failures: DashMap<String, Vec<Micros>>,
+    max_keys: usize,
+}
+
+impl Default for Memory {
+    fn default() -> Self {
+        Self::with_capacity(MAX_KEYS)
+    }
 }
 
 impl Memory {
-    /// Marks `key` used until `until`; false when it already was.
+    /// Keeps at most `max_keys` keys in each map.
+    pub fn with_capacity(max_keys: usize) -> Self {
+        Self {
+            claims: DashMap::new(),
+            failures: DashMap::new(),
+            max_keys: max_keys.max(2),
+        }
+    }
+
+    /// Marks `key` used until `until`; false when it already was. When the map is full
+    /// of live markers a new one is refused (false): forgetting a live marker would let
+    /// a code or token be used twice.
     pub fn claim(&self, key: &str, now: Micros, until: Micros) -> bool {
-        if self.claims.len() >= MAX_KEYS {
-            self.sweep(now, 0);
+        if self.claims.len() >= self.max_keys {
+            self.claims.retain(|_, until| *until > now);
+            if self.claims.len() >= self.max_keys && !self.claims.contains_key(key) {
+                CLAIMS_REFUSED.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    keys = self.claims.len(),
+                    "single-use markers full; refusing a new one"
+                );
+                return false;
+            }
         }
         match self.claims.entry(key.to_string()) {
             dashmap::Entry::Occupied(mut e) if *e.get() <= now => {
@@ -35,9 +65,15 @@ impl Memory {
         }
     }
 
+    /// Records a failure for `key`. When the map is full after forgetting old
+    /// failures, the half of the keys whose last failure is oldest is dropped.
     pub fn record_failure(&self, key: &str, at: Micros, window: Micros) {
-        if self.failures.len() >= MAX_KEYS {
-            self.sweep(at, window);
+        if self.failures.len() >= self.max_keys && !self.failures.contains_key(key) {
+            self.failures
+                .retain(|_, v| v.iter().any(|&t| t > at - window));
+            if self.failures.len() >= self.max_keys {
+                self.drop_oldest_failures();
+            }
         }
         let mut v = self.failures.entry(key.to_string()).or_default();
         v.retain(|&t| t > at - window);
@@ -57,6 +93,31 @@ impl Memory {
 
     pub fn clear_failures(&self, key: &str) {
         self.failures.remove(key);
+    }
+
+    fn drop_oldest_failures(&self) {
+        let mut last: Vec<Micros> = self
+            .failures
+            .iter()
+            .map(|e| e.value().last().copied().unwrap_or(Micros::MIN))
+            .collect();
+        let mid = last.len() / 2;
+        let (_, cut, _) = last.select_nth_unstable(mid);
+        let cut = *cut;
+        let before = self.failures.len();
+        self.failures
+            .retain(|_, v| v.last().copied().unwrap_or(Micros::MIN) > cut);
+        let dropped = before.saturating_sub(self.failures.len());
+        FAILURES_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+        tracing::warn!(
+            dropped,
+            "sign-in failure histories full; dropped the oldest"
+        );
+    }
+
+    /// Keys held: (single-use markers, failure histories).
+    pub fn sizes(&self) -> (usize, usize) {
+        (self.claims.len(), self.failures.len())
     }
 
     /// Forgets expired markers and failures older than `window`.
@@ -89,5 +150,39 @@ mod tests {
         assert_eq!(m.failures("u", 115, 100), vec![20, 30]);
         m.clear_failures("u");
         assert!(m.failures("u", 50, 100).is_empty());
+    }
+
+    #[test]
+    fn full_claims_refuse_new_markers_but_never_forget_live_ones() {
+        let m = Memory::with_capacity(4);
+        for k in ["a", "b", "c", "d"] {
+            assert!(m.claim(k, 0, 100));
+        }
+        assert!(!m.claim("e", 10, 100), "full of live markers: refused");
+        assert!(!m.claim("a", 10, 100), "a live marker is still used");
+        assert!(m.claim("e", 100, 200), "expired ones make room");
+        assert_eq!(m.sizes().0, 1);
+    }
+
+    #[test]
+    fn full_failures_drop_the_least_recent_keys() {
+        let m = Memory::with_capacity(10);
+        for i in 0..10 {
+            m.record_failure(&format!("k{i}"), 1000 + i, 10_000);
+        }
+        m.record_failure("new", 2000, 10_000);
+        let (_, n) = m.sizes();
+        assert!(n <= 10, "{n}");
+        assert_eq!(m.failures("new", 2000, 10_000), vec![2000]);
+        assert_eq!(
+            m.failures("k9", 2000, 10_000),
+            vec![1009],
+            "recent keys stay"
+        );
+        assert!(m.failures("k0", 2000, 10_000).is_empty(), "the oldest went");
+        for i in 0..1000 {
+            m.record_failure(&format!("flood{i}"), 3000 + i, 10_000);
+        }
+        assert!(m.sizes().1 <= 10);
     }
 }

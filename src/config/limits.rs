@@ -92,7 +92,7 @@ impl Default for Limits {
             h2_max_local_reset_streams: 256,
             password_checks: default_password_checks(),
             password_check_queue: 32,
-            max_sessions: 200_000,
+            max_sessions: crate::session::registry::DEFAULT_MAX_SESSIONS,
         }
     }
 }

@@ -516,7 +516,10 @@ impl Validator {
     /// fresh random token, readable only by its owner.
     fn secret_file(&self, path: &Path) -> Result<String, String> {
         match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Ok(s) if !s.trim().is_empty() => {
+                crate::secrets::check_private(path)?;
+                Ok(s.trim().to_string())
+            }
             Ok(_) => Err(format!("{} is empty", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.secrets {
                 Secrets::ReadOnly => Ok(String::new()),
@@ -551,6 +554,10 @@ impl Validator {
         let peer_token_file = self.path(s.peer_token_file.as_deref().unwrap_or("state/peer.token"));
         if !peers.is_empty() {
             self.secret_file(&peer_token_file)
+                .map_err(|r| self.err("sync.peer_token_file", r))?;
+        } else if peer_token_file.exists() {
+            // Read (and accepted from peers) whenever it exists.
+            crate::secrets::check_private(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
         }
         Ok(SyncConfig {

@@ -58,6 +58,26 @@ impl Control {
             "Sessions in this node's registry.",
             self.sessions.len(),
         );
+        w.counter(
+            "portcullis_sessions_evicted_total",
+            "Sessions forgotten to keep the registry within [limits] max_sessions.",
+            self.sessions.evicted(),
+        );
+        w.family(
+            "portcullis_bounded_map_refusals_total",
+            "Entries refused or dropped because an in-memory map was full.",
+            Kind::Counter,
+            [
+                (
+                    &[("map", "single_use")][..],
+                    metrics::get(&crate::cluster::memory::CLAIMS_REFUSED),
+                ),
+                (
+                    &[("map", "login_failures")][..],
+                    metrics::get(&crate::cluster::memory::FAILURES_DROPPED),
+                ),
+            ],
+        );
         self.cluster.status.write_metrics(&mut w);
         crate::sync::selftest::write_metrics(&self.sync, &mut w);
         let mut r = body::text(StatusCode::OK, w.finish());

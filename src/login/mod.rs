@@ -56,6 +56,8 @@ pub struct Login {
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
     shared: Arc<dyn SharedState>,
+    /// Sized from `[limits]` at the first sign-in (a restart applies a change).
+    password_checks: std::sync::OnceLock<users::PasswordChecks>,
     auth_routes: Routes<AuthRoute>,
     app_routes: Routes<AppRoute>,
 }
@@ -98,8 +100,21 @@ impl Login {
             sessions: p.sessions,
             metrics: p.metrics,
             shared: p.shared,
+            password_checks: std::sync::OnceLock::new(),
             auth_routes: auth_routes().build()?,
             app_routes: app_routes().build()?,
+        })
+    }
+
+    /// The bound on concurrent password checks.
+    fn password_checks(&self, rt: &Runtime) -> &users::PasswordChecks {
+        self.password_checks.get_or_init(|| {
+            let l = &rt.config.limits;
+            users::PasswordChecks::new(
+                l.password_checks,
+                l.password_check_queue,
+                self.metrics.clone(),
+            )
         })
     }
 

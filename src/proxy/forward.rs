@@ -2,7 +2,6 @@
 //! (or to the built-in echo), stream both bodies, tunnel upgrades, and close long-lived
 //! streams whose token is revoked.
 
-use super::body_deadline::BodyDeadline;
 use super::{DataPlane, headers};
 use crate::config::{App, Origin};
 use crate::error::GatewayError;
@@ -12,6 +11,7 @@ use crate::runtime::Runtime;
 use crate::session::cookies;
 use crate::session::token::Verified;
 use crate::web::body::{self, Body, BoxError};
+use crate::web::body_deadline::{self, BodyDeadline};
 use crate::web::ctx::ReqCtx;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
@@ -249,7 +249,7 @@ async fn first_frame(mut b: Body) -> Result<Body, BoxError> {
 /// The gateway's answer when the request body fails: too slow (408), too large (413),
 /// or malformed or cut short (400).
 fn body_failure(dp: &DataPlane, e: BoxError, max: u64) -> GatewayError {
-    if super::body_deadline::is_timeout(&e) {
+    if body_deadline::is_timeout(&e) {
         crate::metrics::inc(&dp.metrics.limits.body_timeouts);
         GatewayError::BodyTimeout
     } else if e.is::<http_body_util::LengthLimitError>() {

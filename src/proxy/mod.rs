@@ -12,7 +12,6 @@
 //! the authenticator, the sign-in flows, the session registry (last seen), the
 //! revocation set (to end open streams), the cluster's freshness, and the counters.
 
-pub mod body_deadline;
 pub mod echo;
 pub mod forward;
 pub mod framing_guard;

@@ -119,7 +119,11 @@ fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
         revlog,
         journal,
         audit: Arc::new(AuditLog::open(&dir.join("audit.log"))?),
-        sessions: Arc::new(Registry::open(&dir.join("sessions.log"), now)?),
+        sessions: Arc::new(Registry::open_bounded(
+            &dir.join("sessions.log"),
+            now,
+            config.limits.max_sessions,
+        )?),
         keys: KeyRing::load_or_create(&dir.join("keys"))?,
     })
 }

@@ -444,6 +444,21 @@ pub fn cookie_header(jar: &reqwest::cookie::Jar, url: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Writes a secret file (a peer token) readable by its owner only, as the gateway
+/// demands of its secrets.
+pub fn write_secret(path: &Path, contents: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create secret file");
+    f.write_all(contents.as_bytes()).expect("write secret file");
+}
+
 /// A port for a server started later by number (a child process, chromedriver). Binding
 /// port 0 and closing would hand out a port from the kernel's ephemeral range, which
 /// any other test's listener or outgoing connection (to an origin, a peer) may take

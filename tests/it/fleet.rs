@@ -58,7 +58,7 @@ impl Fleet {
         };
         for i in 0..3 {
             std::fs::create_dir_all(f.dir(i).join("state")).unwrap();
-            std::fs::write(f.dir(i).join("peer.token"), format!("{PEER_TOKEN}\n")).unwrap();
+            write_secret(&f.dir(i).join("peer.token"), &format!("{PEER_TOKEN}\n"));
         }
         for i in 0..3 {
             f.start_node(i).await;
