@@ -5,6 +5,9 @@
 //! - `token/verify_cache_hit`: `Verifier::verify` answered from the cache.
 //! - `token/verify_signature_es256`: the full check of one token (cache miss).
 //! - `token/verify_cache_miss_and_insert`: `Verifier::verify` after `forget` (miss + insert).
+//! - `token/verify_shared_cache_hit`: `Verifier::verify` of 8,192 tokens in turn: each is
+//!   in the node's cache but no longer in this thread's own (which holds 4,096), as for
+//!   a gateway with many more active users than a worker thread keeps.
 //! - `revocation/check_not_revoked/{1000,1000000}`: `RevocationSet::check` with entries in
 //!   every scope, the token (three groups) not revoked, so all six lookups are done.
 //! - `revocation/check_not_revoked_one_group/...`: the same for a token with one group
@@ -198,6 +201,32 @@ fn bench_tokens(c: &mut Criterion) {
                 .verify(&keys, black_box(&token), "app", ISS, now_us)
                 .unwrap();
             debug_assert!(!hit);
+            black_box(v)
+        })
+    });
+    let many: Vec<String> = (0..8192)
+        .map(|i| {
+            let sid = format!("{i:022}");
+            sign(
+                &keys,
+                &app_claims("app", ISS, &sid, "demo@example.com", &["staff"]),
+            )
+            .unwrap()
+        })
+        .collect();
+    // Signed after the benchmarks above: their own clock reading.
+    let now_us = SystemClock.now_us();
+    for t in &many {
+        verifier.verify(&keys, t, "app", ISS, now_us).unwrap();
+    }
+    let mut next = 0;
+    g.bench_function("verify_shared_cache_hit", |b| {
+        b.iter(|| {
+            next = (next + 1) % many.len();
+            let (v, hit) = verifier
+                .verify(&keys, black_box(&many[next]), "app", ISS, now_us)
+                .unwrap();
+            debug_assert!(hit);
             black_box(v)
         })
     });

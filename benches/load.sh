@@ -2,8 +2,8 @@
 # Load comparison: Portcullis against an nginx origin, nginx proxy_pass and haproxy
 # with JWT verification, all on 127.0.0.1, in one run.
 #
-#   benches/load.sh [--quick] [--tls] [--duration SECONDS] [--repeat N] [--revoked N]
-#                   [--max-other PCT] [--rate N] [--no-rate] [--no-build] [--keep]
+#   benches/load.sh [--quick] [--tls] [--logs off|on|both] [--duration SECONDS] [--repeat N]
+#                   [--revoked N] [--max-other PCT] [--rate N] [--no-rate] [--no-build] [--keep]
 #
 # Each server runs one worker pinned to core 0 (`taskset -c 0`); wrk runs on core 1
 # (`-t1 -c64`, keep-alive). Scenarios:
@@ -13,13 +13,18 @@
 #      audience, binding cookie hash, and revocation lookups in two maps (sid, user)
 #   d) Portcullis with a session obtained through its real login flow (binding cookie on)
 #   e) Portcullis unauthenticated: the 401 JSON path
+# Every proxy runs twice (--logs both, the default): access logs off, then on as operators
+# run them: nginx `access_log ... combined buffer=64k flush=1s`, haproxy `option httplog`
+# to stdout (one line per request, to a file), Portcullis' own default access log (text to
+# stderr, to a file). The proxies are restarted between the two passes (the origin is not);
+# each pass gets its own table with ratios to nginx in the same mode.
 # Each run waits for the machine to be idle (bounded), is repeated (median kept; a run
 # during which other processes took more than --max-other % of the two cores, default 10,
 # is done again, at most twice), and the table gives requests/s, p50/p99 latency and
 # proxy CPU per request (and the kernel's share of it: stime), each also as a ratio to
 # nginx proxy_pass. --tls repeats the proxies over TLS with one self-signed certificate.
-# Then a fixed-rate pass (skipped with --no-rate) offers --rate requests/s in total
-# (default 5000) to a), b), c) and d) (and their TLS variants with --tls) with oha
+# Then a fixed-rate pass (skipped with --no-rate), in the last log mode, offers --rate
+# requests/s in total (default 5000) to a), b), c) and d) (and their TLS variants with --tls) with oha
 # (`-c64 -q RATE --latency-correction`, latency counted from each request's scheduled
 # start, so a stalled server is not hidden), same pinning, headers, idle wait, --repeat
 # and --duration (after a 1 s warm-up in the same run, left out of the figures), and
@@ -45,10 +50,18 @@ MAX_OTHER=10       # a run during which other processes used more CPU (% of both
 RETRIES=2          # ...is repeated up to this many times
 RATE=5000          # fixed-rate pass: requests/s in total (oha -q), over all 64 connections
 RATE_RUN=1
+LOG_MODES="off on"
 while [ $# -gt 0 ]; do
     case "$1" in
         --quick) QUICK=1 ;;
         --tls) TLS=1 ;;
+        --logs)
+            case "$2" in
+                off|on) LOG_MODES="$2" ;;
+                both) LOG_MODES="off on" ;;
+                *) echo "--logs takes off, on or both" >&2; exit 2 ;;
+            esac
+            shift ;;
         --duration) DURATION="$2"; shift ;;
         --repeat) REPEAT="$2"; shift ;;
         --revoked) REVOKED="$2"; shift ;;
@@ -131,7 +144,9 @@ if [ "$BUILD" = 1 ]; then
     log "cargo build --release"
     (cd "$ROOT" && cargo build --release --quiet) || die "cargo build --release failed"
 fi
-BIN="$ROOT/target/release/portcullis"
+TARGET_DIR="${CARGO_TARGET_DIR:-target}"
+case "$TARGET_DIR" in /*) ;; *) TARGET_DIR="$ROOT/$TARGET_DIR" ;; esac
+BIN="$TARGET_DIR/release/portcullis"
 [ -x "$BIN" ] || die "no $BIN"
 
 # ---------------------------------------------------------------- workspace, cleanup
@@ -191,7 +206,10 @@ mkdir -p "$WORK/pc"
 DEMO_EMAIL=demo@example.com
 DEMO_PW="portcullis-demo"
 HASH="$(printf '%s' "$DEMO_PW" | "$BIN" hash-password)"
-cat >"$WORK/pc/gateway.toml" <<EOF
+pc_config() { # off|on: the access log; the rest of the log stays at warn either way
+    local access=false
+    [ "$1" = on ] && access=true
+    cat >"$WORK/pc/gateway.toml" <<EOF
 [gateway]
 listen = "127.0.0.1:$PC_TLS"
 http_listen = "127.0.0.1:$PC_HTTP"
@@ -211,7 +229,7 @@ token_file = "state/admin.token"
 
 [log]
 level = "warn"
-access_log = false
+access_log = $access
 
 [[app]]
 name = "bench"
@@ -225,7 +243,10 @@ email = "$DEMO_EMAIL"
 password_hash = "$HASH"
 groups = ["staff"]
 EOF
-"$BIN" --config "$WORK/pc/gateway.toml" check >/dev/null || die "generated config refused"
+    "$BIN" --config "$WORK/pc/gateway.toml" check >/dev/null || die "generated config refused"
+}
+FIRST_MODE=${LOG_MODES%% *}
+pc_config "$FIRST_MODE"
 
 start_bg() { # name cmd...: starts on core 0, records the pid in PID_<name>
     local name="$1"; shift
@@ -235,21 +256,24 @@ start_bg() { # name cmd...: starts on core 0, records the pid in PID_<name>
     printf -v "PID_$name" '%s' "$pid"
 }
 
+start_portcullis() { # its stderr (the access log when on) goes to a file, as operators redirect it
+    log "starting Portcullis (TOKIO_WORKER_THREADS=1)"
+    (cd "$WORK/pc" && exec env TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" --config "$WORK/pc/gateway.toml" run) \
+        >>"$WORK/portcullis.out" 2>&1 &
+    PID_portcullis=$!; PIDS+=("$PID_portcullis")
+    wait_port "$PC_HTTP" 30 || { cat "$WORK/portcullis.out" >&2; die "Portcullis did not start"; }
+    # How the runtime honoured TOKIO_WORKER_THREADS=1: tokio worker threads, or none when the
+    # binary runs a current-thread scheduler on its main thread.
+    workers=$(cat /proc/"$PID_portcullis"/task/*/comm 2>/dev/null | grep -c '^tokio-r' || true)
+    threads=$(ls /proc/"$PID_portcullis"/task | wc -l)
+    if [ "$workers" = 0 ]; then
+        workers="a current-thread runtime on the main thread ($threads threads in all)"
+    else
+        workers="$workers tokio worker thread(s) ($threads threads in all)"
+    fi
+}
 # Portcullis first: it writes the self-signed certificate the TLS mode shares.
-log "starting Portcullis (TOKIO_WORKER_THREADS=1)"
-(cd "$WORK/pc" && exec env TOKIO_WORKER_THREADS=1 taskset -c 0 "$BIN" --config "$WORK/pc/gateway.toml" run) \
-    >"$WORK/portcullis.out" 2>&1 &
-PID_portcullis=$!; PIDS+=("$PID_portcullis")
-wait_port "$PC_HTTP" 30 || { cat "$WORK/portcullis.out" >&2; die "Portcullis did not start"; }
-# How the runtime honoured TOKIO_WORKER_THREADS=1: tokio worker threads, or none when the
-# binary runs a current-thread scheduler on its main thread.
-workers=$(cat /proc/"$PID_portcullis"/task/*/comm 2>/dev/null | grep -c '^tokio-r' || true)
-threads=$(ls /proc/"$PID_portcullis"/task | wc -l)
-if [ "$workers" = 0 ]; then
-    workers="a current-thread runtime on the main thread ($threads threads in all)"
-else
-    workers="$workers tokio worker thread(s) ($threads threads in all)"
-fi
+start_portcullis
 CERT="$WORK/pc/certs/gateway.crt"; KEY="$WORK/pc/certs/gateway.key"
 
 # ---------------------------------------------------------------- nginx origin and proxy
@@ -257,7 +281,9 @@ mkdir -p "$WORK/origin/www" "$WORK/nginx"
 head -c 1024 /dev/zero | tr '\0' 'x' >"$WORK/origin/www/index.html"
 # nginx workers run as an unprivileged user when started by root: let them read the file.
 chmod a+rx "$WORK" "$WORK/origin" "$WORK/origin/www"; chmod a+r "$WORK/origin/www/index.html"
-nginx_common() { # dir
+nginx_common() { # dir [off|on]: on = the buffered access log operators use
+    local access="access_log off;"
+    [ "${2:-off}" = on ] && access="access_log $1/access.log combined buffer=64k flush=1s;"
     cat <<EOF
 worker_processes 1;
 daemon off;
@@ -266,7 +292,7 @@ pid $1/nginx.pid;
 error_log $1/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    $access
     default_type text/html;
     keepalive_requests 1000000;
     keepalive_timeout 120s;
@@ -291,8 +317,8 @@ EOF
 }
 EOF
 } >"$WORK/origin/nginx.conf"
-{
-    nginx_common "$WORK/nginx"
+nginx_proxy_config() { # off|on
+    nginx_common "$WORK/nginx" "$1"
     cat <<EOF
     upstream origin {
         server 127.0.0.1:$ORIGIN_PORT;
@@ -315,7 +341,8 @@ EOF
     }
 }
 EOF
-} >"$WORK/nginx/nginx.conf"
+}
+nginx_proxy_config "$FIRST_MODE" >"$WORK/nginx/nginx.conf"
 for d in origin nginx; do
     nginx -t -q -c "$WORK/$d/nginx.conf" -p "$WORK/$d" -e "$WORK/$d/error.log" \
         || die "nginx config $d refused"
@@ -388,18 +415,24 @@ pc_status() { # extra curl args...: status of GET / on the plaintext listener
 openssl pkey -in "$(ls "$WORK"/pc/state/keys/*.pem | head -1)" -pubout -out "$WORK/haproxy/pub.pem" 2>/dev/null
 cat "$CERT" "$KEY" >"$WORK/haproxy/tls.pem"
 HAP_MODE=jwt
-hap_config() { # jwt|plain
+hap_config() { # jwt|plain off|on: on = one httplog line per request to stdout (a file)
+    local glog="log stderr format raw local0 err" dlog=""
+    if [ "${2:-off}" = on ]; then
+        glog="log stdout format raw local0 info"
+        dlog=$'    log global\n    option httplog'
+    fi
     cat <<EOF
 global
     nbthread 1
     maxconn 4096
-    log stderr format raw local0 err
+    $glog
 defaults
     mode http
     timeout connect 5s
     timeout client 60s
     timeout server 60s
     option http-keep-alive
+$dlog
 frontend fe
     bind 127.0.0.1:$HAP_PORT
     bind 127.0.0.1:$HAP_TLS ssl crt $WORK/haproxy/tls.pem
@@ -433,16 +466,19 @@ backend be
     server origin 127.0.0.1:$ORIGIN_PORT
 EOF
 }
-hap_config jwt >"$WORK/haproxy/haproxy.cfg"
+hap_config jwt "$FIRST_MODE" >"$WORK/haproxy/haproxy.cfg"
 if ! haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" >"$WORK/haproxy/check.out" 2>&1; then
     HAP_MODE=plain
     HAP_NOTE="haproxy $(haproxy -v | awk 'NR==1{print $3}') refused the jwt_verify config (needs 2.5+ with OpenSSL): plain proxy instead. $(head -3 "$WORK/haproxy/check.out" | tr '\n' ' ')"
-    hap_config plain >"$WORK/haproxy/haproxy.cfg"
+    hap_config plain "$FIRST_MODE" >"$WORK/haproxy/haproxy.cfg"
     haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config refused"
 fi
-log "starting haproxy ($HAP_MODE)"
-start_bg haproxy haproxy -db -f "$WORK/haproxy/haproxy.cfg"
-wait_port "$HAP_PORT" || { cat "$WORK/haproxy.out" >&2; die "haproxy did not start"; }
+start_haproxy() {
+    log "starting haproxy ($HAP_MODE)"
+    start_bg haproxy haproxy -db -f "$WORK/haproxy/haproxy.cfg"
+    wait_port "$HAP_PORT" || { cat "$WORK/haproxy.out" >&2; die "haproxy did not start"; }
+}
+start_haproxy
 if [ "$HAP_MODE" = jwt ]; then
     s=$(curl -s -o /dev/null -w '%{http_code}' -H "Host: $APP_HOST" -H "Cookie: $COOKIE" "http://127.0.0.1:$HAP_PORT/")
     [ "$s" = 200 ] || die "haproxy refused the Portcullis token ($s): $(cat "$WORK/haproxy.out")"
@@ -615,16 +651,19 @@ H_BROWSER=(-H "Accept: text/html,application/xhtml+xml,application/xml;q=0.9,*/*
 cpu_note="CPU = utime+stime from /proc/<pid>/stat (resolution 1/$HZ s) over the run / requests; 'of which kernel' = stime alone"
 log "Portcullis: $workers; $REVOKED revocation entries; haproxy mode: $HAP_MODE"
 
-scenarios_plain() {
-    run_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-    run_case nginx "b) nginx proxy_pass (keepalive)" "http://127.0.0.1:$NGINX_PORT/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
-    run_case haproxy "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-    run_case pc_auth "d) Portcullis, logged in (binding cookie)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-    run_case pc_401 "e) Portcullis, unauthenticated (401 JSON)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
+# Keys carry the log mode: nginx@off, pc_auth_tls@on...; the direct origin (never logged)
+# is measured once, in the first pass, and shown in both tables.
+scenarios_plain() { # off|on
+    local m="$1" l=" [log $1]"
+    [ "$m" = "$FIRST_MODE" ] && run_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case "nginx@$m" "b) nginx proxy_pass (keepalive)$l" "http://127.0.0.1:$NGINX_PORT/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case "haproxy@$m" "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)$l" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case "pc_auth@$m" "d) Portcullis, logged in (binding cookie)$l" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case "pc_401@$m" "e) Portcullis, unauthenticated (401 JSON)$l" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
 }
-scenarios_plain
 
-if [ "$TLS" = 1 ]; then
+scenarios_tls() { # off|on
+    local m="$1" l=" [log $1]" s
     # wrk sends the URL's host as SNI; Portcullis refuses an SNI that differs from Host,
     # so the TLS URLs name the app host and wrk reaches it through a resolver-free path:
     # the certificate covers app.localhost and the Host header carries it.
@@ -632,14 +671,61 @@ if [ "$TLS" = 1 ]; then
     if [ "$s" != 200 ]; then
         log "TLS: Portcullis answers $s to a TLS request to 127.0.0.1 with Host $APP_HOST (SNI is the IP); TLS mode skipped"
         TLS=skipped
-    else
-        run_case origin_tls "a) nginx origin direct, TLS" "https://127.0.0.1:$ORIGIN_TLS/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-        run_case nginx_tls "b) nginx proxy_pass, TLS" "https://127.0.0.1:$NGINX_TLS/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
-        run_case haproxy_tls "c) haproxy $HAP_MODE, TLS" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-        run_case pc_auth_tls "d) Portcullis, logged in, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-        run_case pc_401_tls "e) Portcullis, unauthenticated, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
+        return
     fi
-fi
+    [ "$m" = "$FIRST_MODE" ] && run_case origin_tls "a) nginx origin direct, TLS" "https://127.0.0.1:$ORIGIN_TLS/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case "nginx_tls@$m" "b) nginx proxy_pass, TLS$l" "https://127.0.0.1:$NGINX_TLS/" $(instance_pids "$PID_nginx") -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    run_case "haproxy_tls@$m" "c) haproxy $HAP_MODE, TLS$l" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case "pc_auth_tls@$m" "d) Portcullis, logged in, TLS$l" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    run_case "pc_401_tls@$m" "e) Portcullis, unauthenticated, TLS$l" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" -H "Accept: application/json"
+}
+
+stop_pid() { # pid: TERM, then wait for it (at most 10 s), then KILL
+    local i
+    kill "$1" 2>/dev/null || return 0
+    for i in $(seq 1 100); do
+        kill -0 "$1" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -9 "$1" 2>/dev/null || true
+}
+
+restart_proxies() { # off|on: the three proxies with their access logs in that mode
+    local m="$1"
+    log "restarting the proxies with access logs $m"
+    stop_pid "$PID_portcullis"; stop_pid "$PID_nginx"; stop_pid "$PID_haproxy"
+    pc_config "$m"
+    nginx_proxy_config "$m" >"$WORK/nginx/nginx.conf"
+    nginx -t -q -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" -e "$WORK/nginx/error.log" || die "nginx config ($m) refused"
+    hap_config "$HAP_MODE" "$m" >"$WORK/haproxy/haproxy.cfg"
+    haproxy -c -q -f "$WORK/haproxy/haproxy.cfg" || die "haproxy config ($m) refused"
+    start_portcullis
+    start_bg nginx nginx -c "$WORK/nginx/nginx.conf" -p "$WORK/nginx" -e "$WORK/nginx/error.log"
+    wait_port "$NGINX_PORT" || die "nginx proxy did not start"
+    start_haproxy
+    [ "$(pc_status -H "Cookie: $COOKIE")" = 200 ] || die "the session is not accepted after the restart"
+}
+
+# Lines each proxy wrote in a pass, and what Portcullis dropped: the logs were really on.
+LOG_NOTES=()
+log_counts() { # off|on
+    [ "$1" = on ] || return 0
+    sleep 1.5 # nginx flushes its buffer within a second
+    local n h p d
+    n=$(wc -l <"$WORK/nginx/access.log" 2>/dev/null || echo 0)
+    h=$(grep -c ' HTTP/1.1"' "$WORK/haproxy.out" 2>/dev/null || true)
+    p=$(grep -c 'portcullis::access' "$WORK/portcullis.out" 2>/dev/null || true)
+    d=$(curl -s "http://127.0.0.1:$PC_CTRL/metrics" | awk '$1 == "portcullis_access_log_dropped_total" {print $2}')
+    LOG_NOTES+=("access log lines written with logs on: nginx $n, haproxy ${h:-0}, Portcullis ${p:-0} (Portcullis dropped ${d:-?})")
+}
+
+for mode in $LOG_MODES; do
+    [ "$mode" = "$FIRST_MODE" ] || restart_proxies "$mode"
+    scenarios_plain "$mode"
+    [ "$TLS" = 1 ] && scenarios_tls "$mode"
+    log_counts "$mode"
+done
+LAST_MODE=${LOG_MODES##* }
 
 # ---------------------------------------------------------------- fixed rate
 # An open-model load: oha offers RATE requests/s in total (-q counts all connections
@@ -774,17 +860,17 @@ rate_table() { # reference key (the direct origin); keys in order
     done
 }
 
-scenarios_rate() {
-    local nginx_pids; read -ra nginx_pids <<<"$(instance_pids "$PID_nginx")"
+scenarios_rate() { # the proxies as the last pass left them (access logs $LAST_MODE)
+    local nginx_pids m="@$LAST_MODE"; read -ra nginx_pids <<<"$(instance_pids "$PID_nginx")"
     rate_case origin "a) nginx origin direct" "http://127.0.0.1:$ORIGIN_PORT/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-    rate_case nginx "b) nginx proxy_pass (keepalive)" "http://127.0.0.1:$NGINX_PORT/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-    rate_case haproxy "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-    rate_case pc_auth "d) Portcullis, logged in (binding cookie)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    rate_case "nginx$m" "b) nginx proxy_pass (keepalive)" "http://127.0.0.1:$NGINX_PORT/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+    rate_case "haproxy$m" "c) haproxy $HAP_MODE (ES256 jwt_verify + maps)" "http://127.0.0.1:$HAP_PORT/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+    rate_case "pc_auth$m" "d) Portcullis, logged in (binding cookie)" "http://127.0.0.1:$PC_HTTP/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
     if [ "$TLS" = 1 ]; then
         rate_case origin_tls "a) nginx origin direct, TLS" "https://127.0.0.1:$ORIGIN_TLS/" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-        rate_case nginx_tls "b) nginx proxy_pass, TLS" "https://127.0.0.1:$NGINX_TLS/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
-        rate_case haproxy_tls "c) haproxy $HAP_MODE, TLS" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
-        rate_case pc_auth_tls "d) Portcullis, logged in, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+        rate_case "nginx_tls$m" "b) nginx proxy_pass, TLS" "https://127.0.0.1:$NGINX_TLS/" "${nginx_pids[@]}" -- "${H_APP[@]}" "${H_BROWSER[@]}"
+        rate_case "haproxy_tls$m" "c) haproxy $HAP_MODE, TLS" "https://127.0.0.1:$HAP_TLS/" "$PID_haproxy" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
+        rate_case "pc_auth_tls$m" "d) Portcullis, logged in, TLS" "https://127.0.0.1:$PC_TLS/" "$PID_portcullis" -- "${H_APP[@]}" "${H_BROWSER[@]}" -H "Cookie: $COOKIE"
     fi
 }
 
@@ -794,15 +880,16 @@ fixed_rate() {
     scenarios_rate
     echo
     echo "Fixed rate: $RATE req/s offered in total (oha $ver -q $RATE -c64 --latency-correction --no-tui on"
-    echo "core 1, keep-alive; same servers, URLs and headers as above). Latency runs from each request's"
+    echo "core 1, keep-alive; same servers, URLs and headers as above, access logs $LAST_MODE). Latency runs from each request's"
     echo "scheduled start, over the ${DURATION}s after a ${RATE_WARMUP}s warm-up (connection set-up) in the same run;"
     echo "+p50/+p99 = what the proxy adds over a) on the same transport; req/s = answered requests due per"
     echo "second of the window (below 95% of the target: not sustained); non-2xx = worst share in a run (must be 0)."
-    rate_table origin origin nginx haproxy pc_auth
+    local m="@$LAST_MODE"
+    rate_table origin origin "nginx$m" "haproxy$m" "pc_auth$m"
     if [ "$TLS" = 1 ]; then
         echo
         echo "TLS (origin hop plaintext; +p50/+p99 against a) over TLS):"
-        rate_table origin_tls origin_tls nginx_tls haproxy_tls pc_auth_tls
+        rate_table origin_tls origin_tls "nginx_tls$m" "haproxy_tls$m" "pc_auth_tls$m"
     fi
     echo "Per run: idle share before, other load during (as above; disturbed runs above $MAX_OTHER% are repeated)."
     awk -F'|' '{ printf "  %-44s run %s: %6s req/s, p99 %6s us, idle before %3s%%, other load %3s%%\n", $2, $3, $4, $6, $12, $13 }' "$RATE_RESULTS"
@@ -815,16 +902,23 @@ echo "servers pinned to core 0 (one worker each: nginx worker_processes 1, hapro
 echo "Portcullis TOKIO_WORKER_THREADS=1), wrk -t1 -c64 on core 1, keep-alive."
 echo "Portcullis runs $workers."
 echo "origin: nginx, 1 KiB file, access_log off.  $cpu_note."
-echo "Portcullis: $REVOKED revocation entries (sessions and users), access_log off; haproxy maps hold the same keys."
+echo "Portcullis: $REVOKED revocation entries (sessions and users); haproxy maps hold the same keys."
+echo "Access logs on: nginx 'access_log ... combined buffer=64k flush=1s'; haproxy 'option httplog' to stdout;"
+echo "Portcullis' default access log (text, stderr); each into a file. Off: none of them log requests."
 [ -n "${HAP_NOTE:-}" ] && echo "NOTE: $HAP_NOTE"
-table nginx origin nginx haproxy pc_auth pc_401
-if [ "$TLS" = 1 ]; then
+for mode in $LOG_MODES; do
     echo
-    echo "TLS (one self-signed certificate for all; origin hop stays plaintext):"
-    table nginx_tls origin_tls nginx_tls haproxy_tls pc_auth_tls pc_401_tls
-elif [ "$TLS" = skipped ]; then
-    echo "TLS mode skipped (see above)."
-fi
+    echo "== access logs $mode (ratios to nginx proxy_pass with access log $mode, same run)"
+    table "nginx@$mode" origin "nginx@$mode" "haproxy@$mode" "pc_auth@$mode" "pc_401@$mode"
+    if [ "$TLS" = 1 ]; then
+        echo
+        echo "TLS, access logs $mode (one self-signed certificate for all; origin hop stays plaintext):"
+        table "nginx_tls@$mode" origin_tls "nginx_tls@$mode" "haproxy_tls@$mode" "pc_auth_tls@$mode" "pc_401_tls@$mode"
+    elif [ "$TLS" = skipped ]; then
+        echo "TLS mode skipped (see above)."
+    fi
+done
+for note in "${LOG_NOTES[@]}"; do echo "$note"; done
 echo "(ratios: each figure divided by nginx proxy_pass. Medians leave out runs disturbed by other load"
 echo " above $MAX_OTHER% when the scenario has undisturbed runs; (!) marks a scenario whose runs were all disturbed.)"
 echo "Per run: idle share of the busier core before the run; 'other load' = CPU that processes outside"

@@ -160,25 +160,38 @@ fn main() {
     );
     let before = mark();
     let verifier = Verifier::new(n as u64);
-    let t0 = std::time::Instant::now();
-    for t in &tokens {
-        verifier.verify(&keys, t, "app", iss, now_us).unwrap();
-    }
-    let secs = t0.elapsed().as_secs_f64();
-    // Let moka settle its bookkeeping (hits drive its pending maintenance).
-    for t in tokens.iter().take(1000) {
-        let _ = verifier.verify(&keys, t, "app", iss, now_us);
-    }
-    println!(
-        "verified {n} tokens in {secs:.1} s ({:.1} µs each, cache miss path); cache holds {}",
-        secs * 1e6 / n as f64,
-        verifier.entry_count()
-    );
-    report("token cache", n, &before);
+    // One thread verifies every token, as a worker would. Its own cache (up to 4,096 of
+    // the tokens it saw, with their text; it starts over when full) lives until the
+    // thread ends.
+    std::thread::scope(|s| {
+        // Joined explicitly: the thread's own cache is freed with the thread.
+        s.spawn(|| {
+            let t0 = std::time::Instant::now();
+            for t in &tokens {
+                verifier.verify(&keys, t, "app", iss, now_us).unwrap();
+            }
+            let secs = t0.elapsed().as_secs_f64();
+            println!(
+                "verified {n} tokens in {secs:.1} s ({:.1} µs each, cache miss path); cache holds {}",
+                secs * 1e6 / n as f64,
+                verifier.entry_count()
+            );
+            report(
+                "token cache, with the verifying thread's own cache",
+                n,
+                &before,
+            );
+        })
+        .join()
+        .unwrap();
+    });
+    report("token cache, shared part alone", n, &before);
     drop(verifier);
     println!(
-        "(heap = bytes requested from the allocator, without malloc overhead; a cache entry \
-         holds the token text as its assertion header value, its key, the decoded claims \
-         and moka's own bookkeeping)"
+        "(heap = bytes requested from the allocator, without malloc overhead. A shared entry \
+         holds the claims the decision reads (issuer, audience and groups shared between \
+         tokens; sub, email and sid inline up to 24 bytes), the binding hash, a 16-byte key \
+         and quick_cache's slot; each worker thread's own cache also keeps the text of up \
+         to 4,096 tokens it saw, as their assertion header values)"
     );
 }

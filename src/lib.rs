@@ -13,12 +13,14 @@
 //! - [`server`]: builds the node's services and runs the listeners.
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod audit;
 pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod cpus;
 pub(crate) mod error;
 pub mod idp;
 pub mod login;

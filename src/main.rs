@@ -139,14 +139,33 @@ fn init_tracing(config: Option<&Config>) {
     let filter =
         EnvFilter::try_from_env("PORTCULLIS_LOG").unwrap_or_else(|_| EnvFilter::new(level));
     let json = config.is_some_and(|c| c.log.format == portcullis::config::file::LogFormat::Json);
+    // Colour codes only for a person at a terminal, never in a file or a pipe.
     let b = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if json {
         b.json().flatten_event(true).init();
     } else {
         b.init();
     }
+}
+
+/// The process's access log, in `[log] format`, to `[log] access_log_file` or stderr.
+/// Started even with `access_log = false`, since a reload may turn it on.
+fn start_access_log(config: &Config) -> Result<portcullis::access_log::Guard> {
+    use portcullis::access_log::{self, AccessLog, Destination, Settings};
+    let dest = match &config.log.access_log_file {
+        Some(p) => Destination::File(p.clone()),
+        None => Destination::Stderr,
+    };
+    let log = AccessLog::start(
+        Settings::new(config.log.format),
+        &dest,
+        Arc::new(portcullis::clock::SystemClock),
+    )
+    .with_context(|| format!("cannot open the access log ({dest:?})"))?;
+    access_log::install(log).map_err(|_| anyhow::anyhow!("an access log is already installed"))
 }
 
 fn main() -> ExitCode {
@@ -219,6 +238,8 @@ fn hash_password() -> Result<ExitCode> {
 fn run(config: &Path) -> Result<ExitCode> {
     let config = Config::load(config, Secrets::Create).map_err(|e| anyhow::anyhow!("{e}"))?;
     init_tracing(Some(&config));
+    // Stops (and flushes) the access log when `run` returns, after the runtime.
+    let _access_log = start_access_log(&config)?;
     let rt = runtime(config.workers)?;
     rt.block_on(async {
         let clock = Arc::new(portcullis::clock::SystemClock);
@@ -346,7 +367,8 @@ fn audit_verify(config: &Path, file: Option<PathBuf>) -> Result<ExitCode> {
     }
 }
 
-/// The async runtime: one worker thread per core by default (`TOKIO_WORKER_THREADS` or
+/// The async runtime: one worker thread per CPU the process may use by default (its
+/// affinity mask and cgroup CPU quota, see `cpus`; `TOKIO_WORKER_THREADS` or
 /// `[gateway] workers` override). With a single worker the current-thread scheduler is
 /// used: it skips the work-stealing machinery and its wake-ups, which a one-core
 /// deployment never benefits from.
@@ -359,8 +381,9 @@ fn runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
     ) {
         (n, _) if n > 0 => n,
         (_, Some(n)) => n,
-        _ => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        _ => portcullis::cpus::usable(),
     };
+    tracing::debug!(workers, "async runtime");
     if workers <= 1 {
         tokio::runtime::Builder::new_current_thread()
             .enable_all()

@@ -2,6 +2,7 @@
 //! fields so a typo is an error that names the field, never a silently ignored setting.
 
 use serde::Deserialize;
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// A human-readable duration ("24h", "60s", "1h 30m").
@@ -213,6 +214,23 @@ pub struct ControlFile {
     pub listen: String,
     #[serde(default)]
     pub admin: Vec<AdminFile>,
+    /// PEM certificate chain and key: when both are set the control port speaks HTTPS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca: Option<String>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Which control-port calls need a client certificate (with `client_ca`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The peer API; admin calls may come without one (their bearer token suffices).
+    #[default]
+    Peers,
+    /// Every connection, refused at the TLS handshake without one.
+    All,
 }
 
 #[derive(Debug, Deserialize)]
@@ -235,6 +253,11 @@ pub struct SyncFile {
     pub max_staleness: Option<HumanDuration>,
     pub on_stale: Option<OnStale>,
     pub startup_sync_timeout: Option<HumanDuration>,
+    /// For `https://` peers: PEM CA certificates their control ports chain to.
+    pub ca_file: Option<String>,
+    /// The certificate and key this node presents to its peers.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
     /// Where the cluster's state lives: the built-in peer sync or Redis.
     #[serde(default)]
     pub backend: BackendKind,
@@ -277,6 +300,10 @@ pub struct LogFile {
     pub level: String,
     #[serde(default = "yes")]
     pub access_log: bool,
+    /// Where access lines go instead of stderr (appended to; relative to the config
+    /// file's folder once validated).
+    #[serde(default)]
+    pub access_log_file: Option<PathBuf>,
 }
 
 impl Default for LogFile {
@@ -285,6 +312,7 @@ impl Default for LogFile {
             format: LogFormat::Text,
             level: default_level(),
             access_log: true,
+            access_log_file: None,
         }
     }
 }

@@ -1,9 +1,12 @@
 //! Configuration: `file` holds what operators write; this module turns it into a
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
+pub mod certs;
 pub mod file;
 pub mod idp;
 pub mod limits;
+
+pub use certs::{CertKey, ControlTls, PeerTls};
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -103,6 +106,8 @@ pub struct LoginConfig {
 pub struct ControlConfig {
     pub listen: SocketAddr,
     pub admins: Vec<Admin>,
+    /// HTTPS on the control port (none: plain HTTP).
+    pub tls: Option<ControlTls>,
 }
 
 #[derive(Clone)]
@@ -129,6 +134,7 @@ pub struct SyncConfig {
     pub max_staleness: Option<Duration>,
     pub on_stale: OnStale,
     pub startup_sync_timeout: Duration,
+    pub tls: PeerTls,
     /// Set when `backend = "redis"`.
     pub redis: Option<RedisSettings>,
 }
@@ -364,9 +370,10 @@ impl Validator {
         let control = ControlConfig {
             listen: self.addr("control.listen", &raw.control.listen)?,
             admins: self.admins(&raw)?,
+            tls: self.control_tls(&raw.control)?,
         };
 
-        let sync = self.sync(&raw)?;
+        let sync = self.sync(&raw, control.tls.as_ref())?;
         let apps = self.apps(&raw, &auth_domain, g.origin_timeout.0)?;
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
@@ -376,6 +383,11 @@ impl Validator {
             return Err(self.err("log.level", format!("{e}")));
         }
         let limits = limits::validate(&raw.limits).map_err(|(f, r)| self.err(f, r))?;
+        let access_log_file = match raw.log.access_log_file.as_deref().map(Path::to_str) {
+            None => None,
+            Some(Some(p)) if !p.trim().is_empty() => Some(self.path(p)),
+            Some(_) => return Err(self.err("log.access_log_file", "must be a non-empty path")),
+        };
 
         Ok(Config {
             source: source.to_path_buf(),
@@ -406,7 +418,10 @@ impl Validator {
             },
             control,
             sync,
-            log: raw.log,
+            log: LogFile {
+                access_log_file,
+                ..raw.log
+            },
             limits,
             apps,
             users,
@@ -530,23 +545,22 @@ impl Validator {
         }
     }
 
-    fn sync(&self, raw: &FileConfig) -> Result<SyncConfig, ConfigError> {
+    fn sync(
+        &self,
+        raw: &FileConfig,
+        control: Option<&ControlTls>,
+    ) -> Result<SyncConfig, ConfigError> {
         let s = &raw.sync;
         let mut peers = Vec::new();
         for (i, p) in s.peers.iter().enumerate() {
             let uri: http::Uri = p
                 .parse()
                 .map_err(|_| self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL")))?;
-            if uri.scheme_str() == Some("https") {
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            if !scheme_ok || uri.host().is_none() {
                 return Err(self.err(
                     format!("sync.peers[{i}]"),
-                    "the control port speaks plain HTTP (no TLS yet): use http:// on a private network",
-                ));
-            }
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(self.err(
-                    format!("sync.peers[{i}]"),
-                    format!("{p:?} must be an http:// URL of a peer's control port"),
+                    format!("{p:?} must be an http:// or https:// URL of a peer's control port"),
                 ));
             }
             peers.push(p.trim_end_matches('/').to_string());
@@ -560,7 +574,10 @@ impl Validator {
             crate::secrets::check_private(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
         }
+        let https = peers.iter().any(|p| p.starts_with("https://"));
+        let tls = self.peer_tls(s, https, control)?;
         Ok(SyncConfig {
+            tls,
             peers,
             peer_token_file,
             ack: s.ack.unwrap_or(AckMode::Local),

@@ -147,6 +147,11 @@ impl Control {
             metrics::get(&m.config_reload_failures),
         );
         w.counter(
+            "portcullis_access_log_dropped_total",
+            "Access log lines dropped because the writer fell behind (or could not write).",
+            crate::access_log::dropped_total(),
+        );
+        w.counter(
             "portcullis_tunnels_closed_on_revocation_total",
             "Long-lived connections closed by a revocation.",
             metrics::get(&m.tunnels_closed_on_revocation),

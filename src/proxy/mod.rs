@@ -31,12 +31,12 @@ use crate::session::registry::Registry;
 use crate::session::token::Verified;
 use crate::web::body::Body;
 use crate::web::ctx::ReqCtx;
+use compact_str::CompactString;
 use http::request::Parts;
 use http::{HeaderMap, Request, Response, header};
 use hyper::body::Incoming;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 /// What the server knows about the connection a request came on.
 #[derive(Debug, Clone)]
@@ -136,20 +136,9 @@ impl DataPlane {
     /// One request, start to finish: the pipeline, then the access log line.
     pub async fn handle(&self, conn: Arc<ConnInfo>, req: Request<Incoming>) -> Response<Body> {
         let rt = self.live.load_full();
-        let access = rt.config.log.access_log.then(|| {
-            (
-                Instant::now(),
-                req.method().clone(),
-                req.headers()
-                    .get(header::HOST)
-                    .and_then(|h| h.to_str().ok())
-                    .or_else(|| req.uri().host())
-                    .unwrap_or("")
-                    .to_string(),
-                req.uri().path().to_string(),
-            )
-        });
-        let mut user: Option<String> = None;
+        let access = (rt.config.log.access_log).then(|| crate::access_log::Pending::of(&req));
+        // The user for the access log: an inline copy of the email, no allocation.
+        let mut user: Option<CompactString> = None;
         // The framing guard stops watching a connection after an upgrade request; when the
         // upgrade does not happen, the connection must not carry more requests.
         let close_unless_upgraded =
@@ -169,17 +158,9 @@ impl DataPlane {
             resp.headers_mut()
                 .insert(header::CONNECTION, http::HeaderValue::from_static("close"));
         }
-        if let Some((start, method, host, path)) = access {
-            tracing::info!(
-                target: "portcullis::access",
-                method = %method,
-                host = %host,
-                path = %path,
-                status = resp.status().as_u16(),
-                duration_us = start.elapsed().as_micros() as u64,
-                user = user.as_deref().unwrap_or("-"),
-                peer = %conn.peer.ip(),
-            );
+        if let Some(a) = &access {
+            let peer = conn.peer_ip.to_str().unwrap_or("-");
+            crate::access_log::record(&a.line(resp.status(), user.as_deref(), peer));
         }
         resp
     }
@@ -230,7 +211,7 @@ impl DataPlane {
         rt: &Arc<Runtime>,
         conn: &ConnInfo,
         req: Request<Incoming>,
-        user: &mut Option<String>,
+        user: &mut Option<CompactString>,
     ) -> Result<Response<Body>, GatewayError> {
         let ctx = self.context(rt, conn, &req)?;
         if let Some(reason) = self.freshness.not_ready() {
@@ -303,7 +284,7 @@ impl DataPlane {
         &self,
         app: &App,
         v: &Verified,
-        user: &mut Option<String>,
+        user: &mut Option<CompactString>,
     ) -> Result<(), GatewayError> {
         let claims = &v.claims;
         if app.allows(&claims.email, &claims.groups) {
@@ -311,7 +292,7 @@ impl DataPlane {
         }
         *user = Some(claims.email.clone());
         Err(GatewayError::Forbidden {
-            email: claims.email.clone(),
+            email: claims.email.to_string(),
             app: app.name.clone(),
         })
     }

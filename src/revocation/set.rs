@@ -5,7 +5,7 @@
 
 use super::Scope;
 use crate::clock::Micros;
-use crate::session::token::Claims;
+use crate::session::token::Subject;
 use dashmap::DashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
@@ -291,8 +291,8 @@ impl RevocationSet {
 
     /// Which scope, if any, revokes a token with these claims. `app` says whether the
     /// token is an application token (the `app` scope matches its audience).
-    pub fn check(&self, c: &Claims, app: bool) -> Option<Scope> {
-        let iat = c.iat_us;
+    pub fn check(&self, c: &impl Subject, app: bool) -> Option<Scope> {
+        let iat = c.iat_us();
         if self.all.load(Ordering::Acquire) >= iat {
             return Some(Scope::All);
         }
@@ -300,16 +300,19 @@ impl RevocationSet {
         let hit = |scope: Scope, m: &Map, k: &str| {
             filter.may_contain(self.key_hash(scope, k)) && m.get(k).is_some_and(|nb| *nb >= iat)
         };
-        if hit(Scope::Session, &self.sessions, &c.sid) {
+        if hit(Scope::Session, &self.sessions, c.sid()) {
             return Some(Scope::Session);
         }
-        if hit(Scope::User, &self.users, &c.sub) {
+        if hit(Scope::User, &self.users, c.sub()) {
             return Some(Scope::User);
         }
-        if app && hit(Scope::App, &self.apps, &c.aud) {
+        if app && hit(Scope::App, &self.apps, c.aud()) {
             return Some(Scope::App);
         }
-        if c.groups.iter().any(|g| hit(Scope::Group, &self.groups, g)) {
+        if c.groups()
+            .iter()
+            .any(|g| hit(Scope::Group, &self.groups, g))
+        {
             return Some(Scope::Group);
         }
         None
@@ -423,6 +426,7 @@ impl RevocationSet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::session::token::Claims;
 
     fn claims(iat_us: i64) -> Claims {
         Claims {

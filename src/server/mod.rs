@@ -130,6 +130,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     if let Some(r) = &gw.redis {
         background.extend(r.spawn(rx.clone()));
     }
+    let auth = gw.auth.clone();
+    background.push(tokio::spawn(
+        gw.idps.clone().run(move || auth.now_us(), rx.clone()),
+    ));
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,
@@ -164,6 +168,8 @@ impl Handle {
         for b in self.background {
             b.abort();
         }
+        // Every request has finished: its access line reaches the log before we return.
+        crate::access_log::flush();
         tracing::info!("portcullis stopped");
     }
 }
@@ -329,20 +335,72 @@ async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: ConnCtx, plane: Pl
             let res = drive(c, graceful, &activity, ctx.shutdown, &ctx.gw.metrics).await;
             note_end(res, &ctx.gw.metrics);
         }
-        Plane::Control => {
-            let activity = Activity::new(first_head, head, idle, true);
-            let control = ctx.gw.control.clone();
-            let svc = tracked(&activity, move |req| {
-                let control = control.clone();
-                async move { control.handle(peer, req).await }
-            });
-            let io = TokioIo::new(Watched::new(stream, Some(activity.clone()), ctx.permit));
-            let c = ctx.protocols.auto.serve_connection(io, svc);
-            let graceful = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
-            let res = drive(c, graceful, &activity, ctx.shutdown, &ctx.gw.metrics).await;
-            note_end(res, &ctx.gw.metrics);
-        }
+        Plane::Control => serve_control(stream, peer, ctx, first_head).await,
     }
+}
+
+/// Serves one control-port connection: plain HTTP, or HTTPS when the config in force
+/// has `[control] tls_cert` (read per connection, so a reload applies to the next one).
+/// The handshake counts against the first request head's deadline.
+async fn serve_control(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: ConnCtx,
+    first_head: tokio::time::Instant,
+) {
+    let Some(tls) = ctx.gw.live.load().control_tls.clone() else {
+        return serve_control_io(stream, peer, false, ctx, first_head).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let by = first_head.min(tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT);
+    let stream = match tokio::time::timeout_at(by, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // A TLS failure (no or an untrusted client certificate, a bad hello).
+            tracing::warn!(%peer, error = %e, "control port: TLS handshake refused");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "control port: connection closed in the handshake");
+            return;
+        }
+        Err(_) => {
+            metrics::inc(&ctx.gw.metrics.limits.head_timeouts);
+            return;
+        }
+    };
+    // With a client verifier every certificate presented was checked in the handshake.
+    let verified = stream.get_ref().1.peer_certificates().is_some();
+    serve_control_io(stream, peer, verified, ctx, first_head).await;
+}
+
+/// Requests on a connection whose client certificate was verified carry
+/// [`crate::tls::VerifiedClientCert`] for the route guard.
+async fn serve_control_io<IO>(
+    io: IO,
+    peer: SocketAddr,
+    verified: bool,
+    ctx: ConnCtx,
+    first_head: tokio::time::Instant,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let limits = ctx.gw.live.load().config.limits.clone();
+    let (head, idle) = (limits.request_head_timeout, limits.idle_timeout);
+    let activity = Activity::new(first_head, head, idle, true);
+    let control = ctx.gw.control.clone();
+    let svc = tracked(&activity, move |mut req: Request<Incoming>| {
+        let control = control.clone();
+        if verified {
+            req.extensions_mut().insert(crate::tls::VerifiedClientCert);
+        }
+        async move { control.handle(peer, req).await }
+    });
+    let io = TokioIo::new(Watched::new(io, Some(activity.clone()), ctx.permit));
+    let c = ctx.protocols.auto.serve_connection(io, svc);
+    let graceful = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+    let res = drive(c, graceful, &activity, ctx.shutdown, &ctx.gw.metrics).await;
+    note_end(res, &ctx.gw.metrics);
 }
 
 /// A TLS connection: the handshake within the first head's deadline, then HTTP/2 or

@@ -1,12 +1,15 @@
 //! Integration tests: one test crate (faster to build than many), one module per area.
 
+mod access_log;
 mod browser;
 mod cluster;
 mod common;
 mod fleet;
 mod idp;
+mod oidc_login;
 mod origin;
 mod origin_wire;
+mod peer_tls;
 mod proxy;
 mod redis_backend;
 mod revocation;
