@@ -1,5 +1,7 @@
 //! Cluster state held in this process: the single-use markers and failure times, with
 //! their expiry. The peer backend keeps one per node and pushes changes to the others.
+//! Both maps grow with client input (codes, states, token ids; emails and addresses
+//! that failed a sign-in), so each holds at most a configured number of keys.
 
 use crate::clock::Micros;
 use dashmap::DashMap;
@@ -7,33 +9,47 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Failure times kept per key at most (older ones matter no more than the limit).
 const MAX_TIMES: usize = 256;
-/// Keys kept at most per map, so hostile input cannot grow them without bound.
-const MAX_KEYS: usize = 100_000;
-
-/// Process-wide counts for the metrics page: single-use markers refused because the
-/// map was full of live ones, and failure histories dropped to make room.
-pub static CLAIMS_REFUSED: AtomicU64 = AtomicU64::new(0);
-pub static FAILURES_DROPPED: AtomicU64 = AtomicU64::new(0);
+/// Keys kept at most per map when no bound is given (`[limits] max_single_use`,
+/// `max_throttle_keys`).
+pub const DEFAULT_MAX_KEYS: usize = 100_000;
 
 pub struct Memory {
     claims: DashMap<String, Micros>,
     failures: DashMap<String, Vec<Micros>>,
-    max_keys: usize,
+    max_claims: usize,
+    max_failures: usize,
+    claims_refused: AtomicU64,
+    failures_dropped: AtomicU64,
+}
+
+/// What the maps hold and what their bounds cost, for the metrics page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub claims: usize,
+    pub failures: usize,
+    /// New single-use markers refused because the map was full of live ones.
+    pub claims_refused: u64,
+    /// Failure histories dropped to make room.
+    pub failures_dropped: u64,
 }
 
 impl Default for Memory {
     fn default() -> Self {
-        Self::with_capacity(MAX_KEYS)
+        Self::bounded(DEFAULT_MAX_KEYS, DEFAULT_MAX_KEYS)
     }
 }
 
 impl Memory {
-    /// Keeps at most `max_keys` keys in each map.
-    pub fn with_capacity(max_keys: usize) -> Self {
+    /// Keeps at most `max_claims` single-use markers and `max_failures` failure
+    /// histories.
+    pub fn bounded(max_claims: usize, max_failures: usize) -> Self {
         Self {
             claims: DashMap::new(),
             failures: DashMap::new(),
-            max_keys: max_keys.max(2),
+            max_claims: max_claims.max(1),
+            max_failures: max_failures.max(2),
+            claims_refused: AtomicU64::new(0),
+            failures_dropped: AtomicU64::new(0),
         }
     }
 
@@ -41,10 +57,10 @@ impl Memory {
     /// of live markers a new one is refused (false): forgetting a live marker would let
     /// a code or token be used twice.
     pub fn claim(&self, key: &str, now: Micros, until: Micros) -> bool {
-        if self.claims.len() >= self.max_keys {
+        if self.claims.len() >= self.max_claims {
             self.claims.retain(|_, until| *until > now);
-            if self.claims.len() >= self.max_keys && !self.claims.contains_key(key) {
-                CLAIMS_REFUSED.fetch_add(1, Ordering::Relaxed);
+            if self.claims.len() >= self.max_claims && !self.claims.contains_key(key) {
+                self.claims_refused.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
                     keys = self.claims.len(),
                     "single-use markers full; refusing a new one"
@@ -68,10 +84,10 @@ impl Memory {
     /// Records a failure for `key`. When the map is full after forgetting old
     /// failures, the half of the keys whose last failure is oldest is dropped.
     pub fn record_failure(&self, key: &str, at: Micros, window: Micros) {
-        if self.failures.len() >= self.max_keys && !self.failures.contains_key(key) {
+        if self.failures.len() >= self.max_failures && !self.failures.contains_key(key) {
             self.failures
                 .retain(|_, v| v.iter().any(|&t| t > at - window));
-            if self.failures.len() >= self.max_keys {
+            if self.failures.len() >= self.max_failures {
                 self.drop_oldest_failures();
             }
         }
@@ -108,16 +124,22 @@ impl Memory {
         self.failures
             .retain(|_, v| v.last().copied().unwrap_or(Micros::MIN) > cut);
         let dropped = before.saturating_sub(self.failures.len());
-        FAILURES_DROPPED.fetch_add(dropped as u64, Ordering::Relaxed);
+        self.failures_dropped
+            .fetch_add(dropped as u64, Ordering::Relaxed);
         tracing::warn!(
             dropped,
             "sign-in failure histories full; dropped the oldest"
         );
     }
 
-    /// Keys held: (single-use markers, failure histories).
-    pub fn sizes(&self) -> (usize, usize) {
-        (self.claims.len(), self.failures.len())
+    /// Keys held and what the bounds refused or dropped.
+    pub fn stats(&self) -> MemoryStats {
+        MemoryStats {
+            claims: self.claims.len(),
+            failures: self.failures.len(),
+            claims_refused: self.claims_refused.load(Ordering::Relaxed),
+            failures_dropped: self.failures_dropped.load(Ordering::Relaxed),
+        }
     }
 
     /// Forgets expired markers and failures older than `window`.
@@ -154,24 +176,25 @@ mod tests {
 
     #[test]
     fn full_claims_refuse_new_markers_but_never_forget_live_ones() {
-        let m = Memory::with_capacity(4);
+        let m = Memory::bounded(4, 4);
         for k in ["a", "b", "c", "d"] {
             assert!(m.claim(k, 0, 100));
         }
         assert!(!m.claim("e", 10, 100), "full of live markers: refused");
         assert!(!m.claim("a", 10, 100), "a live marker is still used");
         assert!(m.claim("e", 100, 200), "expired ones make room");
-        assert_eq!(m.sizes().0, 1);
+        assert_eq!(m.stats().claims, 1);
+        assert_eq!(m.stats().claims_refused, 1);
     }
 
     #[test]
     fn full_failures_drop_the_least_recent_keys() {
-        let m = Memory::with_capacity(10);
+        let m = Memory::bounded(10, 10);
         for i in 0..10 {
             m.record_failure(&format!("k{i}"), 1000 + i, 10_000);
         }
         m.record_failure("new", 2000, 10_000);
-        let (_, n) = m.sizes();
+        let n = m.stats().failures;
         assert!(n <= 10, "{n}");
         assert_eq!(m.failures("new", 2000, 10_000), vec![2000]);
         assert_eq!(
@@ -183,6 +206,7 @@ mod tests {
         for i in 0..1000 {
             m.record_failure(&format!("flood{i}"), 3000 + i, 10_000);
         }
-        assert!(m.sizes().1 <= 10);
+        assert!(m.stats().failures <= 10);
+        assert!(m.stats().failures_dropped >= 1000);
     }
 }

@@ -23,6 +23,8 @@ pub struct LimitsFile {
     pub password_checks: usize,
     pub password_check_queue: usize,
     pub max_sessions: usize,
+    pub max_single_use: usize,
+    pub max_throttle_keys: usize,
 }
 
 impl Default for LimitsFile {
@@ -42,6 +44,8 @@ impl Default for LimitsFile {
             password_checks: 0,
             password_check_queue: d.password_check_queue,
             max_sessions: d.max_sessions,
+            max_single_use: d.max_single_use,
+            max_throttle_keys: d.max_throttle_keys,
         }
     }
 }
@@ -75,6 +79,12 @@ pub struct Limits {
     pub password_check_queue: usize,
     /// Sessions the registry holds.
     pub max_sessions: usize,
+    /// Live single-use markers (sign-in codes, OIDC states, token ids) held in memory
+    /// (peer backend); past it new ones are refused.
+    pub max_single_use: usize,
+    /// Emails and addresses whose failed sign-ins are remembered (peer backend); past
+    /// it the least recently failed are forgotten.
+    pub max_throttle_keys: usize,
 }
 
 impl Default for Limits {
@@ -93,6 +103,8 @@ impl Default for Limits {
             password_checks: default_password_checks(),
             password_check_queue: 32,
             max_sessions: crate::session::registry::DEFAULT_MAX_SESSIONS,
+            max_single_use: 100_000,
+            max_throttle_keys: 100_000,
         }
     }
 }
@@ -119,6 +131,8 @@ pub fn validate(f: &LimitsFile) -> Result<Limits, (String, String)> {
         ),
         ("h2_max_local_reset_streams", f.h2_max_local_reset_streams),
         ("max_sessions", f.max_sessions),
+        ("max_single_use", f.max_single_use),
+        ("max_throttle_keys", f.max_throttle_keys),
     ];
     for (field, v) in at_least_one {
         if v == 0 {
@@ -158,6 +172,8 @@ pub fn validate(f: &LimitsFile) -> Result<Limits, (String, String)> {
         },
         password_check_queue: f.password_check_queue,
         max_sessions: f.max_sessions,
+        max_single_use: f.max_single_use,
+        max_throttle_keys: f.max_throttle_keys,
     })
 }
 

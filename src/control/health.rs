@@ -48,6 +48,21 @@ impl Control {
             "Entries in the revocation set.",
             self.engine.set().len(),
         );
+        self.write_bounded_maps(&mut w);
+        self.cluster.status.write_metrics(&mut w);
+        crate::sync::selftest::write_metrics(&self.sync, &mut w);
+        let mut r = body::text(StatusCode::OK, w.finish());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
+    /// The maps that grow with client input: what each holds and what its bound
+    /// refused or forgot.
+    fn write_bounded_maps(&self, w: &mut Writer) {
+        let mem = self.sync.shared.stats();
         w.gauge(
             "portcullis_token_cache_entries",
             "Verified tokens in the cache.",
@@ -58,34 +73,27 @@ impl Control {
             "Sessions in this node's registry.",
             self.sessions.len(),
         );
-        w.counter(
-            "portcullis_sessions_evicted_total",
-            "Sessions forgotten to keep the registry within [limits] max_sessions.",
-            self.sessions.evicted(),
-        );
         w.family(
-            "portcullis_bounded_map_refusals_total",
-            "Entries refused or dropped because an in-memory map was full.",
-            Kind::Counter,
+            "portcullis_bounded_map_entries",
+            "Entries in the in-memory maps that grow with client input.",
+            Kind::Gauge,
             [
-                (
-                    &[("map", "single_use")][..],
-                    metrics::get(&crate::cluster::memory::CLAIMS_REFUSED),
-                ),
-                (
-                    &[("map", "login_failures")][..],
-                    metrics::get(&crate::cluster::memory::FAILURES_DROPPED),
-                ),
+                (&[("map", "sessions")][..], self.sessions.len() as u64),
+                (&[("map", "single_use")][..], mem.claims as u64),
+                (&[("map", "login_failures")][..], mem.failures as u64),
+                (&[("map", "token_cache")][..], self.auth.cached_tokens()),
             ],
         );
-        self.cluster.status.write_metrics(&mut w);
-        crate::sync::selftest::write_metrics(&self.sync, &mut w);
-        let mut r = body::text(StatusCode::OK, w.finish());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        w.family(
+            "portcullis_bounded_map_evictions_total",
+            "Entries refused (single_use) or forgotten (the others) because a map was full.",
+            Kind::Counter,
+            [
+                (&[("map", "sessions")][..], self.sessions.evicted()),
+                (&[("map", "single_use")][..], mem.claims_refused),
+                (&[("map", "login_failures")][..], mem.failures_dropped),
+            ],
         );
-        r
     }
 
     fn write_gateway_metrics(&self, w: &mut Writer) {

@@ -56,9 +56,16 @@ fn micros(d: Duration) -> Micros {
 }
 
 impl PeerShared {
-    pub fn new(client: Arc<PeerClient>, ticker: Arc<Ticker>) -> Self {
+    /// `max_claims` live single-use markers and `max_failures` failure histories at
+    /// most (`[limits]`, read at start).
+    pub fn new(
+        client: Arc<PeerClient>,
+        ticker: Arc<Ticker>,
+        max_claims: usize,
+        max_failures: usize,
+    ) -> Self {
         Self {
-            memory: Memory::default(),
+            memory: Memory::bounded(max_claims, max_failures),
             client,
             ticker,
         }
@@ -81,6 +88,11 @@ impl PeerShared {
             let window = micros(Duration::from_millis(note.window_ms));
             self.memory.record_failure(&note.key, note.at, window);
         }
+    }
+
+    /// What the in-memory maps hold, for the metrics page.
+    pub fn stats(&self) -> crate::cluster::memory::MemoryStats {
+        self.memory.stats()
     }
 
     /// Forgets expired markers and old failures.
