@@ -6,6 +6,7 @@ mod cluster;
 mod common;
 mod fleet;
 mod idp;
+mod limits;
 mod oidc_login;
 mod origin;
 mod origin_wire;
