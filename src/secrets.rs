@@ -80,6 +80,18 @@ pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
     b.create(dir)
 }
 
+/// Writes `contents` to a new file readable by its owner only (tests that need a
+/// secret file the gateway accepts).
+#[cfg(test)]
+pub fn write_private(path: &Path, contents: &str) {
+    std::fs::write(path, contents).expect("write a secret file");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod 600");
+    }
+}
+
 /// Constant-time equality for secrets.
 pub fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     use subtle::ConstantTimeEq;

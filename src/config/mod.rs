@@ -5,6 +5,9 @@ pub mod certs;
 pub mod file;
 pub mod idp;
 pub mod limits;
+mod signals;
+
+pub use signals::{ScimConfig, SignalsConfig};
 
 pub use certs::{CertKey, ControlTls, PeerTls};
 
@@ -77,6 +80,10 @@ pub struct Config {
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
+    /// `[scim]`: the SCIM service provider, when configured.
+    pub scim: Option<ScimConfig>,
+    /// `[[signals.ssf]]` and `[[signals.webhook]]`.
+    pub signals: SignalsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -378,6 +385,8 @@ impl Validator {
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
             .map_err(|(field, reason)| self.err(field, reason))?;
+        let scim = self.scim(raw.scim.as_ref())?;
+        let signals = self.signals(&raw.signals)?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -426,6 +435,8 @@ impl Validator {
             apps,
             users,
             idps,
+            scim,
+            signals,
         })
     }
 

@@ -3,7 +3,7 @@
 //! turns a valid global session into a one-time code for an app host.
 
 use super::codes::{self, Pending};
-use super::{Login, pages, users};
+use super::{Login, accounts, pages, users};
 use crate::auth::{AuthFailure, Identity};
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
@@ -93,6 +93,18 @@ impl Form {
     }
 }
 
+/// A sign-in refusal shown on the form again.
+fn refused_form(
+    form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
+    r: super::Refusal,
+) -> Response<Body> {
+    let resp = form_again(r.status, &r.message);
+    match r.retry_after {
+        Some(secs) => with_retry_after(resp, secs),
+        None => resp,
+    }
+}
+
 /// A refusal shown on the form again, with a Retry-After when there is a wait.
 fn with_retry_after(mut r: Response<Body>, secs: u64) -> Response<Body> {
     if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
@@ -111,11 +123,12 @@ impl Login {
         let Ok(v) = self.session_of(rt, h) else {
             return Ok(body::redirect(StatusCode::FOUND, "/login"));
         };
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
         let apps: Vec<(String, String)> = rt
             .config
             .apps
             .iter()
-            .filter(|a| a.allows(&v.claims.email, &v.claims.groups))
+            .filter(|a| a.allows(&v.claims.email, &groups))
             .filter_map(|a| {
                 a.hosts
                     .first()
@@ -186,12 +199,10 @@ impl Login {
         if let Some(refused) = self.throttled(rt, ctx, &form, &form_again).await? {
             return Ok(refused);
         }
-        if let Err(r) = self.may_sign_in(rt, &form.email) {
-            let resp = form_again(r.status, &r.message);
-            return Ok(match r.retry_after {
-                Some(secs) => with_retry_after(resp, secs),
-                None => resp,
-            });
+        // The lockout is said before the password step; what the directory says about
+        // the account only to someone who knows the password.
+        if let Err(r) = self.relogin_lockout(rt, &form.email) {
+            return Ok(refused_form(&form_again, r));
         }
         let user = match self.check_password(rt, ctx, &form).await {
             Ok(Some(user)) => user,
@@ -209,6 +220,9 @@ impl Login {
                 ));
             }
         };
+        if let Err(r) = self.may_sign_in(rt, &user.email) {
+            return Ok(refused_form(&form_again, r));
+        }
         let ua = parts
             .headers
             .get(header::USER_AGENT)
@@ -313,9 +327,12 @@ impl Login {
         user_agent: &str,
         return_to: &str,
     ) -> Result<(Response<Body>, Claims), GatewayError> {
+        // Where the directory (SCIM) knows the person, its groups are the ones the
+        // session carries, whichever way they signed in.
+        let groups = self.current_groups(who.email, who.groups);
         let identity = Identity {
             email: who.email,
-            groups: who.groups,
+            groups: &groups,
         };
         let (token, claims) = self
             .auth
@@ -384,7 +401,13 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
-        if !app.allows(&v.claims.email, &v.claims.groups) {
+        if let Err(refusal) = self.directory_admits(&v.claims.email) {
+            return Ok(accounts::refused_page(&refusal));
+        }
+        // The policy sees the person's groups as they are now (a role downgrade takes
+        // effect at once), not the snapshot the global session carries.
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
+        if !app.allows(&v.claims.email, &groups) {
             return Err(GatewayError::Forbidden {
                 email: v.claims.email.to_string(),
                 app: app.name.clone(),

@@ -251,7 +251,7 @@ fn parse_body(raw: &[u8]) -> Result<HookRevocation, HookError> {
     let b: Body = serde_json::from_slice(raw).map_err(|e| HookError::BadBody(e.to_string()))?;
     let bad = |m: &str| Err(HookError::BadBody(m.to_string()));
     let Some(scope) = Scope::parse(b.scope.trim()) else {
-        return bad("scope must be user, app, session, group or all");
+        return bad("scope must be user, app, session, group, member or all");
     };
     let event_id = b.event_id.trim().to_string();
     if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {
@@ -433,12 +433,11 @@ mod tests {
     #[test]
     fn config_validation_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("s"),
+        crate::secrets::write_private(
+            &dir.path().join("s"),
             "first-secret-0123456\n\nsecond-secret-012345\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("short"), "tiny\n").unwrap();
+        );
+        crate::secrets::write_private(&dir.path().join("short"), "tiny\n");
         let f = |name: &str, file: &str| WebhookFile {
             name: name.into(),
             secret_file: file.into(),
