@@ -22,6 +22,17 @@ pub struct Memory {
     failures_dropped: AtomicU64,
 }
 
+/// The outcome of [`Memory::claim`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The key was free and is now marked.
+    First,
+    /// The key is marked already.
+    Used,
+    /// The map is full of live markers: nothing was marked.
+    Full,
+}
+
 /// What the maps hold and what their bounds cost, for the metrics page.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MemoryStats {
@@ -53,10 +64,11 @@ impl Memory {
         }
     }
 
-    /// Marks `key` used until `until`; false when it already was. When the map is full
-    /// of live markers a new one is refused (false): forgetting a live marker would let
-    /// a code or token be used twice.
-    pub fn claim(&self, key: &str, now: Micros, until: Micros) -> bool {
+    /// Marks `key` used until `until`. When the map is full of live markers a new one
+    /// is refused ([`Claim::Full`], neither used nor granted): forgetting a live marker
+    /// would let a code or token be used twice, and calling a new key used would
+    /// drop a first delivery as a repeat.
+    pub fn claim(&self, key: &str, now: Micros, until: Micros) -> Claim {
         if self.claims.len() >= self.max_claims {
             self.claims.retain(|_, until| *until > now);
             if self.claims.len() >= self.max_claims && !self.claims.contains_key(key) {
@@ -65,18 +77,18 @@ impl Memory {
                     keys = self.claims.len(),
                     "single-use markers full; refusing a new one"
                 );
-                return false;
+                return Claim::Full;
             }
         }
         match self.claims.entry(key.to_string()) {
             dashmap::Entry::Occupied(mut e) if *e.get() <= now => {
                 e.insert(until);
-                true
+                Claim::First
             }
-            dashmap::Entry::Occupied(_) => false,
+            dashmap::Entry::Occupied(_) => Claim::Used,
             dashmap::Entry::Vacant(e) => {
                 e.insert(until);
-                true
+                Claim::First
             }
         }
     }
@@ -157,9 +169,13 @@ mod tests {
     #[test]
     fn claims_once_until_expiry() {
         let m = Memory::default();
-        assert!(m.claim("k", 0, 10));
-        assert!(!m.claim("k", 5, 15));
-        assert!(m.claim("k", 10, 20), "expired markers can be claimed again");
+        assert_eq!(m.claim("k", 0, 10), Claim::First);
+        assert_eq!(m.claim("k", 5, 15), Claim::Used);
+        assert_eq!(
+            m.claim("k", 10, 20),
+            Claim::First,
+            "expired markers can be claimed again"
+        );
     }
 
     #[test]
@@ -178,11 +194,23 @@ mod tests {
     fn full_claims_refuse_new_markers_but_never_forget_live_ones() {
         let m = Memory::bounded(4, 4);
         for k in ["a", "b", "c", "d"] {
-            assert!(m.claim(k, 0, 100));
+            assert_eq!(m.claim(k, 0, 100), Claim::First);
         }
-        assert!(!m.claim("e", 10, 100), "full of live markers: refused");
-        assert!(!m.claim("a", 10, 100), "a live marker is still used");
-        assert!(m.claim("e", 100, 200), "expired ones make room");
+        assert_eq!(
+            m.claim("e", 10, 100),
+            Claim::Full,
+            "full of live markers: refused"
+        );
+        assert_eq!(
+            m.claim("a", 10, 100),
+            Claim::Used,
+            "a live marker is still used"
+        );
+        assert_eq!(
+            m.claim("e", 100, 200),
+            Claim::First,
+            "expired ones make room"
+        );
         assert_eq!(m.stats().claims, 1);
         assert_eq!(m.stats().claims_refused, 1);
     }

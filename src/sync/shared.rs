@@ -11,7 +11,7 @@
 
 use super::client::PeerClient;
 use crate::clock::{Micros, Ticker};
-use crate::cluster::memory::Memory;
+use crate::cluster::memory::{Claim, Memory};
 use crate::cluster::{ClusterError, SharedState};
 use futures_util::future::BoxFuture;
 use http::Method;
@@ -76,7 +76,8 @@ impl PeerShared {
         let now = self.ticker.now_us();
         let ttl = micros(Duration::from_millis(req.ttl_ms.min(24 * 3600 * 1000)));
         ClaimAnswer {
-            first: self.memory.claim(&req.key, now, now + ttl),
+            // A full map cannot hold the mark; it never had the key either.
+            first: self.memory.claim(&req.key, now, now + ttl) != Claim::Used,
         }
     }
 
@@ -151,8 +152,14 @@ impl SharedState for PeerShared {
     ) -> BoxFuture<'a, Result<bool, ClusterError>> {
         Box::pin(async move {
             let now = self.ticker.now_us();
-            if !self.memory.claim(key, now, now + micros(ttl)) {
-                return Ok(false);
+            match self.memory.claim(key, now, now + micros(ttl)) {
+                Claim::First => {}
+                Claim::Used => return Ok(false),
+                Claim::Full => {
+                    return Err(ClusterError::Unavailable(
+                        "single-use markers full ([limits] max_single_use)".into(),
+                    ));
+                }
             }
             Ok(self.ask_peers(key, ttl).await)
         })
