@@ -138,7 +138,7 @@ impl Login {
         ))
     }
 
-    pub(super) fn login_form(
+    pub(super) async fn login_form(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -147,7 +147,7 @@ impl Login {
     ) -> Result<Response<Body>, GatewayError> {
         let return_to = query::param(q, "return_to").unwrap_or_default();
         if !return_to.is_empty() && self.session_of(rt, h).is_ok() {
-            return self.authorize(rt, ctx, h, &return_to);
+            return self.authorize(rt, ctx, h, &return_to).await;
         }
         if let Some(only) = self.only_idp(rt, &return_to) {
             return Ok(only);
@@ -348,7 +348,7 @@ impl Login {
 
     /// Turns a valid global session into a one-time code for the app host, without
     /// showing anything; without a session, shows the login form.
-    pub(super) fn authorize(
+    pub(super) async fn authorize(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -368,6 +368,8 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
+        // What the directory says now, including changes made at another node.
+        self.accounts.catch_up().await;
         if let Err(refusal) = self.directory_admits(&v.claims.email) {
             return Ok(accounts::refused_page(&refusal));
         }
