@@ -1507,7 +1507,9 @@ async fn shared_signals_name_idp_users_and_sessions_and_reach_every_node() {
     );
     assert_eq!(line["external_id"], "jti-session-1");
     assert!(
-        line["reason"].as_str().is_some_and(|r| r.contains("session-revoked")),
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("session-revoked")),
         "{line}"
     );
 
