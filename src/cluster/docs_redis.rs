@@ -33,27 +33,39 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Changed documents read per round trip.
 const BATCH: usize = 500;
 
+/// How long a request waits for [`RedisDocs::catch_up`] before it goes on with what
+/// this node has (Redis hung or away: requests must not queue behind it).
+pub const CATCH_UP_LIMIT: Duration = Duration::from_millis(300);
+
 pub struct RedisDocs {
     redis: RedisStore,
     /// The point of Redis' write counter this node has merged up to (None: not yet).
-    cursor: tokio::sync::Mutex<Option<u64>>,
+    /// Never held across a call to Redis: concurrent catch-ups run side by side
+    /// (merging is idempotent) instead of queueing.
+    cursor: std::sync::Mutex<Option<u64>>,
 }
 
 impl RedisDocs {
     pub fn new(redis: RedisStore) -> Self {
         Self {
             redis,
-            cursor: tokio::sync::Mutex::new(None),
+            cursor: std::sync::Mutex::new(None),
         }
+    }
+
+    fn cursor(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Merges here every document written to Redis since the last call; the first
     /// time, and when Redis lost its data (its counter went back), a whole round.
     /// Returns how many documents were merged.
     pub async fn catch_up(&self, docs: &Arc<DocStore>) -> Result<usize, String> {
-        let mut cursor = self.cursor.lock().await;
-        let Some(mut after) = *cursor else {
-            return self.whole_round(docs, &mut cursor).await;
+        let start = *self.cursor();
+        let Some(mut after) = start else {
+            return self.whole_round(docs).await;
         };
         let mut merged = 0;
         loop {
@@ -63,7 +75,7 @@ impl RedisDocs {
                 .await
                 .map_err(|e| e.to_string())?;
             if ch.seq < after {
-                return self.whole_round(docs, &mut cursor).await;
+                return self.whole_round(docs).await;
             }
             let mut fetched = Vec::with_capacity(ch.changed.len());
             for (at, ns, id) in &ch.changed {
@@ -79,18 +91,15 @@ impl RedisDocs {
             }
             merged += merge(docs, fetched).await?;
             if ch.changed.len() < BATCH {
-                *cursor = Some(after);
+                let mut c = self.cursor();
+                *c = Some(c.map_or(after, |c| c.max(after)));
                 return Ok(merged);
             }
         }
     }
 
     /// A [`sync_round`], after which the counter read before it is this node's point.
-    async fn whole_round(
-        &self,
-        docs: &Arc<DocStore>,
-        cursor: &mut Option<u64>,
-    ) -> Result<usize, String> {
+    async fn whole_round(&self, docs: &Arc<DocStore>) -> Result<usize, String> {
         let seq = self
             .redis
             .doc_changes(u64::MAX, 0)
@@ -98,7 +107,7 @@ impl RedisDocs {
             .map_err(|e| e.to_string())?
             .seq;
         let (merged, _) = sync_round(docs, &self.redis).await?;
-        *cursor = Some(seq);
+        *self.cursor() = Some(seq);
         Ok(merged)
     }
 }
@@ -142,8 +151,16 @@ impl DocReplicator for RedisDocs {
 
     fn catch_up(&self, docs: Arc<DocStore>) -> BoxFuture<'_, ()> {
         Box::pin(async move {
-            if let Err(e) = RedisDocs::catch_up(self, &docs).await {
-                tracing::warn!(error = %e, "cannot read other nodes' documents from Redis; serving what this node has");
+            match tokio::time::timeout(CATCH_UP_LIMIT, RedisDocs::catch_up(self, &docs)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read other nodes' documents from Redis; serving what this node has")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "Redis did not answer in time for other nodes' documents; serving what this node has"
+                    )
+                }
             }
         })
     }
