@@ -168,7 +168,7 @@ impl Login {
         ))
     }
 
-    pub(super) fn login_form(
+    pub(super) async fn login_form(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -183,7 +183,7 @@ impl Login {
             if let Some(path) = admin_return_path(&rt.config.auth_domain, &return_to) {
                 return Ok(body::redirect(StatusCode::FOUND, &path));
             }
-            return self.authorize(rt, ctx, h, &return_to);
+            return self.authorize(rt, ctx, h, &return_to).await;
         }
         if let Some(only) = self.only_idp(rt, &return_to, reauth) {
             return Ok(only);
@@ -399,7 +399,7 @@ impl Login {
 
     /// Turns a valid global session into a one-time code for the app host, without
     /// showing anything; without a session, shows the login form.
-    pub(super) fn authorize(
+    pub(super) async fn authorize(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -419,6 +419,8 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
+        // What the directory says now, including changes made at another node.
+        self.accounts.catch_up().await;
         if let Err(refusal) = self.directory_admits(&v.claims.email) {
             return Ok(accounts::refused_page(&refusal));
         }
