@@ -46,6 +46,8 @@ pub struct FileConfig {
     pub users: Vec<UserFile>,
     #[serde(default, rename = "idp")]
     pub idps: Vec<super::idp::IdpFile>,
+    /// The admin console (off without the table).
+    pub console: Option<super::console::ConsoleFile>,
     /// The SCIM 2.0 service provider (none: no `/scim/v2/`).
     pub scim: Option<ScimFile>,
     #[serde(default)]

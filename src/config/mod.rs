@@ -2,6 +2,7 @@
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
 pub mod certs;
+pub mod console;
 pub mod file;
 pub mod idp;
 pub mod limits;
@@ -80,6 +81,8 @@ pub struct Config {
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
+    /// The admin console; None: no console.
+    pub console: Option<console::ConsoleConfig>,
     /// `[scim]`: the SCIM service provider, when configured.
     pub scim: Option<ScimConfig>,
     /// `[[signals.ssf]]` and `[[signals.webhook]]`.
@@ -385,6 +388,10 @@ impl Validator {
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
             .map_err(|(field, reason)| self.err(field, reason))?;
+        let console = match &raw.console {
+            Some(c) => Some(console::validate(c).map_err(|(f, r)| self.err(f, r))?),
+            None => None,
+        };
         let scim = self.scim(raw.scim.as_ref())?;
         let signals = self.signals(&raw.signals)?;
 
@@ -435,6 +442,7 @@ impl Validator {
             apps,
             users,
             idps,
+            console,
             scim,
             signals,
         })

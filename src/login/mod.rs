@@ -171,11 +171,11 @@ impl Login {
         let query = req.uri().query();
         match route {
             AuthRoute::Home => self.home(rt, ctx, req.headers()),
-            AuthRoute::LoginForm => self.login_form(rt, ctx, req.headers(), query),
+            AuthRoute::LoginForm => self.login_form(rt, ctx, req.headers(), query).await,
             AuthRoute::LoginSubmit => self.login_submit(rt, ctx, req).await,
             AuthRoute::Authorize => {
                 let return_to = crate::web::query::param(query, "return_to").unwrap_or_default();
-                self.authorize(rt, ctx, req.headers(), &return_to)
+                self.authorize(rt, ctx, req.headers(), &return_to).await
             }
             AuthRoute::Logout => self.logout_global(rt, ctx, req.headers()).await,
             AuthRoute::Jwks => Ok(self.jwks()),

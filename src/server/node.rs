@@ -12,6 +12,7 @@ use crate::cluster::docs::{DocReplicator, DocStore};
 use crate::cluster::docs_redis::RedisDocs;
 use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
+use crate::console::{AccountStatus, Console, ConsoleParts, NodeCluster};
 use crate::control::{Control, ControlParts};
 use crate::login::{Idps, Login, LoginParts};
 use crate::metrics::Metrics;
@@ -66,14 +67,14 @@ pub struct Node {
 /// Where this node's documents meet the other nodes'.
 enum DocsBackend {
     Peers(Arc<PeerClient>),
-    Redis(RedisStore),
+    Redis(Arc<RedisDocs>),
 }
 
 impl DocsBackend {
     fn replicator(&self, live: &Arc<Live>) -> Arc<dyn DocReplicator> {
         match self {
             DocsBackend::Peers(client) => Arc::new(PeerDocs::new(live.clone(), client.clone())),
-            DocsBackend::Redis(store) => Arc::new(RedisDocs::new(store.clone())),
+            DocsBackend::Redis(docs) => docs.clone(),
         }
     }
 }
@@ -247,7 +248,7 @@ impl Node {
             metrics: metrics.clone(),
         }));
         let docs_backend = match &redis {
-            Some((store, _)) => DocsBackend::Redis(store.clone()),
+            Some((store, _)) => DocsBackend::Redis(Arc::new(RedisDocs::new(store.clone()))),
             None => DocsBackend::Peers(client.clone()),
         };
         let docs = Arc::new(DocStore::open(
@@ -268,7 +269,7 @@ impl Node {
         ));
         let redis = redis.map(|(store, outbox)| {
             let (l, e, s) = (live.clone(), engine.clone(), d.sessions.clone());
-            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s))
+            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s).with_docs(docs.clone()))
         });
         let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
         let signals = Arc::new(Signals::new(SignalsParts {
@@ -280,6 +281,21 @@ impl Node {
             freshness: cluster.freshness.clone(),
         }));
         let (sessions, set) = (d.sessions, d.set);
+        let console = Arc::new(
+            Console::new(ConsoleParts {
+                auth: auth.clone(),
+                engine: engine.clone(),
+                directory: cluster.directory.clone(),
+                shared: cluster.shared.clone(),
+                cluster: Arc::new(NodeCluster {
+                    sync: sync.clone(),
+                    status: cluster.status.clone(),
+                }),
+                audit_path: state_dir.join("audit.log"),
+                user_status: Some(Arc::new(AccountStatus(signals.accounts().clone()))),
+            })
+            .map_err(route_table)?,
+        );
         let idps = Arc::new(
             Idps::new(&live.load().config.idps, auth.now_us())
                 .map_err(|e| StartError::Other(format!("identity providers: {e}")))?,
@@ -301,6 +317,7 @@ impl Node {
             live: live.clone(),
             auth: auth.clone(),
             login: login.clone(),
+            console,
             signals: signals.clone(),
             sessions: sessions.clone(),
             set: set.clone(),
@@ -365,11 +382,11 @@ impl Node {
                 self.live.clone(),
                 shutdown.clone(),
             )),
-            DocsBackend::Redis(store) => {
+            DocsBackend::Redis(redis_docs) => {
                 let every = self.live.load().config.sync.anti_entropy_interval;
                 tokio::spawn(crate::cluster::docs_redis::run(
                     docs,
-                    store.clone(),
+                    redis_docs.clone(),
                     every,
                     shutdown.clone(),
                 ))

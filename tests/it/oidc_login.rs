@@ -28,8 +28,8 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 const CLIENT: &str = "portcullis";
-const ALICE_EMAIL: &str = "alice@example.com";
-const CAROL: &str = "carol@other.org";
+pub(crate) const ALICE_EMAIL: &str = "alice@example.com";
+pub(crate) const CAROL: &str = "carol@other.org";
 const NOGROUPS: &str = "nogroups@example.com";
 const PAT: &str = "pat@example.com";
 
@@ -42,7 +42,7 @@ origin = "builtin:echo"
 allow_groups = ["staff"]
 "#;
 
-fn mfa<'a>(email: &'a str, password: &'a str) -> Creds<'a> {
+pub(crate) fn mfa<'a>(email: &'a str, password: &'a str) -> Creds<'a> {
     Creds {
         otp: Some(ALICE_OTP),
         ..creds(email, password)
@@ -143,20 +143,25 @@ async fn wait_discovered(gw: &Gw, name: &str) {
 }
 
 /// A gateway with one OP per IdP name.
-struct Rig {
-    gw: Gw,
-    ops: Vec<TestOp>,
+pub(crate) struct Rig {
+    pub(crate) gw: Gw,
+    pub(crate) ops: Vec<TestOp>,
     port: u16,
     _tmp: tempfile::TempDir,
 }
 
 impl Rig {
-    async fn start(names: &[&str], users: bool, extra: &str) -> Rig {
+    pub(crate) async fn start(names: &[&str], users: bool, extra: &str) -> Rig {
         Rig::start_with(names, users, extra, "").await
     }
 
     /// As [`Rig::start`], with `idp_extra` lines in every `[[idp]]` table.
-    async fn start_with(names: &[&str], users: bool, extra: &str, idp_extra: &str) -> Rig {
+    pub(crate) async fn start_with(
+        names: &[&str],
+        users: bool,
+        extra: &str,
+        idp_extra: &str,
+    ) -> Rig {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let ca = tmp.path().join("certs/gateway.crt");
@@ -182,15 +187,15 @@ impl Rig {
         }
     }
 
-    fn browser(&self) -> (Client, Arc<reqwest::cookie::Jar>) {
+    pub(crate) fn browser(&self) -> (Client, Arc<reqwest::cookie::Jar>) {
         client_with_jar(self.gw.h().https_addr)
     }
 
-    fn auth(&self, path: &str) -> String {
+    pub(crate) fn auth(&self, path: &str) -> String {
         self.gw.url("auth.localhost", path)
     }
 
-    fn callback(&self, idp: &str) -> String {
+    pub(crate) fn callback(&self, idp: &str) -> String {
         self.auth(&format!("/oidc/{idp}/callback"))
     }
 
@@ -203,20 +208,20 @@ impl Rig {
 
 /// Where a walk ended.
 #[derive(Debug)]
-struct Trip {
-    status: StatusCode,
-    url: String,
-    body: String,
-    headers: HeaderMap,
+pub(crate) struct Trip {
+    pub(crate) status: StatusCode,
+    pub(crate) url: String,
+    pub(crate) body: String,
+    pub(crate) headers: HeaderMap,
     /// Every URL requested, in order.
-    visited: Vec<String>,
+    pub(crate) visited: Vec<String>,
     /// How often the OP's login page was filled in.
-    op_logins: usize,
+    pub(crate) op_logins: usize,
 }
 
 impl Trip {
     /// The authorization requests sent to the OPs, in order, as query maps.
-    fn auth_requests(&self) -> Vec<HashMap<String, String>> {
+    pub(crate) fn auth_requests(&self) -> Vec<HashMap<String, String>> {
         self.visited
             .iter()
             .filter(|u| u.starts_with("http://127.0.0.1") && u.contains("/auth?"))
@@ -224,7 +229,7 @@ impl Trip {
             .collect()
     }
 
-    fn on_op_login_page(&self) -> bool {
+    pub(crate) fn on_op_login_page(&self) -> bool {
         self.status == StatusCode::OK
             && self.url.starts_with("http://127.0.0.1")
             && self.body.contains("<form id=\"login\"")
@@ -240,7 +245,12 @@ fn query_of(url: &str) -> HashMap<String, String> {
 /// Navigates from `start` like a browser: follows redirects (between the gateway and
 /// the OP), fills in the OP's login page with `who` (at most three times; without
 /// `who` it stops there), and stops before a redirect to a URL starting with `stop_at`.
-async fn walk(c: &Client, start: &str, who: Option<Creds<'_>>, stop_at: Option<&str>) -> Trip {
+pub(crate) async fn walk(
+    c: &Client,
+    start: &str,
+    who: Option<Creds<'_>>,
+    stop_at: Option<&str>,
+) -> Trip {
     let mut url = start.to_string();
     let mut form: Option<Vec<(&str, String)>> = None;
     let mut visited = Vec::new();
@@ -720,7 +730,7 @@ async fn bad_replayed_foreign_and_late_callbacks_are_refused_cleanly() {
 // ---- re-authentication after a revocation ---------------------------------------------
 
 /// Moves the gateway's (manual) clock to the present, where the OP's clock is.
-fn catch_up(gw: &Gw) {
+pub(crate) fn catch_up(gw: &Gw) {
     use portcullis::clock::{Clock, SystemClock};
     let lag = SystemClock.now_us() - gw.gw().now_us();
     if lag > 0 {
@@ -730,7 +740,7 @@ fn catch_up(gw: &Gw) {
 
 /// A browser holding only the OP cookies of `jar` (an attacker who stole the user's
 /// IdP session, but has no gateway cookie).
-fn with_op_cookies_of(rig: &Rig, jar: &reqwest::cookie::Jar) -> Client {
+pub(crate) fn with_op_cookies_of(rig: &Rig, jar: &reqwest::cookie::Jar) -> Client {
     use reqwest::cookie::CookieStore;
     let op = Url::parse(&rig.ops[0].url("/")).expect("op url");
     let stolen = Arc::new(reqwest::cookie::Jar::default());
@@ -1497,6 +1507,21 @@ async fn shared_signals_name_idp_users_and_sessions_and_reach_every_node() {
         (Some("session"), Some(info.sid.as_str()))
     );
     assert_eq!(rec["external_id"], "jti-session-1");
+    let line = audit_lines(&nodes[0].dir)
+        .into_iter()
+        .find(|l| l["actor"] == "ssf:tx")
+        .expect("audited on the node the transmitter called");
+    assert_eq!(
+        (line["scope"].as_str(), line["target"].as_str()),
+        (Some("session"), Some(info.sid.as_str()))
+    );
+    assert_eq!(line["external_id"], "jti-session-1");
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("session-revoked")),
+        "{line}"
+    );
 
     // She signs in again (the OP is asked for a fresh sign-in after a revocation).
     let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
