@@ -1,0 +1,342 @@
+//! The checker: reads the whole history after the soak and reports against the goals.
+//!
+//! A token is *covered* by a revocation when the revocation's scope and target match it
+//! and the token's issue time is before the revocation's instant, both as the gateway
+//! stamped them (`iat_us` against `not_before_us`, each in the clock of the node that
+//! stamped it). Clock steps move those stamps, so the checker never compares them with
+//! its own clock: a token stamped after a revocation is not covered by it, whenever the
+//! driver saw it (those are counted apart, as clock-skew misses).
+//!
+//! 1. Revoked tokens accepted late: a 200 for a covered token on a node, sent more than
+//!    `grace` (1 s) after the moment that node could have learnt the acknowledged
+//!    revocation (see `model`: the acknowledgement itself unless a fault kept the node
+//!    from it). Through the balancer the node comes from the access logs; when unknown,
+//!    the latest of the nodes' deadlines counts.
+//! 2. Valid tokens refused: a 401/403 for a token no revocation sent before the answer
+//!    may cover (an unacknowledged one may carry any instant up to when the driver gave
+//!    up on it, plus the largest clock offset, plus a second).
+//! 3. Acknowledged revocations lost: from the final check after every process was
+//!    killed at once and restarted (every node must list each one, or a later one of
+//!    the same key, and refuse a token it covers).
+//! 4. 5xx other than the documented 503s (catching up; cut off in `on_stale = "refuse"`;
+//!    sign-in while the cluster state cannot be reached).
+//! 5. Cut-off nodes serving: a 200 from a node cut off from every peer (or from Redis)
+//!    for longer than `max_staleness` + `grace`.
+//!
+//! And the propagation distribution: for each acknowledged revocation and node, the time
+//! from the acknowledgement (or, after a fault, from when the node could learn it) to
+//! the first refusal the prober saw of a token only it covers.
+
+use crate::history::{History, Request, Revocation, Scope, T};
+use crate::model::{Params, Timeline};
+use std::collections::HashMap;
+
+/// The reasons a node gives for a documented 503.
+pub const DOCUMENTED_503: [&str; 4] = [
+    "catching up",
+    "cut off from",
+    "has not answered since this node started",
+    "the cluster state cannot be reached",
+];
+
+#[derive(Default, Debug)]
+pub struct Report {
+    pub late: Vec<String>,
+    pub late_fault_free: usize,
+    pub valid_refused: Vec<String>,
+    pub lost: Vec<String>,
+    pub bad_5xx: Vec<String>,
+    pub documented_503: usize,
+    pub stale_serving: Vec<String>,
+    pub skew_misses: usize,
+    pub max_skew_miss_ms: f64,
+    /// ack -> first refusal on the other nodes, fault-free (ms); on the taking node.
+    pub propagation: Vec<f64>,
+    pub propagation_origin: Vec<f64>,
+    /// node could learn it (after a fault) -> first refusal (ms).
+    pub after_fault: Vec<f64>,
+    pub problems: Vec<String>,
+}
+
+impl Report {
+    pub fn goals_met(&self) -> bool {
+        self.late.is_empty()
+            && self.valid_refused.is_empty()
+            && self.lost.is_empty()
+            && self.bad_5xx.is_empty()
+            && self.stale_serving.is_empty()
+            && self.problems.is_empty()
+    }
+}
+
+type Key = (Scope, String);
+
+fn keys_of(h: &History, tok: usize) -> Vec<Key> {
+    let t = &h.tokens[tok];
+    let mut k = vec![
+        (Scope::All, String::new()),
+        (Scope::Session, t.sid.clone()),
+        (Scope::User, t.email.to_ascii_lowercase()),
+        (Scope::App, t.app.clone()),
+    ];
+    k.extend(t.groups.iter().map(|g| (Scope::Group, g.clone())));
+    k
+}
+
+fn key_of(r: &Revocation) -> Key {
+    match r.scope {
+        Scope::All => (Scope::All, String::new()),
+        Scope::User => (Scope::User, r.target.to_ascii_lowercase()),
+        s => (s, r.target.clone()),
+    }
+}
+
+struct Index<'a> {
+    h: &'a History,
+    revs: HashMap<Key, Vec<usize>>,
+    tokens: HashMap<Key, Vec<usize>>,
+    by_token: Vec<Vec<usize>>,
+}
+
+impl<'a> Index<'a> {
+    fn new(h: &'a History) -> Index<'a> {
+        let mut revs: HashMap<Key, Vec<usize>> = HashMap::new();
+        for r in &h.revocations {
+            revs.entry(key_of(r)).or_default().push(r.n);
+        }
+        let mut tokens: HashMap<Key, Vec<usize>> = HashMap::new();
+        for t in 0..h.tokens.len() {
+            for k in keys_of(h, t) {
+                tokens.entry(k).or_default().push(t);
+            }
+        }
+        let mut by_token = vec![Vec::new(); h.tokens.len()];
+        for (i, q) in h.requests.iter().enumerate() {
+            by_token[q.token].push(i);
+        }
+        for v in &mut by_token {
+            v.sort_by_key(|&i| h.requests[i].sent);
+        }
+        Index {
+            h,
+            revs,
+            tokens,
+            by_token,
+        }
+    }
+
+    /// Revocations whose scope and target match token `tok`.
+    fn matching(&self, tok: usize) -> impl Iterator<Item = &'a Revocation> + '_ {
+        keys_of(self.h, tok)
+            .into_iter()
+            .filter_map(|k| self.revs.get(&k))
+            .flatten()
+            .map(|&n| &self.h.revocations[n])
+    }
+
+    /// Whether some revocation other than `except`, sent by `t`, may cover `tok`.
+    fn other_may_cover(&self, tok: usize, except: usize, t: T) -> bool {
+        let iat = self.h.tokens[tok].iat_us;
+        self.matching(tok)
+            .any(|o| o.n != except && o.sent <= t && iat < self.h.nb_hi(o))
+    }
+}
+
+pub fn check(h: &History, p: &Params) -> Report {
+    let tl = Timeline::new(h);
+    let ix = Index::new(h);
+    let learn: Vec<Vec<Option<T>>> = h
+        .revocations
+        .iter()
+        .map(|r| tl.learn_times(r, p))
+        .collect();
+    let mut rep = Report {
+        lost: h.lost.clone(),
+        problems: h.problems.clone(),
+        ..Default::default()
+    };
+    for q in &h.requests {
+        match q.status {
+            200 => {
+                late_accept(h, &ix, &learn, p, q, &mut rep);
+                stale_serving(&tl, p, q, &mut rep);
+            }
+            401 | 403 => valid_refused(h, &ix, q, &mut rep),
+            s if s >= 500 => server_error(&format!("request {}", q.id), s, &q.reason, &mut rep),
+            _ => {}
+        }
+    }
+    for e in &h.exchanges {
+        server_error(&e.what, e.status, &e.reason, &mut rep);
+    }
+    propagation(h, &ix, &learn, &mut rep);
+    rep
+}
+
+fn describe(h: &History, r: &Revocation) -> String {
+    format!(
+        "revocation #{} {} {:?} via {:?} at node {:?}, acked at {:.3}s",
+        r.n,
+        r.scope.as_str(),
+        r.target,
+        r.entry,
+        r.node.map(|n| n + 1),
+        r.done as f64 / 1e6
+    ) + &h
+        .revocations
+        .get(r.n)
+        .and_then(|r| r.ack.as_ref())
+        .map(|a| format!(" (id {}, nb {})", a.id, a.nb_lo))
+        .unwrap_or_default()
+}
+
+fn late_accept(
+    h: &History,
+    ix: &Index,
+    learn: &[Vec<Option<T>>],
+    p: &Params,
+    q: &Request,
+    rep: &mut Report,
+) {
+    let tok = &h.tokens[q.token];
+    for r in ix.matching(q.token) {
+        let Some(a) = &r.ack else { continue };
+        if tok.iat_us >= a.nb_lo {
+            if tok.obtained < r.sent && q.sent > r.done + p.grace {
+                rep.skew_misses += 1;
+                let ms = (tok.iat_us - a.nb_lo) as f64 / 1e3;
+                rep.max_skew_miss_ms = rep.max_skew_miss_ms.max(ms);
+            }
+            continue;
+        }
+        let l = &learn[r.n];
+        let known = match q.node {
+            Some(n) => l[n],
+            None => l.iter().copied().collect::<Option<Vec<T>>>().and_then(|v| v.into_iter().max()),
+        };
+        let Some(known) = known else { continue };
+        if q.sent > known + p.grace {
+            let fault_free = q.node.is_some_and(|n| l[n] == Some(r.done));
+            if fault_free {
+                rep.late_fault_free += 1;
+            }
+            rep.late.push(format!(
+                "request {} ({:?}, node {:?}) sent at {:.3}s got 200 for token {} (sid {}, {}, iat {}) although {} was knowable there at {:.3}s{}",
+                q.id,
+                q.via,
+                q.node.map(|n| n + 1),
+                q.sent as f64 / 1e6,
+                tok.jti,
+                tok.sid,
+                tok.email,
+                tok.iat_us,
+                describe(h, r),
+                known as f64 / 1e6,
+                if fault_free { " (no fault in the way)" } else { " (after a fault)" }
+            ));
+        }
+    }
+}
+
+fn stale_serving(tl: &Timeline, p: &Params, q: &Request, rep: &mut Report) {
+    let Some(n) = q.node else { return };
+    if let Some(since) = tl.cut_off_since(n, q.sent)
+        && q.sent - since > p.max_staleness + p.grace
+    {
+        rep.stale_serving.push(format!(
+            "request {} at {:.3}s: node {} answered 200 although cut off since {:.3}s",
+            q.id,
+            q.sent as f64 / 1e6,
+            n + 1,
+            since as f64 / 1e6
+        ));
+    }
+}
+
+fn valid_refused(h: &History, ix: &Index, q: &Request, rep: &mut Report) {
+    let iat = h.tokens[q.token].iat_us;
+    let excused = ix
+        .matching(q.token)
+        .any(|r| r.sent <= q.done && iat < h.nb_hi(r));
+    if !excused {
+        let t = &h.tokens[q.token];
+        rep.valid_refused.push(format!(
+            "request {} ({:?}, node {:?}) at {:.3}s: {} for token {} (sid {}, {}, groups {:?}, app {}, iat {}) that no revocation covers: {}",
+            q.id,
+            q.via,
+            q.node.map(|n| n + 1),
+            q.sent as f64 / 1e6,
+            q.status,
+            t.jti,
+            t.sid,
+            t.email,
+            t.groups,
+            t.app,
+            t.iat_us,
+            q.reason
+        ));
+    }
+}
+
+fn server_error(what: &str, status: u16, reason: &str, rep: &mut Report) {
+    if status < 500 {
+        return;
+    }
+    if status == 503 && DOCUMENTED_503.iter().any(|d| reason.contains(d)) {
+        rep.documented_503 += 1;
+    } else {
+        rep.bad_5xx.push(format!("{what}: {status} {reason}"));
+    }
+}
+
+fn propagation(h: &History, ix: &Index, learn: &[Vec<Option<T>>], rep: &mut Report) {
+    for r in &h.revocations {
+        let (Some(a), Some(o)) = (&r.ack, r.node) else {
+            continue;
+        };
+        if a.nb_lo != a.nb_hi {
+            continue; // instant known to the millisecond only
+        }
+        let Some(toks) = ix.tokens.get(&key_of(r)) else {
+            continue;
+        };
+        for (n, l) in learn[r.n].iter().enumerate() {
+            let Some(l) = *l else { continue };
+            let first = toks
+                .iter()
+                .filter(|&&t| h.tokens[t].iat_us < a.nb_lo)
+                .flat_map(|&t| ix.by_token[t].iter().map(move |&i| (t, i)))
+                .map(|(t, i)| (t, &h.requests[i]))
+                .filter(|(_, q)| q.probe && q.node == Some(n) && q.sent >= r.done && q.status == 401)
+                .filter(|(t, q)| !ix.other_may_cover(*t, r.n, q.sent))
+                .map(|(_, q)| q.done)
+                .min();
+            let Some(first) = first else { continue };
+            let ms = (first - l) as f64 / 1e3;
+            if n == o {
+                rep.propagation_origin.push(ms);
+            } else if l == r.done {
+                rep.propagation.push(ms);
+            } else {
+                rep.after_fault.push(ms);
+            }
+        }
+    }
+}
+
+/// p50, p99 and max of a sample (ms), as text.
+pub fn dist(v: &[f64]) -> String {
+    if v.is_empty() {
+        return "n=0".into();
+    }
+    let mut s = v.to_vec();
+    s.sort_by(|a, b| a.total_cmp(b));
+    let q = |p: f64| s[((s.len() as f64 - 1.0) * p).round() as usize];
+    format!(
+        "n={}, p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        s.len(),
+        q(0.5),
+        q(0.99),
+        s[s.len() - 1]
+    )
+}
