@@ -41,7 +41,7 @@ mod selftest;
 use check::{Report, dist};
 use ctx::Ctx;
 use fleet::{Backend, Fleet, MAX_STALENESS_S};
-use history::{Entry, Event, History, Recorder, SEC, Scope};
+use history::{Entry, Event, History, Kind, Recorder, SEC, Scope};
 use model::Params;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -134,7 +134,10 @@ fn main() -> ExitCode {
 }
 
 async fn run_all(a: &Args) -> bool {
-    let work = match tempfile::Builder::new().prefix("portcullis-soak-").tempdir() {
+    let work = match tempfile::Builder::new()
+        .prefix("portcullis-soak-")
+        .tempdir()
+    {
         Ok(d) => d,
         Err(e) => {
             eprintln!("soak: {e}");
@@ -215,14 +218,8 @@ async fn run_backend(
         .await?,
     );
     *slot.lock().expect("fleet slot") = Some(fleet.clone());
-    let lb = net::Balancer::start(
-        fleet
-            .nodes
-            .iter()
-            .map(|n| net::loopback(n.https))
-            .collect(),
-    )
-    .await?;
+    let lb =
+        net::Balancer::start(fleet.nodes.iter().map(|n| net::loopback(n.https)).collect()).await?;
     let ctx = Arc::new(Ctx::new(
         rec.clone(),
         fleet.clone(),
@@ -238,7 +235,9 @@ async fn run_backend(
     }
     tasks.spawn(revoker::run(ctx.clone(), seed ^ 0xdead));
     let faults = tokio::spawn(faults::run(ctx.clone(), seed ^ 0xfa17));
-    let problems = faults.await.unwrap_or_else(|e| vec![format!("faults: {e}")]);
+    let problems = faults
+        .await
+        .unwrap_or_else(|e| vec![format!("faults: {e}")]);
     let left = tokio::time::timeout(Duration::from_secs(60), async {
         while tasks.join_next().await.is_some() {}
     })
@@ -250,7 +249,10 @@ async fn run_backend(
         h.load_end = rec.now();
         h.problems.extend(problems);
     });
-    println!("soak {}: load phase over; final crash and check", backend.name());
+    println!(
+        "soak {}: load phase over; final crash and check",
+        backend.name()
+    );
     finale::run(&ctx).await;
     let spread = lb.connections();
     fleet.stop_all();
@@ -271,7 +273,10 @@ async fn run_backend(
     let details = details(&rep);
     if !details.is_empty() {
         std::fs::write(root.join("violations.txt"), &details)?;
-        println!("{}", details.lines().take(40).collect::<Vec<_>>().join("\n"));
+        println!(
+            "{}",
+            details.lines().take(40).collect::<Vec<_>>().join("\n")
+        );
     }
     Ok((rep, text))
 }
@@ -282,7 +287,7 @@ fn count<T>(v: &[T], f: impl Fn(&T) -> bool) -> usize {
 
 fn summary(a: &Args, b: Backend, h: &History, rep: &Report, spread: &[u64]) -> String {
     let q = &h.requests;
-    let st = |s: u16| count(q, |r| r.status == s && !r.probe);
+    let st = |s: u16| count(q, |r| r.status == s && r.kind == Kind::Browser);
     let mut out = format!(
         "soak {} ({:.1} min, 3 nodes, {} browsers, {} users, seed {})\n",
         b.name(),
@@ -292,13 +297,13 @@ fn summary(a: &Args, b: Backend, h: &History, rep: &Report, spread: &[u64]) -> S
         a.seed
     );
     out += &format!(
-        "  load: {} protected requests from browsers (200: {}, 401: {}, 503: {}, no answer: {}), {} more from the prober; {} tokens obtained; balancer connections per node {:?}\n",
-        count(q, |r| !r.probe),
+        "  load: {} protected requests from browsers (200: {}, 401: {}, 503: {}, no answer: {}), {} more from the prober and the final check; {} tokens obtained; balancer connections per node {:?}\n",
+        count(q, |r| r.kind == Kind::Browser),
         st(200),
         st(401),
         st(503),
         st(0),
-        count(q, |r| r.probe),
+        count(q, |r| r.kind != Kind::Browser),
         h.tokens.len(),
         spread
     );
@@ -322,14 +327,23 @@ fn summary(a: &Args, b: Backend, h: &History, rep: &Report, spread: &[u64]) -> S
         count(rv, |r| r.ack.as_ref().is_some_and(|a| a.status == 202)),
     );
     out += &format!("  faults: {}\n", faults_line(h));
-    let goal = |n: usize| if n == 0 { "0  ok".to_string() } else { format!("{n}  MISSED") };
+    let goal = |n: usize| {
+        if n == 0 {
+            "0  ok".to_string()
+        } else {
+            format!("{n}  MISSED")
+        }
+    };
     out += "  goals:\n";
     out += &format!(
         "    revoked tokens accepted > 1 s after the node could know: {} ({} with no fault in the way)\n",
         goal(rep.late.len()),
         rep.late_fault_free
     );
-    out += &format!("    valid tokens refused: {}\n", goal(rep.valid_refused.len()));
+    out += &format!(
+        "    valid tokens refused: {}\n",
+        goal(rep.valid_refused.len())
+    );
     out += &format!(
         "    acknowledged revocations lost after the final kill -9 of everything: {} (checked {} x 3 nodes)\n",
         goal(rep.lost.len()),
@@ -341,31 +355,44 @@ fn summary(a: &Args, b: Backend, h: &History, rep: &Report, spread: &[u64]) -> S
         rep.documented_503
     );
     out += &format!(
-        "    cut-off nodes serving past max_staleness + 1 s: {}\n",
-        goal(rep.stale_serving.len())
+        "    the node that took a revocation accepting its tokens after acknowledging it: {}\n",
+        goal(rep.origin_late.len())
+    );
+    out += &format!(
+        "    cut-off nodes serving past max_staleness + 1 s: {} (and {} more that a backward clock step explains)\n",
+        goal(rep.stale_serving.len()),
+        rep.stale_by_clock
     );
     if !rep.problems.is_empty() {
-        out += &format!("    problems running the soak: {}\n", goal(rep.problems.len()));
+        out += &format!(
+            "    problems running the soak: {}\n",
+            goal(rep.problems.len())
+        );
     }
     out += &format!(
-        "  propagation, ack -> first refusal on the other nodes (no fault): {}\n",
+        "  propagation, ack -> first refusal seen on each other node, no fault in the way: {}\n",
         dist(&rep.propagation)
     );
     out += &format!(
-        "  on the node that took it: {}\n",
+        "    with a fault in the way (a node down or cut off, Redis down): {}\n",
+        dist(&rep.propagation_fault)
+    );
+    out += &format!(
+        "    on the node that took it: {}\n",
         dist(&rep.propagation_origin)
     );
     out += &format!(
-        "  after a fault, from when the node could learn it: {}\n",
-        dist(&rep.after_fault)
-    );
-    out += &format!(
-        "  clock-skew misses (accepted tokens issued before a revocation was sent but stamped after it): {} (largest {:.0} ms)\n",
-        rep.skew_misses, rep.max_skew_miss_ms
+        "  clock-skew misses (token issued before a revocation was sent, stamped after it by skewed clocks, accepted after it): {} (largest {:.0} ms)\n",
+        rep.skew_misses.len(),
+        rep.max_skew_miss_ms
     );
     out += &format!(
         "  result: {}\n",
-        if rep.goals_met() { "every goal met" } else { "GOALS MISSED" }
+        if rep.goals_met() {
+            "every goal met"
+        } else {
+            "GOALS MISSED"
+        }
     );
     out
 }
@@ -388,7 +415,9 @@ fn faults_line(h: &History) -> String {
             _ => {}
         }
     }
-    let steps = count(&h.events, |(_, e, _)| matches!(e, Event::Clock(..)));
+    let steps = count(&h.events, |(t, e, _)| {
+        matches!(e, Event::Clock(..)) && *t <= h.load_end
+    });
     let list: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
     format!(
         "{} ({}), {:.0}% of the load phase in a fault; {} clock steps (largest offset {:.1} s)",
@@ -408,6 +437,7 @@ fn details(rep: &Report) -> String {
         ("LOST", &rep.lost),
         ("5XX", &rep.bad_5xx),
         ("STALE SERVING", &rep.stale_serving),
+        ("ORIGIN LATE", &rep.origin_late),
         ("PROBLEM", &rep.problems),
     ] {
         for line in v {

@@ -170,12 +170,18 @@ mod tests {
         std::fs::write(&f, "-3000\n").unwrap();
         let t0 = std::time::Instant::now();
         while (skew(&c) + 3_000_000).abs() > 50_000 {
-            assert!(t0.elapsed() < std::time::Duration::from_secs(2), "not re-read");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(2),
+                "not re-read"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
         std::fs::write(&f, "oops").unwrap();
         while skew(&c).abs() > 50_000 {
-            assert!(t0.elapsed() < std::time::Duration::from_secs(4), "not reset");
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(4),
+                "not reset"
+            );
             std::thread::sleep(std::time::Duration::from_millis(10));
         }
     }

@@ -7,7 +7,7 @@
 
 use crate::ctx::Ctx;
 use crate::fleet::User;
-use crate::history::{Exchange, Request, Token, Via, excerpt};
+use crate::history::{Exchange, Kind, Request, Token, Via, excerpt};
 use base64::Engine as _;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use reqwest::Client;
@@ -17,7 +17,7 @@ use std::time::Duration;
 
 /// Sends the protected request `GET /soak/<id>` carrying token `tok` and records it.
 /// Returns the status (0: no HTTP answer).
-pub async fn send(ctx: &Ctx, tok: usize, via: Via, probe: bool) -> u16 {
+pub async fn send(ctx: &Ctx, tok: usize, via: Via, kind: Kind) -> u16 {
     let (cookie, host) = ctx.rec.with(|h| {
         let t = &h.tokens[tok];
         (t.cookie.clone(), t.host.clone())
@@ -40,7 +40,14 @@ pub async fn send(ctx: &Ctx, tok: usize, via: Via, probe: bool) -> u16 {
         Ok(r) => {
             let s = r.status().as_u16();
             let body = r.text().await.unwrap_or_default();
-            (s, if s == 200 { String::new() } else { excerpt(&body, 240) })
+            (
+                s,
+                if s == 200 {
+                    String::new()
+                } else {
+                    excerpt(&body, 240)
+                },
+            )
         }
         Err(e) => (0, excerpt(&format!("{e:?}"), 240)),
     };
@@ -57,7 +64,7 @@ pub async fn send(ctx: &Ctx, tok: usize, via: Via, probe: bool) -> u16 {
         done,
         status,
         reason,
-        probe,
+        kind,
     });
     status
 }
@@ -117,7 +124,7 @@ impl Browser {
             } else {
                 Via::Node(k - 2)
             };
-            match send(&ctx, tok, via, false).await {
+            match send(&ctx, tok, via, Kind::Browser).await {
                 401 => self.token = None,
                 503 => ctx.pause(Duration::from_millis(200)).await,
                 _ => {}
@@ -213,9 +220,13 @@ impl Browser {
     /// The app token and binding cookie now in the jar, as a new token of the history
     /// (None if the jar still holds the token we had).
     fn take_token(&mut self, ctx: &Ctx) -> Option<usize> {
-        let cookies = self.jar.cookies(&format!("https://{}/", self.host).parse().ok()?)?;
+        let cookies = self
+            .jar
+            .cookies(&format!("https://{}/", self.host).parse().ok()?)?;
         let cookies = cookies.to_str().ok()?.to_string();
-        let jwt = cookies.split("; ").find_map(|kv| kv.strip_prefix("portcullis_app="))?;
+        let jwt = cookies
+            .split("; ")
+            .find_map(|kv| kv.strip_prefix("portcullis_app="))?;
         let claims = decode_claims(jwt)?;
         let jti = claims["jti"].as_str()?.to_string();
         if jti == self.last_jti {

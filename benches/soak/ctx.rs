@@ -101,7 +101,12 @@ impl Ctx {
     }
 
     pub fn recent_tokens(&self) -> Vec<usize> {
-        self.recent.lock().expect("recent lock").iter().copied().collect()
+        self.recent
+            .lock()
+            .expect("recent lock")
+            .iter()
+            .copied()
+            .collect()
     }
 }
 

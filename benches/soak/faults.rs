@@ -35,14 +35,16 @@ pub async fn run(ctx: Arc<Ctx>, seed: u64) -> Vec<String> {
     // A quiet start, so browsers are signed in before the first fault.
     ctx.pause(Duration::from_secs(3)).await;
     while !ctx.load_over() {
-        ctx.pause(Duration::from_millis(rng.random_range(2000..6000))).await;
+        ctx.pause(Duration::from_millis(rng.random_range(2000..6000)))
+            .await;
         if ctx.load_over() {
             break;
         }
         let f = pick(&ctx, &mut rng);
         ctx.rec.event(Event::FaultStart, format!("{f:?}"));
         apply(&ctx, f);
-        ctx.pause(Duration::from_millis(rng.random_range(1000..6000))).await;
+        ctx.pause(Duration::from_millis(rng.random_range(1000..6000)))
+            .await;
         if let Err(e) = undo(&ctx, f).await {
             problems.push(format!("{f:?}: {e}"));
         }
@@ -132,7 +134,8 @@ async fn clock_steps(ctx: Arc<Ctx>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed);
     let max = ctx.max_skew_ms;
     while !ctx.load_over() {
-        ctx.pause(Duration::from_millis(rng.random_range(8000..20000))).await;
+        ctx.pause(Duration::from_millis(rng.random_range(8000..20000)))
+            .await;
         if ctx.load_over() || max == 0 {
             break;
         }

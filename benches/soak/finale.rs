@@ -9,7 +9,7 @@
 use crate::browser::send;
 use crate::ctx::Ctx;
 use crate::fleet::ADMIN_TOKEN;
-use crate::history::{Ack, Entry, History, Scope, Via};
+use crate::history::{Ack, Entry, History, Kind, Scope, Via};
 use crate::revoker::parse_rfc3339_us;
 use futures_util::future::join_all;
 use serde_json::Value;
@@ -24,7 +24,14 @@ pub async fn run(ctx: &Ctx) {
     ctx.rec.with(|h| h.problems.extend(problems));
     let listings = converged_listings(ctx).await;
     ctx.rec.with(|h| {
-        resolve_logouts(h, &ctx.fleet.nodes.iter().map(|n| n.dir.clone()).collect::<Vec<_>>());
+        resolve_logouts(
+            h,
+            &ctx.fleet
+                .nodes
+                .iter()
+                .map(|n| n.dir.clone())
+                .collect::<Vec<_>>(),
+        );
         exact_instants(h, &listings);
     });
     let lost = lost_in_listings(ctx, &listings);
@@ -62,7 +69,10 @@ async fn restart_everything(ctx: &Ctx) -> Vec<String> {
     }
     for i in 0..f.n() {
         if let Err(e) = f.wait_ready(i, Duration::from_secs(60)).await {
-            problems.push(format!("node {} not ready after the final restart: {e}", i + 1));
+            problems.push(format!(
+                "node {} not ready after the final restart: {e}",
+                i + 1
+            ));
         }
     }
     problems
@@ -85,7 +95,10 @@ async fn listing(ctx: &Ctx, i: usize) -> Option<Listing> {
             _ => e["target"].as_str()?.to_string(),
         };
         let nb = e["not_before_us"].as_i64()?;
-        out.insert((scope, target), (nb, e["id"].as_str().unwrap_or("").to_string()));
+        out.insert(
+            (scope, target),
+            (nb, e["id"].as_str().unwrap_or("").to_string()),
+        );
     }
     Some(out)
 }
@@ -100,8 +113,10 @@ async fn converged_listings(ctx: &Ctx) -> Vec<Listing> {
         if agree || t0.elapsed() > Duration::from_secs(30) {
             if !agree {
                 ctx.rec.with(|h| {
-                    h.problems
-                        .push("the nodes' revocation lists still differed 30 s after the final restart".into())
+                    h.problems.push(
+                        "the nodes' revocation lists still differed 30 s after the final restart"
+                            .into(),
+                    )
                 });
             }
             return all;
@@ -123,11 +138,21 @@ fn resolve_logouts(h: &mut History, dirs: &[std::path::PathBuf]) {
         );
     }
     let wall0 = h.wall0_us;
-    for r in h.revocations.iter_mut().filter(|r| r.entry == Entry::Logout && r.done > 0) {
+    for r in h
+        .revocations
+        .iter_mut()
+        .filter(|r| r.entry == Entry::Logout && r.done > 0)
+    {
         let found = lines
             .iter()
             .filter(|(_, v)| v["target"].as_str() == Some(r.target.as_str()))
-            .filter_map(|(i, v)| Some((*i, parse_rfc3339_us(v["time"].as_str()?)?, v["id"].as_str()?.to_string())))
+            .filter_map(|(i, v)| {
+                Some((
+                    *i,
+                    parse_rfc3339_us(v["time"].as_str()?)?,
+                    v["id"].as_str()?.to_string(),
+                ))
+            })
             .min_by_key(|(_, t, _)| (t - (wall0 + r.done)).abs());
         if let Some((i, t, id)) = found
             && r.failure == "logout page shown"
@@ -152,7 +177,10 @@ fn exact_instants(h: &mut History, listings: &[Listing]) {
     for r in h.revocations.iter_mut() {
         let key = key(r.scope, &r.target);
         let Some(a) = r.ack.as_mut() else { continue };
-        if let Some((nb, _)) = listings.iter().find_map(|l| l.get(&key).filter(|(_, id)| *id == a.id)) {
+        if let Some((nb, _)) = listings
+            .iter()
+            .find_map(|l| l.get(&key).filter(|(_, id)| *id == a.id))
+        {
             a.nb_lo = *nb;
             a.nb_hi = *nb;
         }
@@ -232,7 +260,7 @@ async fn final_refusals(ctx: &Ctx) {
 async fn refused(ctx: &Ctx, tok: usize, i: usize) -> u16 {
     let mut s = 0;
     for _ in 0..5 {
-        s = send(ctx, tok, Via::Node(i), true).await;
+        s = send(ctx, tok, Via::Node(i), Kind::Final).await;
         if s != 0 && s != 503 {
             return s;
         }

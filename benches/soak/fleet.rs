@@ -154,7 +154,10 @@ impl Fleet {
             backend,
             root: root.to_path_buf(),
             binary: binary.to_path_buf(),
-            procs: nodes.iter().map(|_| Mutex::new(Proc { child: None })).collect(),
+            procs: nodes
+                .iter()
+                .map(|_| Mutex::new(Proc { child: None }))
+                .collect(),
             nodes,
             links,
             redis_links,
@@ -298,10 +301,7 @@ access_log_file = "access.log"
             .arg(dir.join("gateway.toml"))
             .current_dir(dir)
             .env("PORTCULLIS_LOG", "info")
-            .env(
-                portcullis::clock::OFFSET_FILE_ENV,
-                dir.join("clock.offset"),
-            )
+            .env(portcullis::clock::OFFSET_FILE_ENV, dir.join("clock.offset"))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -385,7 +385,11 @@ access_log_file = "access.log"
             && l.is_cut() != cut
         {
             l.set_cut(cut);
-            let e = if cut { Event::Cut(a, b) } else { Event::Heal(a, b) };
+            let e = if cut {
+                Event::Cut(a, b)
+            } else {
+                Event::Heal(a, b)
+            };
             self.rec.event(e, "");
         }
     }
@@ -440,7 +444,14 @@ access_log_file = "access.log"
         let port = self.redis_port.to_string();
         let child = Command::new(REDIS_SERVER)
             .args(["--bind", "127.0.0.1", "--port", &port, "--dir", &d])
-            .args(["--appendonly", "yes", "--appendfsync", "always", "--save", ""])
+            .args([
+                "--appendonly",
+                "yes",
+                "--appendfsync",
+                "always",
+                "--save",
+                "",
+            ])
             .args(["--daemonize", "no"])
             .current_dir(&dir)
             .stdin(Stdio::null())

@@ -106,8 +106,17 @@ pub struct Request {
     pub status: u16,
     /// For answers other than 200: the start of the body (the gateway's reason).
     pub reason: String,
-    /// Sent by the propagation prober (or the final check) rather than a browser.
-    pub probe: bool,
+    pub kind: Kind,
+}
+
+/// Who sent a protected request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Kind {
+    Browser,
+    /// The propagation prober, right after an acknowledgement.
+    Probe,
+    /// The final check, after every process was restarted.
+    Final,
 }
 
 #[derive(Clone, Debug, Serialize)]

@@ -200,9 +200,8 @@ impl Timeline {
                 if l[i].is_some() || !s.up[i] {
                     continue;
                 }
-                let reachable = (0..self.n).any(|h| {
-                    h != i && l[h].is_some_and(|x| x <= at) && s.up[h] && !s.cut[i][h]
-                });
+                let reachable = (0..self.n)
+                    .any(|h| h != i && l[h].is_some_and(|x| x <= at) && s.up[h] && !s.cut[i][h]);
                 if reachable {
                     l[i] = Some(at);
                     changed = true;

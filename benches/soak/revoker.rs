@@ -9,7 +9,7 @@
 use crate::browser::send;
 use crate::ctx::Ctx;
 use crate::fleet::{ADMIN_TOKEN, APPS, GROUPS};
-use crate::history::{Ack, Entry, Exchange, Revocation, Scope, Via, excerpt};
+use crate::history::{Ack, Entry, Exchange, Kind, Revocation, Scope, Via, excerpt};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::{Value, json};
 use std::sync::Arc;
@@ -77,11 +77,27 @@ pub async fn run(ctx: Arc<Ctx>, seed: u64) {
 fn pick(ctx: &Ctx, rng: &mut StdRng, allow_all: bool) -> Option<(Scope, String)> {
     Some(match rng.random_range(0..100) {
         0..35 => (Scope::Session, recent_sid(ctx, rng)?),
-        35..65 => (Scope::User, ctx.users[rng.random_range(0..ctx.users.len())].email.clone()),
-        65..80 => (Scope::Group, GROUPS[rng.random_range(0..GROUPS.len())].to_string()),
-        80..95 => (Scope::App, APPS[rng.random_range(0..APPS.len())].0.to_string()),
+        35..65 => (
+            Scope::User,
+            ctx.users[rng.random_range(0..ctx.users.len())]
+                .email
+                .clone(),
+        ),
+        65..80 => (
+            Scope::Group,
+            GROUPS[rng.random_range(0..GROUPS.len())].to_string(),
+        ),
+        80..95 => (
+            Scope::App,
+            APPS[rng.random_range(0..APPS.len())].0.to_string(),
+        ),
         _ if allow_all => (Scope::All, String::new()),
-        _ => (Scope::User, ctx.users[rng.random_range(0..ctx.users.len())].email.clone()),
+        _ => (
+            Scope::User,
+            ctx.users[rng.random_range(0..ctx.users.len())]
+                .email
+                .clone(),
+        ),
     })
 }
 
@@ -95,7 +111,14 @@ fn recent_sid(ctx: &Ctx, rng: &mut StdRng) -> Option<String> {
     Some(ctx.rec.with(|h| h.tokens[t].sid.clone()))
 }
 
-fn start(ctx: &Ctx, scope: Scope, target: &str, entry: Entry, reason: &str, node: Option<usize>) -> usize {
+fn start(
+    ctx: &Ctx,
+    scope: Scope,
+    target: &str,
+    entry: Entry,
+    reason: &str,
+    node: Option<usize>,
+) -> usize {
     ctx.rec.revocation(Revocation {
         n: 0,
         scope,
@@ -125,7 +148,13 @@ fn ack_of(status: u16, v: &Value) -> Option<Ack> {
 }
 
 /// Settles revocation `n` from an HTTP answer; returns it if acknowledged.
-fn settle_http(ctx: &Ctx, n: usize, what: &str, node: usize, r: Result<(u16, String), String>) -> Vec<usize> {
+fn settle_http(
+    ctx: &Ctx,
+    n: usize,
+    what: &str,
+    node: usize,
+    r: Result<(u16, String), String>,
+) -> Vec<usize> {
     let done = ctx.rec.now();
     match r {
         Ok((s, body)) => {
@@ -147,7 +176,8 @@ fn settle_http(ctx: &Ctx, n: usize, what: &str, node: usize, r: Result<(u16, Str
                     vec![n]
                 }
                 None => {
-                    ctx.rec.settle(n, done, None, format!("{s}: {}", excerpt(&body, 200)));
+                    ctx.rec
+                        .settle(n, done, None, format!("{s}: {}", excerpt(&body, 200)));
                     vec![]
                 }
             }
@@ -183,7 +213,14 @@ async fn api(ctx: &Ctx, node: usize, scope: Scope, target: &str, reason: &str) -
 
 async fn delete_session(ctx: &Ctx, node: usize, sid: &str) -> Vec<usize> {
     // DELETE takes no reason (the gateway records "deleted by admin").
-    let n = start(ctx, Scope::Session, sid, Entry::DeleteSession, "deleted by admin", Some(node));
+    let n = start(
+        ctx,
+        Scope::Session,
+        sid,
+        Entry::DeleteSession,
+        "deleted by admin",
+        Some(node),
+    );
     let r = ctx
         .control
         .delete(ctx.fleet.control_url(node, &format!("/v1/sessions/{sid}")))
@@ -237,7 +274,8 @@ async fn cli(ctx: &Ctx, node: usize, scope: Scope, target: &str, reason: &str) -
                     reason: excerpt(&err, 240),
                 });
             }
-            ctx.rec.settle(n, done, None, format!("cli: {}", excerpt(&err, 200)));
+            ctx.rec
+                .settle(n, done, None, format!("cli: {}", excerpt(&err, 200)));
             vec![]
         }
     }
@@ -247,7 +285,11 @@ async fn cli(ctx: &Ctx, node: usize, scope: Scope, target: &str, reason: &str) -
 async fn bulk(ctx: &Ctx, rng: &mut StdRng, node: usize, reason: &str) -> Vec<usize> {
     let k = rng.random_range(1..=3);
     let mut emails: Vec<String> = (0..k)
-        .map(|_| ctx.users[rng.random_range(0..ctx.users.len())].email.clone())
+        .map(|_| {
+            ctx.users[rng.random_range(0..ctx.users.len())]
+                .email
+                .clone()
+        })
         .collect();
     emails.sort();
     emails.dedup();
@@ -260,7 +302,14 @@ async fn bulk(ctx: &Ctx, rng: &mut StdRng, node: usize, reason: &str) -> Vec<usi
     let rb = if rng.random_bool(0.5) {
         rb.json(&json!({"users": emails, "reason": reason}))
     } else {
-        let csv = format!("name,user\n{}\n", emails.iter().map(|e| format!("x,{e}")).collect::<Vec<_>>().join("\n"));
+        let csv = format!(
+            "name,user\n{}\n",
+            emails
+                .iter()
+                .map(|e| format!("x,{e}"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
         rb.query(&[("reason", reason)])
             .header("content-type", "text/csv")
             .body(csv)
@@ -290,13 +339,17 @@ async fn bulk(ctx: &Ctx, rng: &mut StdRng, node: usize, reason: &str) -> Vec<usi
     let rows = v["results"].as_array().cloned().unwrap_or_default();
     let mut acked = Vec::new();
     for (n, email) in ns.into_iter().zip(&emails) {
-        let row = rows.iter().find(|r| r["user"].as_str() == Some(email.as_str()));
+        let row = rows
+            .iter()
+            .find(|r| r["user"].as_str() == Some(email.as_str()));
         match row.and_then(|r| bulk_ack(s, r)) {
             Some(a) => {
                 ctx.rec.settle(n, done, Some(a), String::new());
                 acked.push(n);
             }
-            None => ctx.rec.settle(n, done, None, format!("{s}: {}", excerpt(&body, 200))),
+            None => ctx
+                .rec
+                .settle(n, done, None, format!("{s}: {}", excerpt(&body, 200))),
         }
     }
     acked
@@ -360,7 +413,8 @@ async fn logout(ctx: &Ctx, rng: &mut StdRng) -> Vec<usize> {
                     reason: excerpt(&body, 240),
                 });
             }
-            ctx.rec.settle(n, done, None, format!("{s}: {}", excerpt(&body, 200)));
+            ctx.rec
+                .settle(n, done, None, format!("{s}: {}", excerpt(&body, 200)));
         }
         Err(e) => ctx.rec.settle(n, done, None, e),
     }
@@ -380,7 +434,7 @@ async fn probe(ctx: Arc<Ctx>, r: usize) {
         set.spawn(async move {
             let t0 = Instant::now();
             loop {
-                let s = send(&ctx, tok, Via::Node(i), true).await;
+                let s = send(&ctx, tok, Via::Node(i), Kind::Probe).await;
                 if s == 401 || t0.elapsed() > Duration::from_secs(15) {
                     return;
                 }

@@ -3,7 +3,9 @@
 //! checker that cannot fail never reports "all goals met".
 
 use crate::check::{Report, check};
-use crate::history::{Ack, Entry, Event, History, Request, Revocation, SEC, Scope, T, Token, Via};
+use crate::history::{
+    Ack, Entry, Event, History, Kind, Request, Revocation, SEC, Scope, T, Token, Via,
+};
 use crate::model::Params;
 
 fn params() -> Params {
@@ -33,7 +35,10 @@ fn history(redis: bool) -> History {
     History {
         nodes: 3,
         redis,
-        tokens: vec![token("s0", "u0@example.com", 1_000), token("s1", "u1@example.com", 1_000)],
+        tokens: vec![
+            token("s0", "u0@example.com", 1_000),
+            token("s1", "u1@example.com", 1_000),
+        ],
         ..Default::default()
     }
 }
@@ -72,7 +77,7 @@ fn req(h: &mut History, token: usize, node: usize, sent: T, status: u16, reason:
         done: sent + 1_000,
         status,
         reason: reason.into(),
-        probe: false,
+        kind: Kind::Browser,
     });
 }
 
@@ -80,7 +85,9 @@ fn expect(what: &str, got: usize, want: usize, rep: &Report) -> Result<(), Strin
     if got == want {
         Ok(())
     } else {
-        Err(format!("checker self-test, {what}: found {got}, expected {want}: {rep:?}"))
+        Err(format!(
+            "checker self-test, {what}: found {got}, expected {want}: {rep:?}"
+        ))
     }
 }
 
@@ -90,9 +97,21 @@ pub fn run() -> Result<(), String> {
     revoke_s0(&mut h, true);
     req(&mut h, 0, 1, 1_500_000, 200, "");
     req(&mut h, 0, 2, 2_500_000, 200, "");
+    req(&mut h, 0, 0, 1_200_000, 200, "");
     let rep = check(&h, &params());
     expect("late accept, fault-free", rep.late.len(), 1, &rep)?;
-    expect("late accept counted fault-free", rep.late_fault_free, 1, &rep)?;
+    expect(
+        "late accept counted fault-free",
+        rep.late_fault_free,
+        1,
+        &rep,
+    )?;
+    expect(
+        "accepted where it was taken",
+        rep.origin_late.len(),
+        1,
+        &rep,
+    )?;
 
     // Node 3 cut off from 0.5 s to 10 s: it may serve s0 until 11 s (it could not
     // learn it before 10 s), but as a cut-off node only until 4.5 s.
@@ -109,6 +128,29 @@ pub fn run() -> Result<(), String> {
     let rep = check(&h, &params());
     expect("late accept after a partition", rep.late.len(), 1, &rep)?;
     expect("cut-off node serving", rep.stale_serving.len(), 1, &rep)?;
+
+    // Cut off from 0.5 s with its clock stepped back 3 s at 1 s: serving at 6 s is what
+    // the step explains (a finding), at 9 s it is not.
+    let mut h = history(false);
+    for (a, b) in [(2, 0), (0, 2), (2, 1), (1, 2)] {
+        h.events.push((500_000, Event::Cut(a, b), String::new()));
+    }
+    h.events.push((SEC, Event::Clock(2, -3000), String::new()));
+    req(&mut h, 1, 2, 6 * SEC, 200, "");
+    req(&mut h, 1, 2, 9 * SEC, 200, "");
+    let rep = check(&h, &params());
+    expect(
+        "cut-off node serving, clock stepped back",
+        rep.stale_by_clock,
+        1,
+        &rep,
+    )?;
+    expect(
+        "cut-off node serving beyond the step",
+        rep.stale_serving.len(),
+        1,
+        &rep,
+    )?;
 
     // Only the push is cut (node 1 -> node 2): node 2 still pulls at once.
     let mut h = history(false);
@@ -151,7 +193,14 @@ pub fn run() -> Result<(), String> {
 
     // 5xx: a documented 503 is fine, a 502 or a 503 without a reason is not.
     let mut h = history(false);
-    req(&mut h, 0, 0, SEC, 503, "refusing to serve: cut off from all 2 peers for 3s");
+    req(
+        &mut h,
+        0,
+        0,
+        SEC,
+        503,
+        "refusing to serve: cut off from all 2 peers for 3s",
+    );
     req(&mut h, 0, 0, SEC, 503, "");
     req(&mut h, 0, 0, SEC, 502, "the origin could not be reached");
     let rep = check(&h, &params());
