@@ -95,7 +95,7 @@ fn args() -> Result<Args, String> {
             other => return Err(format!("unknown option {other}")),
         }
     }
-    if !(a.minutes > 0.0) || a.browsers == 0 || a.users == 0 {
+    if a.minutes.is_nan() || a.minutes <= 0.0 || a.browsers == 0 || a.users == 0 {
         return Err("--minutes, --browsers and --users must be positive".into());
     }
     Ok(a)

@@ -82,6 +82,34 @@ impl Report {
 
 type Key = (Scope, String);
 
+/// One node's listing of revocations (`GET /v1/revocations` after the final restart):
+/// (scope, target) -> (instant, id).
+pub type Listing = HashMap<Key, (i64, String)>;
+
+/// Goal 3: acknowledged revocations a node does not list with an instant at least the
+/// acknowledged one (a later revocation of the same scope and target replaces it).
+pub fn lost_in_listings(h: &History, listings: &[Listing]) -> Vec<String> {
+    let mut lost = Vec::new();
+    for r in &h.revocations {
+        let Some(a) = &r.ack else { continue };
+        for (i, l) in listings.iter().enumerate() {
+            if l.get(&key_of(r)).is_none_or(|(nb, _)| *nb < a.nb_lo) {
+                lost.push(format!(
+                    "node {} does not list revocation #{} ({} {:?}, id {}, via {:?} at node {:?})",
+                    i + 1,
+                    r.n,
+                    r.scope.as_str(),
+                    r.target,
+                    a.id,
+                    r.entry,
+                    r.node.map(|n| n + 1)
+                ));
+            }
+        }
+    }
+    lost
+}
+
 fn keys_of(h: &History, tok: usize) -> Vec<Key> {
     let t = &h.tokens[tok];
     let mut k = vec![
@@ -94,7 +122,7 @@ fn keys_of(h: &History, tok: usize) -> Vec<Key> {
     k
 }
 
-fn key_of(r: &Revocation) -> Key {
+pub fn key_of(r: &Revocation) -> Key {
     match r.scope {
         Scope::All => (Scope::All, String::new()),
         Scope::User => (Scope::User, r.target.to_ascii_lowercase()),

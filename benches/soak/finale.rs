@@ -7,6 +7,7 @@
 //! sent through the balancer).
 
 use crate::browser::send;
+use crate::check::{Listing, key_of, lost_in_listings};
 use crate::ctx::Ctx;
 use crate::fleet::ADMIN_TOKEN;
 use crate::history::{Ack, Entry, History, Kind, Scope, Via};
@@ -15,9 +16,6 @@ use futures_util::future::join_all;
 use serde_json::Value;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
-
-/// One node's listing: (scope, target) -> (instant, id).
-type Listing = HashMap<(Scope, String), (i64, String)>;
 
 pub async fn run(ctx: &Ctx) {
     let problems = restart_everything(ctx).await;
@@ -34,8 +32,10 @@ pub async fn run(ctx: &Ctx) {
         );
         exact_instants(h, &listings);
     });
-    let lost = lost_in_listings(ctx, &listings);
-    ctx.rec.with(|h| h.lost.extend(lost));
+    ctx.rec.with(|h| {
+        let lost = lost_in_listings(h, &listings);
+        h.lost.extend(lost)
+    });
     final_refusals(ctx).await;
     attribute(ctx);
 }
@@ -175,7 +175,7 @@ fn resolve_logouts(h: &mut History, dirs: &[std::path::PathBuf]) {
 /// Where a node lists an acknowledged revocation under its own id, its exact instant.
 fn exact_instants(h: &mut History, listings: &[Listing]) {
     for r in h.revocations.iter_mut() {
-        let key = key(r.scope, &r.target);
+        let key = key_of(r);
         let Some(a) = r.ack.as_mut() else { continue };
         if let Some((nb, _)) = listings
             .iter()
@@ -185,39 +185,6 @@ fn exact_instants(h: &mut History, listings: &[Listing]) {
             a.nb_hi = *nb;
         }
     }
-}
-
-fn key(scope: Scope, target: &str) -> (Scope, String) {
-    match scope {
-        Scope::All => (Scope::All, String::new()),
-        Scope::User => (Scope::User, target.to_ascii_lowercase()),
-        s => (s, target.to_string()),
-    }
-}
-
-fn lost_in_listings(ctx: &Ctx, listings: &[Listing]) -> Vec<String> {
-    ctx.rec.with(|h| {
-        let mut lost = Vec::new();
-        for r in &h.revocations {
-            let Some(a) = &r.ack else { continue };
-            for (i, l) in listings.iter().enumerate() {
-                let ok = l.get(&key(r.scope, &r.target)).is_some_and(|(nb, _)| *nb >= a.nb_lo);
-                if !ok {
-                    lost.push(format!(
-                        "node {} does not list revocation #{} ({} {:?}, id {}, via {:?} at node {:?})",
-                        i + 1,
-                        r.n,
-                        r.scope.as_str(),
-                        r.target,
-                        a.id,
-                        r.entry,
-                        r.node.map(|n| n + 1)
-                    ));
-                }
-            }
-        }
-        lost
-    })
 }
 
 /// Sends, for every acknowledged revocation, a token it covers to every node: each

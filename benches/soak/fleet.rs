@@ -295,7 +295,7 @@ access_log_file = "access.log"
             .create(true)
             .append(true)
             .open(dir.join("node.log"))?;
-        let child = Command::new(&self.binary)
+        let child = command(&self.binary)
             .arg("run")
             .arg("--config")
             .arg(dir.join("gateway.toml"))
@@ -442,7 +442,7 @@ access_log_file = "access.log"
             .open(dir.join("redis.log"))?;
         let d = dir.display().to_string();
         let port = self.redis_port.to_string();
-        let child = Command::new(REDIS_SERVER)
+        let child = command(Path::new(REDIS_SERVER))
             .args(["--bind", "127.0.0.1", "--port", &port, "--dir", &d])
             .args([
                 "--appendonly",
@@ -522,6 +522,20 @@ async fn redis_answers(port: u16) -> bool {
         .and_then(Result::ok)
         .unwrap_or(0);
     buf[..n].starts_with(b"+PONG")
+}
+
+/// A command for a process of the fleet that dies with the driver, whatever ends the
+/// driver (even kill -9): through util-linux's `setpriv --pdeathsig KILL` when the
+/// machine has it.
+fn command(program: &Path) -> Command {
+    const SETPRIV: &str = "/usr/bin/setpriv";
+    if Path::new(SETPRIV).exists() {
+        let mut c = Command::new(SETPRIV);
+        c.args(["--pdeathsig", "KILL", "--"]).arg(program);
+        c
+    } else {
+        Command::new(program)
+    }
 }
 
 /// A secret file, readable by its owner only.

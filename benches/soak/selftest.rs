@@ -2,7 +2,7 @@
 //! non-violations) that it must find (and not find). Runs before every soak, so a
 //! checker that cannot fail never reports "all goals met".
 
-use crate::check::{Report, check};
+use crate::check::{Listing, Report, check, lost_in_listings};
 use crate::history::{
     Ack, Entry, Event, History, Kind, Request, Revocation, SEC, Scope, T, Token, Via,
 };
@@ -68,6 +68,18 @@ fn revoke_s0(h: &mut History, propagated: bool) {
 }
 
 fn req(h: &mut History, token: usize, node: usize, sent: T, status: u16, reason: &str) {
+    req_as(h, Kind::Browser, token, node, sent, status, reason);
+}
+
+fn req_as(
+    h: &mut History,
+    kind: Kind,
+    token: usize,
+    node: usize,
+    sent: T,
+    status: u16,
+    reason: &str,
+) {
     h.requests.push(Request {
         id: h.requests.len() as u64,
         token,
@@ -77,7 +89,7 @@ fn req(h: &mut History, token: usize, node: usize, sent: T, status: u16, reason:
         done: sent + 1_000,
         status,
         reason: reason.into(),
-        kind: Kind::Browser,
+        kind,
     });
 }
 
@@ -91,7 +103,72 @@ fn expect(what: &str, got: usize, want: usize, rep: &Report) -> Result<(), Strin
     }
 }
 
+/// A history with no violation: s0 revoked at node 1 (acknowledged at 1 s), accepted
+/// before and within a second after, refused from then on everywhere (the prober saw
+/// the first refusals), s1 accepted throughout, a documented 503. Every node lists the
+/// revocation at the end.
+pub fn good() -> Report {
+    let mut h = history(false);
+    revoke_s0(&mut h, true);
+    req(&mut h, 0, 1, 500_000, 200, "");
+    req(&mut h, 0, 2, 1_400_000, 200, "");
+    for n in 0..3 {
+        req_as(
+            &mut h,
+            Kind::Probe,
+            0,
+            n,
+            SEC + 2_000 * n as T,
+            401,
+            "revoked",
+        );
+        req(&mut h, 1, n, 3 * SEC, 200, "");
+    }
+    req(&mut h, 0, 1, 2 * SEC, 401, "revoked");
+    req(&mut h, 1, 0, 4 * SEC, 503, "catching up with the cluster");
+    let mut rep = check(&h, &params());
+    rep.lost = lost_in_listings(&h, &[listing(5_000), listing(5_000), listing(9_000)]);
+    rep
+}
+
+fn listing(nb: i64) -> Listing {
+    Listing::from([((Scope::Session, "s0".to_string()), (nb, "r0".to_string()))])
+}
+
+/// Goal 3's input: node 2 lists no revocation, node 3 only an older one of the key.
+pub fn lost() -> Report {
+    let mut h = history(false);
+    revoke_s0(&mut h, true);
+    let mut rep = check(&h, &params());
+    rep.lost = lost_in_listings(&h, &[listing(5_000), Listing::new(), listing(4_999)]);
+    rep
+}
+
 pub fn run() -> Result<(), String> {
+    let rep = good();
+    if !rep.goals_met() {
+        return Err(format!(
+            "checker self-test: a good history misses the goals: {rep:?}"
+        ));
+    }
+    expect(
+        "propagation to the other nodes",
+        rep.propagation.len(),
+        2,
+        &rep,
+    )?;
+    expect(
+        "propagation on the taking node",
+        rep.propagation_origin.len(),
+        1,
+        &rep,
+    )?;
+    let rep = lost();
+    expect("lost revocations", rep.lost.len(), 2, &rep)?;
+    if rep.goals_met() {
+        return Err("checker self-test: lost revocations meet the goals".into());
+    }
+
     // Fault-free: accepted 0.5 s after the ack is fine, 1.5 s after is late.
     let mut h = history(false);
     revoke_s0(&mut h, true);
