@@ -40,6 +40,9 @@ pub struct AuditEvent {
     pub scope: Option<String>,
     pub target: Option<String>,
     pub reason: Option<String>,
+    /// The id the outside party that caused this gave it (a logout token's `jti`, an
+    /// event id), so the line can be matched with that party's own log.
+    pub external_id: Option<String>,
     pub sessions_revoked: Option<u64>,
     pub node: String,
     pub id: String,
@@ -60,6 +63,8 @@ struct LineRef<'a> {
     scope: Option<&'a str>,
     target: Option<&'a str>,
     reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    external_id: Option<&'a str>,
     sessions_revoked: Option<u64>,
     node: &'a str,
     id: &'a str,
@@ -77,6 +82,9 @@ struct LineOwned {
     scope: Option<String>,
     target: Option<String>,
     reason: Option<String>,
+    /// Absent from lines written before it existed, and whenever there is none.
+    #[serde(default)]
+    external_id: Option<String>,
     sessions_revoked: Option<u64>,
     node: String,
     id: String,
@@ -142,6 +150,7 @@ impl AuditLog {
             scope: ev.scope.as_deref(),
             target: ev.target.as_deref(),
             reason: ev.reason.as_deref(),
+            external_id: ev.external_id.as_deref(),
             sessions_revoked: ev.sessions_revoked,
             node: &ev.node,
             id: &ev.id,
@@ -210,6 +219,7 @@ mod tests {
             } else {
                 None
             },
+            external_id: (i == 2).then(|| "jti-2".to_owned()),
             sessions_revoked: Some(i),
             node: "node-a".to_owned(),
             id: format!("ev-{i}"),
@@ -248,6 +258,10 @@ mod tests {
         assert!(l[0].starts_with(r#"{"time":"2023-11-14T22:13:20.123Z","actor":"#));
         assert!(l[0].ends_with(&format!(r#""id":"ev-0","prev":"{GENESIS_PREV}"}}"#)));
         assert!(l[1].contains(r#""reason":null,"sessions_revoked":1,"#));
+        assert!(!l[1].contains("external_id"), "left out when there is none");
+        assert!(
+            l[2].contains(r#""reason":"offboarded","external_id":"jti-2","sessions_revoked":2,"#)
+        );
         let v: serde_json::Value = serde_json::from_str(&l[1]).unwrap();
         assert_eq!(v["prev"], sha256_hex(l[0].as_bytes()));
     }

@@ -26,6 +26,10 @@ pub struct Runtime {
     pub config: Arc<Config>,
     pub hosts: HashMap<String, Arc<App>>,
     pub tls: Arc<rustls::ServerConfig>,
+    /// The control port's TLS (none: plain HTTP), read per connection.
+    pub control_tls: Option<Arc<rustls::ServerConfig>>,
+    /// For calls to `https://` peers, read per new connection.
+    pub peer_tls: Arc<rustls::ClientConfig>,
     pub users: HashMap<String, User>,
     pub trusted: Vec<IpNet>,
     pub peer_token_sha256: Option<[u8; 32]>,
@@ -37,6 +41,12 @@ pub struct Runtime {
 impl Runtime {
     pub fn build(config: Config, generation: u64) -> Result<Runtime, RuntimeError> {
         let tls = crate::tls::server_config(&config)?;
+        let control_tls = match &config.control.tls {
+            Some(t) => Some(crate::tls::control_server_config(t)?),
+            None => None,
+        };
+        let https_peers = config.sync.peers.iter().any(|p| p.starts_with("https://"));
+        let peer_tls = crate::tls::peer_client_config(&config.sync.tls, https_peers)?;
         let mut hosts = HashMap::new();
         for app in &config.apps {
             for h in &app.hosts {
@@ -65,6 +75,8 @@ impl Runtime {
             config: Arc::new(config),
             hosts,
             tls,
+            control_tls,
+            peer_tls,
             users,
             peer_token_sha256,
             peer_token,

@@ -1,8 +1,12 @@
-//! TLS for the data plane: PEM loading, the dev certificate, and the rustls acceptor.
+//! TLS for the data plane (PEM loading, the dev certificate, the rustls acceptor) and
+//! for the control port and peer calls (server config with optional client
+//! certificates, client config with the cluster's roots and this node's identity).
 
-use crate::config::Config;
-use rustls::ServerConfig;
+use crate::config::file::ClientAuth;
+use crate::config::{CertKey, Config, ControlTls, PeerTls, certs};
 use rustls::crypto::CryptoProvider;
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use std::path::Path;
@@ -16,6 +20,81 @@ pub enum TlsError {
     Generate(String),
     #[error("TLS setup: {0}")]
     Rustls(#[from] rustls::Error),
+    #[error("client certificate verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    #[error("{0}")]
+    Material(String),
+}
+
+/// Marks a control-port request that came over a connection whose client certificate
+/// chained to `[control] client_ca` (the TLS handshake verified it).
+#[derive(Clone, Copy, Debug)]
+pub struct VerifiedClientCert;
+
+/// The control port's TLS config: its certificate, and with `client_ca` a verifier
+/// that checks every certificate presented; `client_auth = "all"` also refuses
+/// connections that present none, `"peers"` lets them through to the route guard.
+pub fn control_server_config(t: &ControlTls) -> Result<Arc<ServerConfig>, TlsError> {
+    let (chain, key) = identity(&t.identity)?;
+    let builder =
+        ServerConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = match &t.client_ca {
+        None => builder.with_no_client_auth(),
+        Some(ca) => {
+            let roots = Arc::new(certs::read_roots(ca).map_err(TlsError::Material)?);
+            let v = WebPkiClientVerifier::builder_with_provider(roots, provider());
+            let v = match t.client_auth {
+                ClientAuth::Peers => v.allow_unauthenticated(),
+                ClientAuth::All => v,
+            };
+            builder.with_client_cert_verifier(v.build()?)
+        }
+    };
+    let mut sc = builder.with_single_cert(chain, key)?;
+    sc.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(sc))
+}
+
+/// The config for calls to `https://` peers: their certificates must chain to
+/// `ca_file` (or, without one, to the system's roots, loaded only when a peer is
+/// `https://`); this node presents its `client_cert` when asked.
+pub fn peer_client_config(t: &PeerTls, https_peers: bool) -> Result<Arc<ClientConfig>, TlsError> {
+    let roots = match &t.ca_file {
+        Some(ca) => certs::read_roots(ca).map_err(TlsError::Material)?,
+        None if https_peers => system_roots()?,
+        None => RootCertStore::empty(),
+    };
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut cc = match &t.identity {
+        Some(pair) => {
+            let (chain, key) = identity(pair)?;
+            builder.with_client_auth_cert(chain, key)?
+        }
+        None => builder.with_no_client_auth(),
+    };
+    cc.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(cc))
+}
+
+fn identity(
+    pair: &CertKey,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let chain = certs::read_certs(&pair.cert).map_err(TlsError::Material)?;
+    let key = certs::read_key(&pair.key).map_err(TlsError::Material)?;
+    Ok((chain, key))
+}
+
+fn system_roots() -> Result<RootCertStore, TlsError> {
+    let found = rustls_native_certs::load_native_certs();
+    let mut roots = RootCertStore::empty();
+    let (added, _) = roots.add_parsable_certificates(found.certs);
+    if added == 0 {
+        let why = "no system root certificates found for https:// peers: set [sync] ca_file";
+        return Err(TlsError::Material(why.into()));
+    }
+    Ok(roots)
 }
 
 /// The crypto provider the whole process uses (aws-lc-rs). Installing it once makes

@@ -212,6 +212,23 @@ pub struct ControlFile {
     pub listen: String,
     #[serde(default)]
     pub admin: Vec<AdminFile>,
+    /// PEM certificate chain and key: when both are set the control port speaks HTTPS.
+    pub tls_cert: Option<String>,
+    pub tls_key: Option<String>,
+    /// PEM CA certificates that client certificates must chain to.
+    pub client_ca: Option<String>,
+    pub client_auth: Option<ClientAuth>,
+}
+
+/// Which control-port calls need a client certificate (with `client_ca`).
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    /// The peer API; admin calls may come without one (their bearer token suffices).
+    #[default]
+    Peers,
+    /// Every connection, refused at the TLS handshake without one.
+    All,
 }
 
 #[derive(Debug, Deserialize)]
@@ -234,6 +251,11 @@ pub struct SyncFile {
     pub max_staleness: Option<HumanDuration>,
     pub on_stale: Option<OnStale>,
     pub startup_sync_timeout: Option<HumanDuration>,
+    /// For `https://` peers: PEM CA certificates their control ports chain to.
+    pub ca_file: Option<String>,
+    /// The certificate and key this node presents to its peers.
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
     /// Where the cluster's state lives: the built-in peer sync or Redis.
     #[serde(default)]
     pub backend: BackendKind,

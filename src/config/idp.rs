@@ -29,6 +29,22 @@ pub struct IdpConfig {
     /// `acr_values` asked for when re-authentication is forced; the ID token's `acr`
     /// must then be one of them.
     pub mfa_acr_values: Vec<String>,
+    /// Whether a sign-in after a revocation must be a fresh authentication at the IdP.
+    pub reauth: Reauth,
+}
+
+/// `reauth` of an `[[idp]]`: what a sign-in after a revocation that covers the user asks
+/// of the IdP.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Reauth {
+    /// `prompt=login`, `max_age=0` (and `acr_values`), and an ID token whose
+    /// `auth_time` is not older than the revocation.
+    #[default]
+    Require,
+    /// Nothing asked, `auth_time` not checked: for IdPs that honour neither (Google),
+    /// where "require" would refuse the user until the revocation is pruned.
+    Off,
 }
 
 impl std::fmt::Debug for IdpConfig {
@@ -42,6 +58,7 @@ impl std::fmt::Debug for IdpConfig {
             .field("groups_claim", &self.groups_claim)
             .field("end_session", &self.end_session)
             .field("mfa_acr_values", &self.mfa_acr_values)
+            .field("reauth", &self.reauth)
             .finish()
     }
 }
@@ -64,6 +81,8 @@ pub struct IdpFile {
     pub end_session: bool,
     #[serde(default)]
     pub mfa_acr_values: Vec<String>,
+    #[serde(default)]
+    pub reauth: Reauth,
 }
 
 impl std::fmt::Debug for IdpFile {
@@ -128,6 +147,7 @@ pub fn validate(files: &[IdpFile], base_dir: &Path) -> Result<Vec<IdpConfig>, Fi
             groups_claim: f.groups_claim.clone(),
             end_session: f.end_session,
             mfa_acr_values: f.mfa_acr_values.clone(),
+            reauth: f.reauth,
         });
     }
     Ok(out)
@@ -251,6 +271,7 @@ client_secret = "s3cret"
         assert_eq!(c.groups_claim, "groups");
         assert!(c.end_session);
         assert!(c.mfa_acr_values.is_empty());
+        assert_eq!(c.reauth, Reauth::Require);
         assert_eq!(c.client_secret, "s3cret");
         assert!(!format!("{c:?}").contains("s3cret"));
     }
@@ -367,5 +388,17 @@ client_secret = "s3cret"
         assert_eq!(c[0].display_name, "Corp SSO");
         assert!(!c[0].end_session);
         assert_eq!(c[0].mfa_acr_values, ["urn:mfa"]);
+    }
+
+    #[test]
+    fn reauth_is_require_or_off() {
+        let c = check(&format!("{ONE}reauth = \"off\"\n")).unwrap();
+        assert_eq!(c[0].reauth, Reauth::Off);
+        let c = check(&format!("{ONE}reauth = \"require\"\n")).unwrap();
+        assert_eq!(c[0].reauth, Reauth::Require);
+        let e = toml::from_str::<Doc>(&format!("{ONE}reauth = \"never\"\n"))
+            .err()
+            .unwrap();
+        assert!(e.to_string().contains("require"), "{e}");
     }
 }

@@ -1,8 +1,11 @@
 //! Configuration: `file` holds what operators write; this module turns it into a
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
+pub mod certs;
 pub mod file;
 pub mod idp;
+
+pub use certs::{CertKey, ControlTls, PeerTls};
 
 use file::{AckMode, FileConfig, LogFile, OnStale, SameSite, Unauthenticated};
 use ipnet::IpNet;
@@ -101,6 +104,8 @@ pub struct LoginConfig {
 pub struct ControlConfig {
     pub listen: SocketAddr,
     pub admins: Vec<Admin>,
+    /// HTTPS on the control port (none: plain HTTP).
+    pub tls: Option<ControlTls>,
 }
 
 #[derive(Clone)]
@@ -127,6 +132,7 @@ pub struct SyncConfig {
     pub max_staleness: Option<Duration>,
     pub on_stale: OnStale,
     pub startup_sync_timeout: Duration,
+    pub tls: PeerTls,
     /// Set when `backend = "redis"`.
     pub redis: Option<RedisSettings>,
 }
@@ -362,9 +368,10 @@ impl Validator {
         let control = ControlConfig {
             listen: self.addr("control.listen", &raw.control.listen)?,
             admins: self.admins(&raw)?,
+            tls: self.control_tls(&raw.control)?,
         };
 
-        let sync = self.sync(&raw)?;
+        let sync = self.sync(&raw, control.tls.as_ref())?;
         let apps = self.apps(&raw, &auth_domain, g.origin_timeout.0)?;
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
@@ -531,23 +538,22 @@ impl Validator {
         }
     }
 
-    fn sync(&self, raw: &FileConfig) -> Result<SyncConfig, ConfigError> {
+    fn sync(
+        &self,
+        raw: &FileConfig,
+        control: Option<&ControlTls>,
+    ) -> Result<SyncConfig, ConfigError> {
         let s = &raw.sync;
         let mut peers = Vec::new();
         for (i, p) in s.peers.iter().enumerate() {
             let uri: http::Uri = p
                 .parse()
                 .map_err(|_| self.err(format!("sync.peers[{i}]"), format!("{p:?} is not a URL")))?;
-            if uri.scheme_str() == Some("https") {
+            let scheme_ok = matches!(uri.scheme_str(), Some("http" | "https"));
+            if !scheme_ok || uri.host().is_none() {
                 return Err(self.err(
                     format!("sync.peers[{i}]"),
-                    "the control port speaks plain HTTP (no TLS yet): use http:// on a private network",
-                ));
-            }
-            if uri.scheme_str() != Some("http") || uri.host().is_none() {
-                return Err(self.err(
-                    format!("sync.peers[{i}]"),
-                    format!("{p:?} must be an http:// URL of a peer's control port"),
+                    format!("{p:?} must be an http:// or https:// URL of a peer's control port"),
                 ));
             }
             peers.push(p.trim_end_matches('/').to_string());
@@ -557,7 +563,10 @@ impl Validator {
             self.secret_file(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
         }
+        let https = peers.iter().any(|p| p.starts_with("https://"));
+        let tls = self.peer_tls(s, https, control)?;
         Ok(SyncConfig {
+            tls,
             peers,
             peer_token_file,
             ack: s.ack.unwrap_or(AckMode::Local),

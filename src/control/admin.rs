@@ -42,6 +42,7 @@ impl Control {
                 target: b.target,
                 reason: b.reason,
                 actor,
+                external_id: None,
             })
             .await?;
         // 202: durable and enforced here, but the backend has not taken it yet.
@@ -64,6 +65,7 @@ impl Control {
                     target: sid,
                     reason: "deleted by admin".into(),
                     actor,
+                    external_id: None,
                 }],
                 "delete_session",
             )
@@ -113,6 +115,7 @@ impl Control {
                 target: email,
                 reason: reason.clone(),
                 actor: actor.clone(),
+                external_id: None,
             });
         }
         let outcomes = if todo.is_empty() {

@@ -1,12 +1,17 @@
 //! The CLI's side of the control port: `portcullis revoke` and `portcullis sessions`
 //! read the control address and an admin token from the same config file (or flags).
+//! When the control port speaks HTTPS the CLI calls it as a peer would: trusting
+//! `[sync] ca_file` (or the system's roots) and presenting `[sync] client_cert`, which
+//! `[control] client_auth = "all"` requires.
 
 use crate::config::Config;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
+use std::sync::Arc;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -27,6 +32,7 @@ pub enum ClientError {
 pub struct ControlClient {
     base: String,
     token: String,
+    tls: Arc<rustls::ClientConfig>,
 }
 
 impl ControlClient {
@@ -44,7 +50,12 @@ impl ControlClient {
                 if a.ip().is_unspecified() {
                     a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
                 }
-                format!("http://{a}")
+                let scheme = if c.control.tls.is_some() {
+                    "https"
+                } else {
+                    "http"
+                };
+                format!("{scheme}://{a}")
             }
             (None, None) => return Err(ClientError::Other("no --url and no config".into())),
         };
@@ -60,7 +71,10 @@ impl ControlClient {
                     .to_string()
             }
         };
-        Ok(Self { base, token })
+        let peer_tls = config.map(|c| c.sync.tls.clone()).unwrap_or_default();
+        let tls = crate::tls::peer_client_config(&peer_tls, base.starts_with("https://"))
+            .map_err(|e| ClientError::Other(format!("TLS towards the control port: {e}")))?;
+        Ok(Self { base, token, tls })
     }
 
     pub async fn call(
@@ -69,7 +83,10 @@ impl ControlClient {
         path: &str,
         json: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, ClientError> {
-        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnector::from((http, self.tls.clone()));
+        let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build(connector);
         let uri = format!("{}{path}", self.base);
         let body = json.map(|j| j.to_string()).unwrap_or_default();
         let req = Request::builder()

@@ -2,7 +2,8 @@
 //! readiness and metrics. One route table says, for every path, which methods it takes
 //! and who may call it: anyone (health), an admin (`Authorization: Bearer <token>`,
 //! checked in constant time against the SHA-256 hashes in `[[control.admin]]`), or a
-//! peer (the cluster's peer token).
+//! peer (the cluster's peer token, and with `[control] client_ca` a client certificate
+//! the TLS handshake verified).
 
 mod admin;
 mod bulk;
@@ -36,6 +37,8 @@ enum ControlError {
     #[error("missing or wrong bearer token")]
     Unauthorized,
     #[error("{0}")]
+    Forbidden(&'static str),
+    #[error("{0}")]
     BadRequest(String),
     #[error("not found")]
     NotFound,
@@ -49,6 +52,7 @@ impl ControlError {
     fn response(&self) -> Response<Body> {
         let status = match self {
             ControlError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ControlError::Forbidden(_) => StatusCode::FORBIDDEN,
             ControlError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ControlError::NotFound => StatusCode::NOT_FOUND,
             ControlError::Method(_) => StatusCode::METHOD_NOT_ALLOWED,
@@ -200,8 +204,8 @@ impl Control {
         match self.route(req).await {
             Ok(r) => r,
             Err(e) => {
-                if matches!(e, ControlError::Unauthorized) {
-                    tracing::warn!(%peer, %method, path, "control call refused: bad credentials");
+                if matches!(e, ControlError::Unauthorized | ControlError::Forbidden(_)) {
+                    tracing::warn!(%peer, %method, path, reason = %e, "control call refused");
                 }
                 e.response()
             }
@@ -216,6 +220,7 @@ impl Control {
             Guard::Anyone => String::new(),
             Guard::Admin => self.admin(req.headers())?,
             Guard::Peer => {
+                self.peer_certificate(&req)?;
                 self.peer_auth(req.headers())?;
                 String::new()
             }
@@ -270,6 +275,23 @@ impl Control {
             }
         }
         found.ok_or(ControlError::Unauthorized)
+    }
+
+    /// With `[control] client_ca`, the peer API answers only connections whose client
+    /// certificate chained to it; checked before the token, so a caller without one
+    /// learns nothing about the token.
+    fn peer_certificate<B>(&self, req: &Request<B>) -> Result<(), ControlError> {
+        let rt = self.live.load();
+        let needed = rt.config.control.tls.as_ref();
+        if !needed.is_some_and(crate::config::ControlTls::peers_need_certificate) {
+            return Ok(());
+        }
+        match req.extensions().get::<crate::tls::VerifiedClientCert>() {
+            Some(_) => Ok(()),
+            None => Err(ControlError::Forbidden(
+                "the peer API needs a client certificate signed by the cluster's CA",
+            )),
+        }
     }
 
     fn peer_auth(&self, h: &HeaderMap) -> Result<(), ControlError> {

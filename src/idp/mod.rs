@@ -41,7 +41,7 @@ pub const ID_TOKEN_MAX_AGE: Duration = Duration::from_secs(600);
 /// Unknown signing keys trigger a JWKS refetch at most this often (per IdP).
 pub const JWKS_REFETCH_INTERVAL: Duration = Duration::from_secs(60);
 
-pub use crate::config::idp::IdpConfig;
+pub use crate::config::idp::{IdpConfig, Reauth};
 
 fn micros(d: Duration) -> crate::clock::Micros {
     d.as_micros() as crate::clock::Micros

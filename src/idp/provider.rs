@@ -192,23 +192,29 @@ impl Provider {
     }
 
     /// Where to send the browser to end its IdP session too (RP-initiated logout), when
-    /// the IdP has an `end_session_endpoint` and `end_session` is on.
+    /// the IdP has an `end_session_endpoint` and `end_session` is on. Without an
+    /// `id_token_hint` (the ID token was too large to keep), `client_id` alone says who
+    /// asks; IdPs then usually ask the user to confirm.
     pub fn end_session_url(
         &self,
-        id_token_hint: &str,
+        id_token_hint: Option<&str>,
         post_logout_redirect_uri: &Url,
     ) -> Option<Url> {
         if !self.cfg.end_session {
             return None;
         }
         let mut url = self.end_session_endpoint.clone()?;
-        url.query_pairs_mut()
-            .append_pair("id_token_hint", id_token_hint)
-            .append_pair(
+        {
+            let mut q = url.query_pairs_mut();
+            if let Some(hint) = id_token_hint {
+                q.append_pair("id_token_hint", hint);
+            }
+            q.append_pair(
                 "post_logout_redirect_uri",
                 post_logout_redirect_uri.as_str(),
             )
             .append_pair("client_id", &self.cfg.client_id);
+        }
         Some(url)
     }
 

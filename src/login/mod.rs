@@ -4,17 +4,28 @@
 //!
 //! [`Login`] holds what these flows touch and nothing else (the caller passes the
 //! config generation in force): the authenticator (verify, mint, seal), the revocation engine (logout revokes), the
-//! session registry and the cluster's shared state (single-use codes, the throttle).
+//! session registry, the cluster's shared state (single-use codes, the throttle), the
+//! cluster-wide session list and the identity providers ([`Idps`], built and refreshed
+//! by the composition root).
+//!
+//! Identity providers (`oidc`): `/oidc/<name>/start`, `/oidc/<name>/callback`,
+//! `/oidc/<name>/backchannel-logout` and `/signed-out` on the auth domain.
 
+mod admission;
 pub mod codes;
 mod handoff;
+pub mod idps;
 mod logout;
+mod oidc;
 pub mod pages;
 mod signin;
 pub mod users;
 
+pub use admission::Refusal;
+pub use idps::Idps;
+
 use crate::auth::{AuthFailure, Authenticator};
-use crate::cluster::SharedState;
+use crate::cluster::{SessionDirectory, SharedState};
 use crate::config::App;
 use crate::error::GatewayError;
 use crate::metrics::Metrics;
@@ -39,6 +50,10 @@ enum AuthRoute {
     Authorize,
     Logout,
     Jwks,
+    OidcStart,
+    OidcCallback,
+    OidcBackchannel,
+    SignedOut,
 }
 
 /// The reserved routes on app hosts.
@@ -56,6 +71,8 @@ pub struct Login {
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
     shared: Arc<dyn SharedState>,
+    directory: Arc<dyn SessionDirectory>,
+    idps: Arc<Idps>,
     auth_routes: Routes<AuthRoute>,
     app_routes: Routes<AppRoute>,
 }
@@ -70,6 +87,14 @@ fn auth_routes() -> Routes<AuthRoute> {
         .route(&[Method::GET, Method::POST], "/logout", Logout)
         .route(&[Method::GET], "/.well-known/jwks.json", Jwks)
         .route(&[Method::GET], "/.portcullis/certs", Jwks)
+        .route(&[Method::GET], "/oidc/{idp}/start", OidcStart)
+        .route(&[Method::GET], "/oidc/{idp}/callback", OidcCallback)
+        .route(
+            &[Method::POST],
+            "/oidc/{idp}/backchannel-logout",
+            OidcBackchannel,
+        )
+        .route(&[Method::GET], "/signed-out", SignedOut)
 }
 
 fn app_routes() -> Routes<AppRoute> {
@@ -88,6 +113,9 @@ pub struct LoginParts {
     pub sessions: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shared: Arc<dyn SharedState>,
+    /// The cluster-wide session list (back-channel logout, re-authentication checks).
+    pub directory: Arc<dyn SessionDirectory>,
+    pub idps: Arc<Idps>,
 }
 
 impl Login {
@@ -98,6 +126,8 @@ impl Login {
             sessions: p.sessions,
             metrics: p.metrics,
             shared: p.shared,
+            directory: p.directory,
+            idps: p.idps,
             auth_routes: auth_routes().build()?,
             app_routes: app_routes().build()?,
         })
@@ -110,11 +140,11 @@ impl Login {
         ctx: &ReqCtx,
         req: Request<Incoming>,
     ) -> Result<Response<Body>, GatewayError> {
-        let route = *self
+        let found = self
             .auth_routes
             .find(req.method(), req.uri().path())
-            .map_err(GatewayError::from_miss)?
-            .handler;
+            .map_err(GatewayError::from_miss)?;
+        let (route, idp) = (*found.handler, found.param("idp").to_string());
         let query = req.uri().query();
         match route {
             AuthRoute::Home => self.home(rt, ctx, req.headers()),
@@ -126,6 +156,13 @@ impl Login {
             }
             AuthRoute::Logout => self.logout_global(rt, ctx, req.headers()).await,
             AuthRoute::Jwks => Ok(self.jwks()),
+            AuthRoute::OidcStart => self.oidc_start(rt, ctx, req.headers(), &idp, query),
+            AuthRoute::OidcCallback => {
+                self.oidc_callback(rt, ctx, req.headers(), &idp, query)
+                    .await
+            }
+            AuthRoute::OidcBackchannel => self.oidc_backchannel(&idp, req).await,
+            AuthRoute::SignedOut => Ok(self.signed_out(rt, ctx)),
         }
     }
 

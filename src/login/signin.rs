@@ -8,7 +8,6 @@ use crate::auth::{AuthFailure, Identity};
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
 use crate::error::GatewayError;
-use crate::revocation::Scope;
 use crate::runtime::Runtime;
 use crate::secrets::ct_eq;
 use crate::session::cookies::{self, GatewayCookies};
@@ -52,6 +51,21 @@ pub fn validate_return_to<'a>(
         path.push_str(q);
     }
     Some((app, host, path))
+}
+
+/// Who a new global session is for, and the IdP session it comes from (None: a
+/// built-in user).
+pub(super) struct NewSession<'a> {
+    pub email: &'a str,
+    pub groups: &'a [String],
+    pub idp: Option<IdpSession<'a>>,
+}
+
+/// The identity provider's side of a sign-in, as the session registry records it.
+pub(super) struct IdpSession<'a> {
+    pub idp: &'a str,
+    pub sub: &'a str,
+    pub sid: Option<&'a str>,
 }
 
 /// The sign-in form's fields.
@@ -122,6 +136,9 @@ impl Login {
         if !return_to.is_empty() && self.session_of(rt, h).is_ok() {
             return self.authorize(rt, ctx, h, &return_to);
         }
+        if let Some(only) = self.only_idp(rt, &return_to) {
+            return Ok(only);
+        }
         let notice = match query::param(q, "why").as_deref() {
             Some("revoked") => Some(
                 "Your session was ended by an administrator (access revoked). Please sign in again.",
@@ -129,7 +146,7 @@ impl Login {
             Some("expired") => Some("Your session has expired. Please sign in again."),
             _ => None,
         };
-        Ok(render_form(rt, StatusCode::OK, &return_to, "", notice))
+        Ok(self.render_form(rt, StatusCode::OK, &return_to, "", notice))
     }
 
     pub(super) async fn login_submit(
@@ -149,7 +166,7 @@ impl Login {
             .to_bytes();
         let form = Form::parse(&bytes);
         let form_again = |status, error: &str| {
-            render_form(rt, status, &form.return_to, &form.email, Some(error))
+            self.render_form(rt, status, &form.return_to, &form.email, Some(error))
         };
         let cookie_csrf = GatewayCookies::parse(&parts.headers)
             .ok()
@@ -164,8 +181,12 @@ impl Login {
         if let Some(refused) = self.throttled(rt, ctx, &form, &form_again).await? {
             return Ok(refused);
         }
-        if let Some(refused) = self.locked_out(rt, &form.email, &form_again) {
-            return Ok(refused);
+        if let Err(r) = self.may_sign_in(rt, &form.email) {
+            let resp = form_again(r.status, &r.message);
+            return Ok(match r.retry_after {
+                Some(secs) => with_retry_after(resp, secs),
+                None => resp,
+            });
         }
         let Some(user) = self.check_password(rt, ctx, &form).await else {
             return Ok(form_again(
@@ -178,7 +199,18 @@ impl Login {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        self.start_session(rt, ctx, &user, ua, &form.return_to)
+        let who = NewSession {
+            email: &user.email,
+            groups: &user.groups,
+            idp: None,
+        };
+        let (mut resp, _) = self.start_session(rt, ctx, &who, ua, &form.return_to)?;
+        // A session of a built-in user has no IdP session to end at logout.
+        append_cookie(
+            resp.headers_mut(),
+            &clear_cookie(super::oidc::LINK_COOKIE, SameSite::Lax),
+        );
+        Ok(resp)
     }
 
     /// Too many recent failures for this user or this address (counted over the
@@ -213,30 +245,6 @@ impl Login {
         )))
     }
 
-    /// After a user revocation, sign-ins are refused for `relogin_lockout`.
-    fn locked_out(
-        &self,
-        rt: &Runtime,
-        email: &str,
-        form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
-    ) -> Option<Response<Body>> {
-        let now = self.auth.now_us();
-        let revoked_at = self.auth.revocations().get(Scope::User, email)?;
-        let until = revoked_at + rt.config.session.relogin_lockout.as_micros() as i64;
-        if now >= until {
-            return None;
-        }
-        self.metrics.login_throttled.fetch_add(1, Ordering::Relaxed);
-        let secs = (((until - now) as f64 / 1e6).round() as u64).max(1);
-        let msg = format!(
-            "Access for this account was revoked by an administrator. Signing in is blocked for {secs} more seconds."
-        );
-        Some(with_retry_after(
-            form_again(StatusCode::FORBIDDEN, &msg),
-            secs,
-        ))
-    }
-
     /// The built-in user whose password this is; counts a failure otherwise.
     async fn check_password(&self, rt: &Runtime, ctx: &ReqCtx, form: &Form) -> Option<User> {
         let user = rt.users.get(&form.email).filter(|u| !u.disabled).cloned();
@@ -264,23 +272,23 @@ impl Login {
     }
 
     /// Mints and records the global session, then sends the browser on.
-    fn start_session(
+    pub(super) fn start_session(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
-        user: &User,
+        who: &NewSession<'_>,
         user_agent: &str,
         return_to: &str,
-    ) -> Result<Response<Body>, GatewayError> {
-        let who = Identity {
-            email: &user.email,
-            groups: &user.groups,
+    ) -> Result<(Response<Body>, Claims), GatewayError> {
+        let identity = Identity {
+            email: who.email,
+            groups: who.groups,
         };
         let (token, claims) = self
             .auth
-            .mint_session(rt, &who)
+            .mint_session(rt, &identity)
             .map_err(|e| GatewayError::Internal(format!("minting a session: {e}")))?;
-        self.record_session(&claims, ctx, user_agent);
+        self.record_session(&claims, ctx, user_agent, who.idp.as_ref());
         self.metrics.login_success.fetch_add(1, Ordering::Relaxed);
         tracing::info!(email = %claims.email, sid = %claims.sid, ip = %ctx.peer.ip(), "signed in");
         let next = if validate_return_to(rt, return_to).is_some() {
@@ -302,12 +310,23 @@ impl Login {
             }),
         );
         append_cookie(h, &clear_cookie(cookies::CSRF, SameSite::Strict));
-        Ok(resp)
+        Ok((resp, claims))
     }
 
-    fn record_session(&self, claims: &Claims, ctx: &ReqCtx, user_agent: &str) {
-        self.sessions
-            .create(self.session_info(claims, ctx, user_agent));
+    fn record_session(
+        &self,
+        claims: &Claims,
+        ctx: &ReqCtx,
+        user_agent: &str,
+        idp: Option<&IdpSession<'_>>,
+    ) {
+        let mut info = self.session_info(claims, ctx, user_agent);
+        if let Some(i) = idp {
+            info.idp = i.idp.to_string();
+            info.idp_sub = i.sub.to_string();
+            info.idp_sid = i.sid.unwrap_or_default().to_string();
+        }
+        self.sessions.create(info);
     }
 
     /// Turns a valid global session into a one-time code for the app host, without
@@ -399,36 +418,44 @@ fn ip_key(ctx: &ReqCtx) -> String {
     format!("ip:{}", ctx.peer.ip())
 }
 
-/// The sign-in form with a fresh CSRF token (cookie and hidden field).
-pub(super) fn render_form(
-    rt: &Runtime,
-    status: StatusCode,
-    return_to: &str,
-    email: &str,
-    error: Option<&str>,
-) -> Response<Body> {
-    let csrf = crate::secrets::random_b64(24);
-    let mut resp = html(
-        status,
-        pages::login(&pages::LoginForm {
-            action: "/login",
-            csrf: &csrf,
-            return_to,
-            email,
-            error,
-            demo_hint: rt.config.has_demo_user(),
-        }),
-    );
-    append_cookie(
-        resp.headers_mut(),
-        &set_cookie(&CookieSpec {
-            name: cookies::CSRF,
-            value: &csrf,
-            max_age: Some(Duration::from_secs(3600)),
-            http_only: true,
-            same_site: SameSite::Strict,
-            path: "/",
-        }),
-    );
-    resp
+impl Login {
+    /// The sign-in page with a fresh CSRF token (cookie and hidden field): the
+    /// email/password form when there are built-in users (or no IdP at all), and a
+    /// button per identity provider.
+    pub(super) fn render_form(
+        &self,
+        rt: &Runtime,
+        status: StatusCode,
+        return_to: &str,
+        email: &str,
+        error: Option<&str>,
+    ) -> Response<Body> {
+        let csrf = crate::secrets::random_b64(24);
+        let idps = self.idp_buttons(return_to);
+        let mut resp = html(
+            status,
+            pages::login(&pages::LoginForm {
+                action: "/login",
+                csrf: &csrf,
+                return_to,
+                email,
+                error,
+                demo_hint: rt.config.has_demo_user(),
+                password: !rt.users.is_empty() || idps.is_empty(),
+                idps: &idps,
+            }),
+        );
+        append_cookie(
+            resp.headers_mut(),
+            &set_cookie(&CookieSpec {
+                name: cookies::CSRF,
+                value: &csrf,
+                max_age: Some(Duration::from_secs(3600)),
+                http_only: true,
+                same_site: SameSite::Strict,
+                path: "/",
+            }),
+        );
+        resp
+    }
 }

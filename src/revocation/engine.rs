@@ -26,6 +26,9 @@ pub struct RevokeRequest {
     pub target: String,
     pub reason: String,
     pub actor: String,
+    /// The outside party's id for what caused this (a logout token's `jti`, an event
+    /// id): written in the audit line, not kept with the revocation.
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -241,7 +244,7 @@ impl Engine {
         self.make_durable(records.clone()).await?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut events = Vec::with_capacity(records.len());
-        for rec in &records {
+        for (rec, req) in records.iter().zip(&reqs) {
             let sessions_revoked = self.enforce(rec);
             self.metrics.revoked(rec.scope as usize);
             tracing::warn!(
@@ -249,7 +252,9 @@ impl Engine {
                 reason = %rec.reason, actor = %rec.actor, sessions_revoked,
                 "revocation enforced"
             );
-            events.push(audit_event(rec, action, sessions_revoked));
+            let mut ev = audit_event(rec, action, sessions_revoked);
+            ev.external_id = req.external_id.clone();
+            events.push(ev);
             outcomes.push(outcome(rec, sessions_revoked));
         }
         // The audit lines and the propagation are independent: other nodes need not
@@ -384,6 +389,7 @@ fn audit_event(rec: &RevocationRecord, action: &str, sessions_revoked: u64) -> A
         scope: Some(rec.scope.as_str().to_string()),
         target: Some(rec.target.clone()),
         reason: Some(rec.reason.clone()),
+        external_id: None,
         sessions_revoked: Some(sessions_revoked),
         node: rec.node.clone(),
         id: rec.id.clone(),
@@ -483,6 +489,7 @@ mod tests {
             target: target.into(),
             reason: "test".into(),
             actor: "ops".into(),
+            external_id: None,
         }
     }
 

@@ -114,6 +114,10 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     if let Some(r) = &gw.redis {
         background.extend(r.spawn(rx.clone()));
     }
+    let auth = gw.auth.clone();
+    background.push(tokio::spawn(
+        gw.idps.clone().run(move || auth.now_us(), rx.clone()),
+    ));
     let watcher = watch_config(gw.clone());
     tracing::info!(
         https = %https_addr, http = ?http_addr, control = %control_addr,
@@ -256,16 +260,63 @@ async fn serve_conn(
             let conn = ConnInfo::new(peer, None, false, Some(flag));
             serve_data(io, conn, gw, &builder, watcher).await;
         }
-        Plane::Control => {
-            let control = gw.control.clone();
-            let svc = service_fn(move |req| {
-                let control = control.clone();
-                async move { Ok::<_, Infallible>(control.handle(peer, req).await) }
-            });
-            let c = builder.serve_connection(TokioIo::new(stream), svc);
-            let _ = watcher.watch(c.into_owned()).await;
-        }
+        Plane::Control => serve_control(stream, peer, gw, &builder, watcher).await,
     }
+}
+
+/// Serves one control-port connection: plain HTTP, or HTTPS when the config in force
+/// has `[control] tls_cert` (read per connection, so a reload applies to the next one).
+async fn serve_control(
+    stream: TcpStream,
+    peer: SocketAddr,
+    gw: Arc<Node>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) {
+    let Some(tls) = gw.live.load().control_tls.clone() else {
+        return serve_control_io(stream, peer, false, gw, builder, watcher).await;
+    };
+    let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+            // A TLS failure (no or an untrusted client certificate, a bad hello).
+            tracing::warn!(%peer, error = %e, "control port: TLS handshake refused");
+            return;
+        }
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "control port: connection closed in the handshake");
+            return;
+        }
+        Err(_) => return,
+    };
+    // With a client verifier every certificate presented was checked in the handshake.
+    let verified = stream.get_ref().1.peer_certificates().is_some();
+    serve_control_io(stream, peer, verified, gw, builder, watcher).await;
+}
+
+/// Requests on a connection whose client certificate was verified carry
+/// [`crate::tls::VerifiedClientCert`] for the route guard.
+async fn serve_control_io<IO>(
+    io: IO,
+    peer: SocketAddr,
+    verified: bool,
+    gw: Arc<Node>,
+    builder: &auto::Builder<TokioExecutor>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let control = gw.control.clone();
+    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+        let control = control.clone();
+        if verified {
+            req.extensions_mut().insert(crate::tls::VerifiedClientCert);
+        }
+        async move { Ok::<_, Infallible>(control.handle(peer, req).await) }
+    });
+    let c = builder.serve_connection(TokioIo::new(io), svc);
+    let _ = watcher.watch(c.into_owned()).await;
 }
 
 /// Serves one data-plane connection (TLS or plain, guarded or not) until it closes.

@@ -11,7 +11,7 @@ use crate::cluster::Cluster;
 use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
 use crate::control::{Control, ControlParts};
-use crate::login::{Login, LoginParts};
+use crate::login::{Idps, Login, LoginParts};
 use crate::metrics::Metrics;
 use crate::proxy::{DataPlane, DataPlaneParts};
 use crate::revocation::engine::Notifier;
@@ -47,6 +47,9 @@ pub struct Node {
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
     pub login: Arc<Login>,
+    /// The identity providers (`[[idp]]`): discovered in the background, kept in step
+    /// with the config on reload.
+    pub idps: Arc<Idps>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
     reload_lock: Mutex<()>,
@@ -232,6 +235,10 @@ impl Node {
         });
         let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
         let (sessions, set) = (d.sessions, d.set);
+        let idps = Arc::new(
+            Idps::new(&live.load().config.idps, auth.now_us())
+                .map_err(|e| StartError::Other(format!("identity providers: {e}")))?,
+        );
         let login = Arc::new(
             Login::new(LoginParts {
                 auth: auth.clone(),
@@ -239,6 +246,8 @@ impl Node {
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 shared: cluster.shared.clone(),
+                directory: cluster.directory.clone(),
+                idps: idps.clone(),
             })
             .map_err(route_table)?,
         );
@@ -282,6 +291,7 @@ impl Node {
             engine,
             sync,
             login,
+            idps,
             data,
             control,
             reload_lock: Mutex::new(()),
@@ -329,6 +339,9 @@ impl Node {
         let generation = runtime.generation;
         self.auth.replace_keys(keys);
         self.live.install(runtime);
+        // Unchanged IdPs keep their discovery; new or changed ones are discovered now.
+        self.idps
+            .reconfigure(&self.live.load().config.idps, self.now_us());
         Ok(generation)
     }
 

@@ -1,6 +1,8 @@
 //! Calls to the other nodes' control ports, authenticated with the cluster's peer
 //! token, and what they tell about each peer's health (last answer, up or down, failed
-//! pushes), for staleness, readiness and metrics.
+//! pushes), for staleness, readiness and metrics. Peers are `http://` or `https://`;
+//! each new connection to an `https://` peer uses the TLS config in force (the
+//! cluster's roots and this node's client certificate), so a reload applies to it.
 
 use super::peer::PeerError;
 use crate::clock::{Micros, Ticker};
@@ -10,11 +12,14 @@ use bytes::Bytes;
 use dashmap::DashMap;
 use http::{Method, Request, header};
 use http_body_util::BodyExt;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::net::TcpStream;
 
 /// Small calls to a peer (digests, pushes, session lists) must answer within this.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -51,11 +56,47 @@ impl PeerHealth {
     }
 }
 
+/// Connects to a peer: plain TCP for `http://`, TLS with the runtime's `peer_tls` for
+/// `https://` (read at each connect, not fixed when the client was built).
+#[derive(Clone)]
+struct PeerConnector {
+    live: Arc<Live>,
+    tcp: HttpConnector,
+}
+
+impl tower_service::Service<http::Uri> for PeerConnector {
+    type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
+    type Error = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Error;
+    type Future = <HttpsConnector<HttpConnector> as tower_service::Service<http::Uri>>::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.tcp.poll_ready(cx).map_err(Into::into)
+    }
+
+    fn call(&mut self, dst: http::Uri) -> Self::Future {
+        let tls = self.live.load().peer_tls.clone();
+        HttpsConnector::from((self.tcp.clone(), tls)).call(dst)
+    }
+}
+
+/// An error with its causes ("client error (Connect): invalid peer certificate:
+/// UnknownIssuer"), so a refused TLS handshake says why in the log.
+fn causes(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut next = e.source();
+    while let Some(cause) = next {
+        out.push_str(": ");
+        out.push_str(&cause.to_string());
+        next = cause.source();
+    }
+    out
+}
+
 pub struct PeerClient {
     live: Arc<Live>,
     node_id: String,
     ticker: Arc<Ticker>,
-    http: Client<HttpConnector, Body>,
+    http: Client<PeerConnector, Body>,
     pub health: PeerHealth,
 }
 
@@ -64,6 +105,12 @@ impl PeerClient {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(PEER_TIMEOUT));
         connector.set_nodelay(true);
+        // The TLS layer wraps it and takes `https://` URLs.
+        connector.enforce_http(false);
+        let connector = PeerConnector {
+            live: live.clone(),
+            tcp: connector,
+        };
         let http = Client::builder(TokioExecutor::new())
             .pool_idle_timeout(Duration::from_secs(90))
             .build(connector);
@@ -110,7 +157,7 @@ impl PeerClient {
                 .http
                 .request(req)
                 .await
-                .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+                .map_err(|e| PeerError::Unreachable(causes(&e)))?;
             let status = resp.status();
             let bytes = resp
                 .into_body()

@@ -306,6 +306,7 @@ async fn run_inner(
             target: sid,
             reason: "selftest".into(),
             actor: format!("selftest:{actor}"),
+            external_id: None,
         })
         .await
         .map_err(|e| format!("cannot revoke the canary: {e}"))?;

@@ -57,14 +57,14 @@ fn chromedriver_binary() -> &'static str {
 
 /// chromedriver, started by this test in its own process group. Dropping it kills the
 /// group (chromedriver and any Chromium it launched), also when a test panics.
-struct Driver {
+pub(crate) struct Driver {
     child: Child,
     port: u16,
     log: tempfile::NamedTempFile,
 }
 
 impl Driver {
-    async fn start() -> Driver {
+    pub(crate) async fn start() -> Driver {
         use std::os::unix::process::CommandExt;
         chromium_binary();
         let bin = chromedriver_binary();
@@ -121,7 +121,7 @@ impl Driver {
     }
 
     /// A new browser session with a fresh profile (its own user-data-dir).
-    async fn session(&self) -> Browser {
+    pub(crate) async fn session(&self) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let args = vec![
             "--headless=new".to_string(),
@@ -193,30 +193,30 @@ impl Drop for Driver {
 
 /// One browser session. `close` ends it; if a test panics first, the driver's Drop kills
 /// the browser.
-struct Browser {
+pub(crate) struct Browser {
     client: Option<Client>,
     _profile: tempfile::TempDir,
 }
 
 impl Browser {
-    fn c(&self) -> &Client {
+    pub(crate) fn c(&self) -> &Client {
         self.client.as_ref().expect("open session")
     }
 
-    async fn close(mut self) {
+    pub(crate) async fn close(mut self) {
         if let Some(c) = self.client.take() {
             let _ = tokio::time::timeout(Duration::from_secs(10), c.close()).await;
         }
     }
 
-    async fn goto(&self, url: &str) {
+    pub(crate) async fn goto(&self, url: &str) {
         self.c()
             .goto(url)
             .await
             .unwrap_or_else(|e| panic!("navigating to {url}: {e}"));
     }
 
-    async fn url(&self) -> String {
+    pub(crate) async fn url(&self) -> String {
         self.c()
             .current_url()
             .await
@@ -224,12 +224,12 @@ impl Browser {
             .unwrap_or_else(|e| format!("<current url unavailable: {e}>"))
     }
 
-    async fn source(&self) -> String {
+    pub(crate) async fn source(&self) -> String {
         self.c().source().await.unwrap_or_default()
     }
 
     /// The current URL and the head of the page, for failure messages.
-    async fn describe(&self) -> String {
+    pub(crate) async fn describe(&self) -> String {
         let src = self.source().await;
         let head: String = src.chars().take(1500).collect();
         format!(
@@ -241,7 +241,7 @@ impl Browser {
     /// Polls until the browser shows `want` (exactly) and the page contains `text`, or fails
     /// after SETTLE with the URL it ended on and the head of the page (a redirect loop shows
     /// as chrome-error://… / ERR_TOO_MANY_REDIRECTS).
-    async fn settle_on(&self, want: &str, text: &str, what: &str) {
+    pub(crate) async fn settle_on(&self, want: &str, text: &str, what: &str) {
         let deadline = Instant::now() + SETTLE;
         loop {
             let here = self.url().await;
@@ -297,7 +297,7 @@ impl Browser {
     }
 
     /// Runs a script in the page; a returned promise is awaited by the driver.
-    async fn js(&self, script: &str) -> Value {
+    pub(crate) async fn js(&self, script: &str) -> Value {
         self.c()
             .execute(script, vec![])
             .await
@@ -321,7 +321,7 @@ impl Browser {
 }
 
 /// Bounds a scenario so a stuck browser fails the test instead of hanging it.
-async fn bounded<F: Future<Output = ()>>(name: &str, f: F) {
+pub(crate) async fn bounded<F: Future<Output = ()>>(name: &str, f: F) {
     if tokio::time::timeout(SCENARIO_LIMIT, f).await.is_err() {
         panic!("browser scenario {name:?} did not finish within {SCENARIO_LIMIT:?}");
     }

@@ -225,7 +225,7 @@ const TEST_HOSTS: [&str; 8] = [
 
 /// A builder that trusts the dev certificate, follows no redirects and resolves every
 /// test host to `addr`.
-fn builder_for(addr: SocketAddr) -> reqwest::ClientBuilder {
+pub fn builder_for(addr: SocketAddr) -> reqwest::ClientBuilder {
     let mut b = Client::builder()
         .danger_accept_invalid_certs(true)
         .redirect(Policy::none())

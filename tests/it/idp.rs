@@ -255,13 +255,13 @@ pub async fn sign_in(c: &Client, auth_url: &Url, redirect_uri: &Url, who: Creds<
     panic!("no redirect to {redirect_uri} after 16 steps from {auth_url}");
 }
 
-fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
+pub fn between<'a>(s: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let i = s.find(start)? + start.len();
     let j = s[i..].find(end)? + i;
     Some(&s[i..j])
 }
 
-fn form_action(html: &str, id: &str) -> Option<String> {
+pub fn form_action(html: &str, id: &str) -> Option<String> {
     let form = &html[html.find(&format!("<form id=\"{id}\""))?..];
     between(form, "action=\"", "\"").map(|a| a.replace("&amp;", "&"))
 }
@@ -496,6 +496,7 @@ fn idp_config(name: &str, issuer: &str, client_id: &str) -> IdpConfig {
         groups_claim: "groups".into(),
         end_session: true,
         mfa_acr_values: vec![MFA_ACR.into()],
+        reauth: Default::default(),
     }
 }
 
@@ -1003,12 +1004,12 @@ async fn an_unreachable_idp_is_unavailable_until_a_retry_finds_it() {
 
 // ---- logout -------------------------------------------------------------------------------
 
-fn claims_of(jwt: &str) -> Value {
+pub fn claims_of(jwt: &str) -> Value {
     let payload = jwt.split('.').nth(1).expect("payload");
     serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).expect("b64")).expect("json")
 }
 
-fn forge(key: &OpKey, header_typ: Option<&str>, claims: &Value) -> String {
+pub fn forge(key: &OpKey, header_typ: Option<&str>, claims: &Value) -> String {
     let alg = match key.alg.as_str() {
         "RS256" => Algorithm::RS256,
         _ => Algorithm::ES256,
@@ -1034,7 +1035,7 @@ async fn back_channel_logout_tokens_from_the_op_verify_and_forgeries_do_not() {
 
     // RP-initiated logout at the OP; the OP POSTs a logout token to our listener.
     let end = p
-        .end_session_url(&id.id_token, &post_logout_uri())
+        .end_session_url(Some(&id.id_token), &post_logout_uri())
         .expect("end_session_endpoint");
     let q = query_of(&end);
     assert_eq!(q["id_token_hint"], id.id_token);
@@ -1193,9 +1194,14 @@ async fn end_session_url_is_off_when_configured_off() {
         ..idp_config("corp", &op.issuer, "rp")
     };
     let p = Provider::discover(cfg, &http).await.expect("discovery");
-    assert!(p.end_session_url("x.y.z", &post_logout_uri()).is_none());
+    assert!(
+        p.end_session_url(Some("x.y.z"), &post_logout_uri())
+            .is_none()
+    );
     let on = discover("corp", &op, "rp").await;
-    let url = on.end_session_url("x.y.z", &post_logout_uri()).expect("on");
+    let url = on
+        .end_session_url(Some("x.y.z"), &post_logout_uri())
+        .expect("on");
     assert!(url.as_str().starts_with(&op.url("/session/end")), "{url}");
     op.stop().await;
 }
@@ -1211,7 +1217,7 @@ async fn back_channel_logout_reaches_an_https_rp_by_its_name() {
     let c = browser();
     let (_, id) = sign_in_alice(&p, &c).await;
     let end = p
-        .end_session_url(&id.id_token, &post_logout_uri())
+        .end_session_url(Some(&id.id_token), &post_logout_uri())
         .expect("end_session");
     op_logout(&c, &end).await;
     let (host, token) = bc.next_with_host().await;
