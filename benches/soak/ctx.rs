@@ -8,7 +8,7 @@ use reqwest::{Client, ClientBuilder, redirect::Policy};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -31,6 +31,9 @@ pub struct Ctx {
     load_end: Instant,
     next_id: AtomicU64,
     recent: Mutex<VecDeque<usize>>,
+    /// Armed by the fault schedule: kill -9 the node that acknowledges the next
+    /// revocation, as soon as the acknowledgement is in.
+    kill_on_ack: AtomicBool,
 }
 
 impl Ctx {
@@ -60,6 +63,7 @@ impl Ctx {
             load_end: Instant::now() + Duration::from_secs_f64(minutes * 60.0),
             next_id: AtomicU64::new(1),
             recent: Mutex::new(VecDeque::new()),
+            kill_on_ack: AtomicBool::new(false),
             fleet,
         })
     }
@@ -97,6 +101,20 @@ impl Ctx {
         r.push_back(tok);
         if r.len() > 300 {
             r.pop_front();
+        }
+    }
+
+    pub fn arm_kill_on_ack(&self, armed: bool) {
+        self.kill_on_ack.store(armed, Ordering::SeqCst);
+    }
+
+    /// Node `node` just acknowledged revocation `r`: kill -9 it if armed.
+    pub fn after_ack(&self, node: usize, r: usize) {
+        if self.kill_on_ack.swap(false, Ordering::SeqCst) {
+            self.fleet.kill(
+                node,
+                &format!("kill -9 right after it acknowledged revocation #{r}"),
+            );
         }
     }
 

@@ -1,5 +1,6 @@
 //! The fault schedule: one fault at a time, at random, with healthy spells between
-//! them: kill -9 of one or two nodes (restarted after a while), partitions between
+//! them: kill -9 of one or two nodes (restarted after a while; or of the node that
+//! acknowledges the next revocation, right after its acknowledgement), partitions between
 //! nodes (one node cut off from all, a pair cut both ways, one direction only), and on
 //! the Redis backend kill -9 of Redis and cuts between nodes and Redis. Beside it, clock
 //! steps: now and then one node's clock jumps to a random offset within `max_skew_ms`
@@ -15,6 +16,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, Copy)]
 enum Fault {
     Kill(usize),
+    /// kill -9 of the node that acknowledges the next revocation, right after it did.
+    KillOnAck,
     KillTwo(usize, usize),
     Isolate(usize),
     Pair(usize, usize),
@@ -60,7 +63,8 @@ fn pick(ctx: &Ctx, rng: &mut StdRng) -> Fault {
     let b = (a + rng.random_range(1..n)) % n;
     match ctx.fleet.backend {
         Backend::Peers => match rng.random_range(0..100) {
-            0..30 => Fault::Kill(a),
+            0..20 => Fault::Kill(a),
+            20..30 => Fault::KillOnAck,
             30..38 => Fault::KillTwo(a, b),
             38..58 => Fault::Isolate(a),
             58..76 => Fault::Pair(a, b),
@@ -68,7 +72,8 @@ fn pick(ctx: &Ctx, rng: &mut StdRng) -> Fault {
             _ => Fault::KillAndIsolate(a, b),
         },
         Backend::Redis => match rng.random_range(0..100) {
-            0..30 => Fault::Kill(a),
+            0..20 => Fault::Kill(a),
+            20..30 => Fault::KillOnAck,
             30..38 => Fault::KillTwo(a, b),
             38..60 => Fault::RedisKill,
             60..82 => Fault::RedisCut(a),
@@ -89,6 +94,7 @@ fn apply(ctx: &Ctx, f: Fault) {
     let fl = &ctx.fleet;
     match f {
         Fault::Kill(a) => fl.kill(a, "kill -9"),
+        Fault::KillOnAck => ctx.arm_kill_on_ack(true),
         Fault::KillTwo(a, b) => {
             fl.kill(a, "kill -9");
             fl.kill(b, "kill -9");
@@ -118,6 +124,7 @@ fn apply(ctx: &Ctx, f: Fault) {
 
 async fn undo(ctx: &Ctx, f: Fault) -> anyhow::Result<()> {
     let fl = &ctx.fleet;
+    ctx.arm_kill_on_ack(false);
     fl.heal_all();
     if matches!(f, Fault::RedisKill | Fault::RedisKillAndNode(_)) {
         fl.redis_start().await?;

@@ -62,6 +62,9 @@ pub async fn run(ctx: Arc<Ctx>, seed: u64) {
             },
             _ => logout(&ctx, &mut rng).await,
         };
+        if let Some(&r) = acked.first() {
+            ctx.after_ack(node, r);
+        }
         for r in acked {
             probers.spawn(probe(ctx.clone(), r));
         }
