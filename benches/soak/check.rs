@@ -56,10 +56,17 @@ pub struct Report {
     pub stale_serving: Vec<String>,
     /// 200s from cut-off nodes explained by a backward step of their clock.
     pub stale_by_clock: usize,
-    /// (token, revocation) pairs: a token the driver had before the revocation was sent,
-    /// stamped after it, accepted later than `grace` after the acknowledgement.
-    pub skew_misses: std::collections::HashSet<(usize, usize)>,
+    /// Findings, not goals (the gateway compares instants stamped by different nodes'
+    /// clocks): (token, revocation) pairs where the driver had the token before the
+    /// revocation was sent, yet the token is stamped after it (its node's clock was
+    /// ahead) and was accepted later than `grace` after the acknowledgement; with one
+    /// line of evidence each.
+    pub skew_misses: HashMap<(usize, usize), String>,
     pub max_skew_miss_ms: f64,
+    /// The other way round: refusals of a token the driver obtained only after every
+    /// revocation that covers it was acknowledged (stamped before them: its node's
+    /// clock was behind).
+    pub skew_refused: Vec<String>,
     /// ack -> first refusal on the other nodes (ms): no fault in the way; a fault in
     /// the way; on the node that took it.
     pub propagation: Vec<f64>,
@@ -204,7 +211,7 @@ pub fn check(h: &History, p: &Params) -> Report {
     for e in &h.exchanges {
         server_error(&e.what, e.status, &e.reason, &mut rep);
     }
-    propagation(h, &ix, &learn, &mut rep);
+    propagation(h, &tl, &ix, &learn, &mut rep);
     rep
 }
 
@@ -238,9 +245,21 @@ fn late_accept(
         let Some(a) = &r.ack else { continue };
         if tok.iat_us >= a.nb_lo {
             if tok.obtained < r.sent && q.sent > r.done + p.grace {
-                rep.skew_misses.insert((q.token, r.n));
                 let ms = (tok.iat_us - a.nb_lo) as f64 / 1e3;
                 rep.max_skew_miss_ms = rep.max_skew_miss_ms.max(ms);
+                rep.skew_misses.entry((q.token, r.n)).or_insert_with(|| {
+                    format!(
+                        "token {} ({}, obtained at {:.3}s, iat {}) accepted by node {:?} at {:.3}s, {:.3}s after {}: stamped {ms:.0} ms after the revocation's instant",
+                        tok.jti,
+                        tok.email,
+                        tok.obtained as f64 / 1e6,
+                        tok.iat_us,
+                        q.node.map(|n| n + 1),
+                        q.sent as f64 / 1e6,
+                        (q.sent - r.done) as f64 / 1e6,
+                        describe(h, r)
+                    )
+                });
             }
             continue;
         }
@@ -329,12 +348,30 @@ fn stale_serving(h: &History, tl: &Timeline, p: &Params, q: &Request, rep: &mut 
 }
 
 fn valid_refused(h: &History, ix: &Index, q: &Request, rep: &mut Report) {
-    let iat = h.tokens[q.token].iat_us;
-    let excused = ix
+    let t = &h.tokens[q.token];
+    let covering: Vec<&Revocation> = ix
         .matching(q.token)
-        .any(|r| r.sent <= q.done && iat < h.nb_hi(r));
-    if !excused {
-        let t = &h.tokens[q.token];
+        .filter(|r| r.sent <= q.done && t.iat_us < h.nb_hi(r))
+        .collect();
+    let after_every_ack = covering
+        .iter()
+        .all(|r| r.ack.is_some() && r.done < t.obtained);
+    if !covering.is_empty() && after_every_ack {
+        rep.skew_refused.push(format!(
+            "request {} ({:?}, node {:?}) at {:.3}s: {} for token {} ({}, obtained at {:.3}s, iat {}), obtained after {} but stamped before its instant",
+            q.id,
+            q.via,
+            q.node.map(|n| n + 1),
+            q.sent as f64 / 1e6,
+            q.status,
+            t.jti,
+            t.email,
+            t.obtained as f64 / 1e6,
+            t.iat_us,
+            describe(h, covering[0])
+        ));
+    }
+    if covering.is_empty() {
         rep.valid_refused.push(format!(
             "request {} ({:?}, node {:?}) at {:.3}s: {} for token {} (sid {}, {}, groups {:?}, app {}, iat {}) that no revocation covers: {}",
             q.id,
@@ -364,7 +401,7 @@ fn server_error(what: &str, status: u16, reason: &str, rep: &mut Report) {
     }
 }
 
-fn propagation(h: &History, ix: &Index, learn: &[Vec<Option<T>>], rep: &mut Report) {
+fn propagation(h: &History, tl: &Timeline, ix: &Index, learn: &[Vec<Option<T>>], rep: &mut Report) {
     for r in &h.revocations {
         let (Some(a), Some(o)) = (&r.ack, r.node) else {
             continue;
@@ -393,9 +430,9 @@ fn propagation(h: &History, ix: &Index, learn: &[Vec<Option<T>>], rep: &mut Repo
                 .min();
             let Some(first) = first else { continue };
             let ms = (first - r.done) as f64 / 1e3;
-            if n == o {
+            if n == o && tl.up_throughout(o, r.done, first) {
                 rep.propagation_origin.push(ms);
-            } else if l == r.done {
+            } else if n != o && l == r.done {
                 rep.propagation.push(ms);
             } else {
                 rep.propagation_fault.push(ms);

@@ -133,6 +133,12 @@ impl Timeline {
         })
     }
 
+    /// Whether node `i` ran from `from` to `to` without going down.
+    pub fn up_throughout(&self, i: usize, from: T, to: T) -> bool {
+        let (a, b) = (self.idx(from), self.idx(to));
+        self.states[a..=b].iter().all(|s| s.up[i])
+    }
+
     /// Since when node `i` has been cut off without a break, if it is at `t`.
     pub fn cut_off_since(&self, i: usize, t: T) -> Option<T> {
         self.isolated[i]

@@ -268,6 +268,47 @@ pub fn run() -> Result<(), String> {
     let rep = check(&h, &params());
     expect("valid token refused", rep.valid_refused.len(), 1, &rep)?;
 
+    // Clock skew: s0's token stamped after the revocation's instant (its node's clock
+    // ahead) though obtained before it was sent, accepted 2 s after the ack; s1's token
+    // obtained after a user revocation's ack, stamped before it, refused. Findings, not
+    // violations.
+    let mut h = history(false);
+    h.tokens[0].iat_us = 9_000;
+    h.tokens[1].obtained = 5 * SEC;
+    revoke_s0(&mut h, true);
+    h.revocations.push(Revocation {
+        n: 1,
+        scope: Scope::User,
+        target: "u1@example.com".into(),
+        entry: Entry::Api,
+        reason: "t".into(),
+        node: Some(1),
+        sent: 3 * SEC,
+        done: 3_100_000,
+        ack: Some(Ack {
+            status: 200,
+            id: "r1".into(),
+            nb_lo: 6_000,
+            nb_hi: 6_000,
+            peers_acked: 2,
+            peers: 2,
+            propagated: true,
+        }),
+        failure: String::new(),
+    });
+    req(&mut h, 0, 1, 3 * SEC, 200, "");
+    req(&mut h, 1, 2, 6 * SEC, 401, "revoked");
+    let rep = check(&h, &params());
+    expect("skew: accepted", rep.skew_misses.len(), 1, &rep)?;
+    expect("skew: refused", rep.skew_refused.len(), 1, &rep)?;
+    expect("skew: no late accept", rep.late.len(), 0, &rep)?;
+    expect(
+        "skew: no valid token refused",
+        rep.valid_refused.len(),
+        0,
+        &rep,
+    )?;
+
     // 5xx: a documented 503 is fine, a 502 or a 503 without a reason is not.
     let mut h = history(false);
     req(
