@@ -29,8 +29,9 @@
 //!
 //! And the propagation distribution: for each acknowledged revocation and each other
 //! node, the time from the acknowledgement to the first refusal the prober saw of a
-//! token only it covers, apart for revocations with no fault in the way (the node could
-//! learn it at the acknowledgement) and the others.
+//! token only it covers, apart for revocations with no fault in the way (peers: the push
+//! from the taking node got through; Redis: published and the node connected) and the
+//! others (learnt by anti-entropy through a third node, after a restart, a heal...).
 
 use crate::history::{Event, History, Kind, Request, Revocation, Scope, T};
 use crate::model::{Params, Timeline};
@@ -211,7 +212,7 @@ pub fn check(h: &History, p: &Params) -> Report {
     for e in &h.exchanges {
         server_error(&e.what, e.status, &e.reason, &mut rep);
     }
-    propagation(h, &tl, &ix, &learn, &mut rep);
+    propagation(h, &tl, &ix, &learn, p, &mut rep);
     rep
 }
 
@@ -401,7 +402,14 @@ fn server_error(what: &str, status: u16, reason: &str, rep: &mut Report) {
     }
 }
 
-fn propagation(h: &History, tl: &Timeline, ix: &Index, learn: &[Vec<Option<T>>], rep: &mut Report) {
+fn propagation(
+    h: &History,
+    tl: &Timeline,
+    ix: &Index,
+    learn: &[Vec<Option<T>>],
+    p: &Params,
+    rep: &mut Report,
+) {
     for r in &h.revocations {
         let (Some(a), Some(o)) = (&r.ack, r.node) else {
             continue;
@@ -432,7 +440,7 @@ fn propagation(h: &History, tl: &Timeline, ix: &Index, learn: &[Vec<Option<T>>],
             let ms = (first - r.done) as f64 / 1e3;
             if n == o && tl.up_throughout(o, r.done, first) {
                 rep.propagation_origin.push(ms);
-            } else if n != o && l == r.done {
+            } else if n != o && tl.direct(r, n, l, p) {
                 rep.propagation.push(ms);
             } else {
                 rep.propagation_fault.push(ms);

@@ -188,6 +188,17 @@ impl Timeline {
         }
     }
 
+    /// Whether node `i` could learn revocation `r` straight from the node that took it at
+    /// its acknowledgement, with no fault in the way: peers, the push got through; Redis,
+    /// it was published and `i` was connected then.
+    pub fn direct(&self, r: &Revocation, i: usize, l: T, p: &Params) -> bool {
+        match (self.redis, r.node) {
+            (true, _) => l == r.done,
+            (false, Some(o)) => self.push_reaches(o, i, r.done, p.push_window),
+            (false, None) => false,
+        }
+    }
+
     /// Whether the push from `o` to `i` at `t` got through: both running and the link
     /// up for the whole window.
     fn push_reaches(&self, o: usize, i: usize, t: T, window: T) -> bool {
