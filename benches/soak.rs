@@ -11,7 +11,8 @@
 //! (default both), `--browsers N` (default 36), `--users N` (default 24),
 //! `--max-skew-ms N` (largest clock offset, default 4000), `--seed N`, `--keep` (keep
 //! the work folder even when every goal is met), `--binary PATH` (the gateway binary;
-//! default the one cargo built with this benchmark).
+//! default the one cargo built with this benchmark), `--check history.json` (only run
+//! the checker on the history a soak kept).
 //!
 //! The modules live in `benches/soak/`.
 
@@ -58,6 +59,7 @@ struct Args {
     seed: u64,
     keep: bool,
     binary: PathBuf,
+    check: Option<PathBuf>,
 }
 
 fn args() -> Result<Args, String> {
@@ -70,6 +72,7 @@ fn args() -> Result<Args, String> {
         seed: std::process::id() as u64,
         keep: false,
         binary: PathBuf::from(env!("CARGO_BIN_EXE_portcullis")),
+        check: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -84,6 +87,7 @@ fn args() -> Result<Args, String> {
             "--seed" => a.seed = num(val()?)? as u64,
             "--binary" => a.binary = PathBuf::from(val()?),
             "--keep" => a.keep = true,
+            "--check" => a.check = Some(PathBuf::from(val()?)),
             "--backend" => {
                 a.backends = match val()?.as_str() {
                     "peers" => vec![Backend::Peers],
@@ -112,6 +116,16 @@ fn main() -> ExitCode {
     if let Err(e) = selftest::run() {
         eprintln!("soak: {e}");
         return ExitCode::FAILURE;
+    }
+    if let Some(path) = &a.check {
+        return match recheck(&a, path) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::FAILURE,
+            Err(e) => {
+                eprintln!("soak: {}: {e:#}", path.display());
+                ExitCode::from(2)
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -258,16 +272,7 @@ async fn run_backend(
     fleet.stop_all();
     let h = rec.h.lock().expect("history lock");
     std::fs::write(root.join("history.json"), serde_json::to_vec(&*h)?)?;
-    let params = Params {
-        grace: SEC,
-        push_window: 300_000,
-        reconnect: match backend {
-            Backend::Peers => 0,
-            Backend::Redis => 2 * SEC,
-        },
-        max_staleness: MAX_STALENESS_S as i64 * SEC,
-    };
-    let rep = check::check(&h, &params);
+    let rep = check::check(&h, &params(backend));
     let text = summary(a, backend, &h, &rep, &spread);
     std::fs::write(root.join("report.txt"), &text)?;
     let details = details(&rep);
@@ -289,6 +294,33 @@ async fn run_backend(
     Ok((rep, text))
 }
 
+fn params(backend: Backend) -> Params {
+    Params {
+        grace: SEC,
+        push_window: 300_000,
+        reconnect: match backend {
+            Backend::Peers => 0,
+            Backend::Redis => 2 * SEC,
+        },
+        max_staleness: MAX_STALENESS_S as i64 * SEC,
+    }
+}
+
+/// `--check history.json`: the checker alone, on the history a soak kept.
+fn recheck(a: &Args, path: &std::path::Path) -> anyhow::Result<bool> {
+    let h: History = serde_json::from_slice(&std::fs::read(path)?)?;
+    let b = if h.redis {
+        Backend::Redis
+    } else {
+        Backend::Peers
+    };
+    let rep = check::check(&h, &params(b));
+    println!("{}", details(&rep));
+    println!("{}", findings(&rep));
+    println!("{}", summary(a, b, &h, &rep, &[]));
+    Ok(rep.goals_met())
+}
+
 fn count<T>(v: &[T], f: impl Fn(&T) -> bool) -> usize {
     v.iter().filter(|x| f(x)).count()
 }
@@ -297,9 +329,9 @@ fn summary(a: &Args, b: Backend, h: &History, rep: &Report, spread: &[u64]) -> S
     let q = &h.requests;
     let st = |s: u16| count(q, |r| r.status == s && r.kind == Kind::Browser);
     let mut out = format!(
-        "soak {} ({:.1} min, 3 nodes, {} browsers, {} users, seed {})\n",
+        "soak {} ({:.1} min of load, 3 nodes, {} browsers, {} users, seed {})\n",
         b.name(),
-        a.minutes,
+        h.load_end as f64 / 60e6,
         a.browsers,
         a.users,
         a.seed

@@ -438,7 +438,7 @@ fn propagation(
                 .min();
             let Some(first) = first else { continue };
             let ms = (first - r.done) as f64 / 1e3;
-            if n == o && tl.up_throughout(o, r.done, first) {
+            if n == o && tl.healthy_throughout(o, r.done, first) {
                 rep.propagation_origin.push(ms);
             } else if n != o && tl.direct(r, n, l, p) {
                 rep.propagation.push(ms);

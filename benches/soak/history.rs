@@ -12,7 +12,7 @@
 //! - Events: the fault schedule (nodes down and up, links cut and healed, Redis down and
 //!   up, clock offsets), as the state changes took effect.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -21,7 +21,7 @@ pub type T = i64;
 
 pub const SEC: T = 1_000_000;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 pub enum Scope {
     Session,
     User,
@@ -52,7 +52,7 @@ impl Scope {
     }
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Token {
     pub jti: String,
     pub sid: String,
@@ -86,13 +86,13 @@ impl Token {
 }
 
 /// Where a request went.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Via {
     Balancer,
     Node(usize),
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Request {
     pub id: u64,
     pub token: usize,
@@ -110,7 +110,7 @@ pub struct Request {
 }
 
 /// Who sent a protected request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Kind {
     Browser,
     /// The propagation prober, right after an acknowledgement.
@@ -119,7 +119,7 @@ pub enum Kind {
     Final,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Exchange {
     pub what: String,
     pub via: Via,
@@ -129,7 +129,7 @@ pub struct Exchange {
     pub reason: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Entry {
     /// `POST /v1/revocations`
     Api,
@@ -143,7 +143,7 @@ pub enum Entry {
     Cli,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Ack {
     pub status: u16,
     pub id: String,
@@ -157,7 +157,7 @@ pub struct Ack {
     pub propagated: bool,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Revocation {
     pub n: usize,
     pub scope: Scope,
@@ -175,7 +175,7 @@ pub struct Revocation {
     pub failure: String,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Event {
     /// The node's process is gone (kill -9).
     NodeDown(usize),
@@ -196,7 +196,7 @@ pub enum Event {
     FaultEnd,
 }
 
-#[derive(Default, Serialize)]
+#[derive(Default, Serialize, Deserialize)]
 pub struct History {
     pub nodes: usize,
     pub redis: bool,

@@ -133,10 +133,13 @@ impl Timeline {
         })
     }
 
-    /// Whether node `i` ran from `from` to `to` without going down.
-    pub fn up_throughout(&self, i: usize, from: T, to: T) -> bool {
+    /// Whether node `i` ran from `from` to `to` without going down or being cut off
+    /// (from every peer, or from Redis), when it may refuse for staleness.
+    pub fn healthy_throughout(&self, i: usize, from: T, to: T) -> bool {
         let (a, b) = (self.idx(from), self.idx(to));
-        self.states[a..=b].iter().all(|s| s.up[i])
+        self.states[a..=b]
+            .iter()
+            .all(|s| s.up[i] && !self.cut_off(s, i))
     }
 
     /// Since when node `i` has been cut off without a break, if it is at `t`.
