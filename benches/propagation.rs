@@ -338,6 +338,7 @@ async fn run_redis(n_rev: usize, n_entries: usize) {
                 reason: "seed".into(),
                 actor: "bench".into(),
                 node: "seed".into(),
+                external_id: None,
             })
             .collect();
         store.publish(&recs).await.expect("publish the seed");

@@ -40,8 +40,9 @@ pub struct AuditEvent {
     pub scope: Option<String>,
     pub target: Option<String>,
     pub reason: Option<String>,
-    /// The id the outside party that caused this gave it (a logout token's `jti`, an
-    /// event id), so the line can be matched with that party's own log.
+    /// The id the outside party that caused this gave it (a logout token's `jti`, a
+    /// SCIM user id, a SET's `jti`, a webhook's `event_id`), so the line can be matched
+    /// with that party's own log; the line has no `external_id` field when there is none.
     pub external_id: Option<String>,
     pub sessions_revoked: Option<u64>,
     pub node: String,
@@ -336,6 +337,25 @@ mod tests {
             }
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    #[test]
+    fn external_ids_are_written_and_lines_without_them_still_verify() {
+        let (_d, path) = write_three();
+        let log = AuditLog::open(&path).unwrap();
+        let mut e = ev(3);
+        e.external_id = Some("2819c223-7f76-453a-919d-413861904646".into());
+        log.append(&e).unwrap();
+        let l = lines(&path);
+        assert!(!l[0].contains("external_id"), "{}", l[0]);
+        assert!(
+            l[3].contains(
+                r#""external_id":"2819c223-7f76-453a-919d-413861904646","sessions_revoked":3,"#
+            ),
+            "{}",
+            l[3]
+        );
+        assert_eq!(verify_chain(&path).unwrap(), ChainReport { lines: 4 });
     }
 
     #[test]

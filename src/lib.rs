@@ -8,7 +8,9 @@
 //! - [`revocation`] (set, log, engine), [`runtime`] (the live config), [`auth`],
 //!   [`idp`] (OpenID Connect providers), [`signals`] (SCIM, Shared Signals, webhooks),
 //!   [`cluster`] (shared state interface);
-//! - [`sync`] (the peer backend), [`login`] (sign-in flows);
+//! - [`sync`] (the peer backend), [`login`] (sign-in flows), [`triggers`] (the SCIM,
+//!   Shared Signals and webhook endpoints, applied through the engine), [`console`] (the
+//!   admin console);
 //! - [`proxy`] (the data plane), [`control`] (the control port);
 //! - [`server`]: builds the node's services and runs the listeners.
 #![forbid(unsafe_code)]
@@ -19,6 +21,7 @@ pub mod auth;
 pub mod clock;
 pub mod cluster;
 pub mod config;
+pub mod console;
 pub mod control;
 pub mod cpus;
 pub(crate) mod error;
@@ -37,4 +40,5 @@ pub(crate) mod store;
 pub mod sync;
 pub(crate) mod timefmt;
 pub mod tls;
+pub mod triggers;
 pub(crate) mod web;

@@ -44,7 +44,7 @@ enum Command {
     Check,
     /// Read a password on stdin and print its argon2id PHC string.
     HashPassword,
-    /// Revoke a user, app, session, group or everything, through the control port.
+    /// Revoke a user, app, session, group, a user's group membership or everything, through the control port.
     Revoke {
         #[command(flatten)]
         target: RevokeTarget,
@@ -92,6 +92,10 @@ struct RevokeTarget {
     session: Option<String>,
     #[arg(long)]
     group: Option<String>,
+    /// EMAIL:GROUP: the user's app tokens carrying GROUP (EMAIL:* for all of them); the
+    /// global session stays, so the next navigation re-issues a token silently.
+    #[arg(long, value_name = "EMAIL:GROUP")]
+    member: Option<String>,
     #[arg(long)]
     all: bool,
 }
@@ -280,6 +284,9 @@ fn revoke(
             session: Some(s), ..
         } => ("session", s),
         RevokeTarget { group: Some(g), .. } => ("group", g),
+        RevokeTarget {
+            member: Some(m), ..
+        } => ("member", m),
         _ => ("all", String::new()),
     };
     let client = client(config, conn)?;

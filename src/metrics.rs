@@ -34,7 +34,7 @@ pub const OUTCOMES: [(Outcome, &str); 6] = [
 pub struct Metrics {
     outcomes: [AtomicU64; 6],
     /// Revocations taken, indexed by `revocation::Scope as usize`.
-    pub revocations: [AtomicU64; 5],
+    pub revocations: [AtomicU64; 6],
     pub cache_hits: AtomicU64,
     pub cache_misses: AtomicU64,
     pub login_success: AtomicU64,

@@ -4,8 +4,13 @@
 //!
 //! What lives here: single-use markers (hand-off codes, replayed tokens and events)
 //! and the sign-in throttle's failure times. Revocations have their own path (the
-//! engine's `Notifier`), as does the session inventory.
+//! engine's `Notifier`), as does the session inventory. Versioned documents (SCIM
+//! state, account flags) live in [`docs`], replicated through a `DocReplicator`, and
+//! [`accounts`] reads them for sign-in.
 
+pub mod accounts;
+pub mod docs;
+pub mod docs_redis;
 pub mod memory;
 pub mod redis;
 

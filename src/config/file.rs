@@ -44,6 +44,30 @@ pub struct FileConfig {
     pub users: Vec<UserFile>,
     #[serde(default, rename = "idp")]
     pub idps: Vec<super::idp::IdpFile>,
+    /// The admin console (off without the table).
+    pub console: Option<super::console::ConsoleFile>,
+    /// The SCIM 2.0 service provider (none: no `/scim/v2/`).
+    pub scim: Option<ScimFile>,
+    #[serde(default)]
+    pub signals: SignalsFile,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScimFile {
+    /// The audit actor is `scim:<name>`.
+    pub name: String,
+    pub token_sha256: Option<String>,
+    pub token_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SignalsFile {
+    #[serde(default)]
+    pub ssf: Vec<crate::signals::ssf::SsfFile>,
+    #[serde(default)]
+    pub webhook: Vec<crate::signals::webhook::WebhookFile>,
 }
 
 #[derive(Debug, Deserialize)]

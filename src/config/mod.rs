@@ -2,8 +2,12 @@
 //! validated, immutable [`Config`]. Errors name the file, the field path and the reason.
 
 pub mod certs;
+pub mod console;
 pub mod file;
 pub mod idp;
+mod signals;
+
+pub use signals::{ScimConfig, SignalsConfig};
 
 pub use certs::{CertKey, ControlTls, PeerTls};
 
@@ -75,6 +79,12 @@ pub struct Config {
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
+    /// The admin console; None: no console.
+    pub console: Option<console::ConsoleConfig>,
+    /// `[scim]`: the SCIM service provider, when configured.
+    pub scim: Option<ScimConfig>,
+    /// `[[signals.ssf]]` and `[[signals.webhook]]`.
+    pub signals: SignalsConfig,
 }
 
 #[derive(Debug, Clone)]
@@ -376,6 +386,12 @@ impl Validator {
         let users = self.users(&raw)?;
         let idps = idp::validate(&raw.idps, &self.base)
             .map_err(|(field, reason)| self.err(field, reason))?;
+        let console = match &raw.console {
+            Some(c) => Some(console::validate(c).map_err(|(f, r)| self.err(f, r))?),
+            None => None,
+        };
+        let scim = self.scim(raw.scim.as_ref())?;
+        let signals = self.signals(&raw.signals)?;
 
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
@@ -422,6 +438,9 @@ impl Validator {
             apps,
             users,
             idps,
+            console,
+            scim,
+            signals,
         })
     }
 

@@ -22,6 +22,10 @@ struct RevokeBody {
     target: String,
     #[serde(default)]
     reason: String,
+    /// The caller's own id for this revocation (a ticket, an alert), shown in listings
+    /// and the audit line.
+    #[serde(default)]
+    external_id: Option<String>,
 }
 
 impl Control {
@@ -31,7 +35,7 @@ impl Control {
             .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
         let scope = Scope::parse(&b.scope).ok_or_else(|| {
             ControlError::BadRequest(format!(
-                "unknown scope {:?} (use user, app, session, group or all)",
+                "unknown scope {:?} (use user, app, session, group, member or all)",
                 b.scope
             ))
         })?;
@@ -42,7 +46,7 @@ impl Control {
                 target: b.target,
                 reason: b.reason,
                 actor,
-                external_id: None,
+                external_id: b.external_id,
             })
             .await?;
         // 202: durable and enforced here, but the backend has not taken it yet.
@@ -154,13 +158,17 @@ impl Control {
         let items: Vec<serde_json::Value> = records
             .into_iter()
             .map(|r| {
-                json!({
+                let mut v = json!({
                     "id": r.id, "scope": r.scope, "target": r.target,
                     "not_before_us": r.not_before_us,
                     "not_before": format_rfc3339_millis(r.not_before_us),
                     "reason": r.reason, "actor": r.actor, "node": r.node,
                     "in_force": true,
-                })
+                });
+                if let Some(x) = r.external_id {
+                    v["external_id"] = json!(x);
+                }
+                v
             })
             .collect();
         Ok(body::json(

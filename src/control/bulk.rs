@@ -1,98 +1,22 @@
-//! The rows of a bulk revocation: a CSV with a `user` column (read with the `csv`
-//! crate: quoting, embedded commas and CRLF as RFC 4180 has them), or JSON (a list of
-//! emails, a list of `{"user": ...}` objects, or `{"users": [...], "reason": ...}`).
+//! The rows of a bulk revocation: the parser is shared with the admin console
+//! ([`crate::console::rows`]); here its reason becomes the API's 400.
 
 use super::ControlError;
 
 /// The user of each row (empty when the row has none) and a reason the body gave.
 pub fn rows(ctype: &str, bytes: &[u8]) -> Result<(Vec<String>, Option<String>), ControlError> {
-    let text = std::str::from_utf8(bytes)
-        .map_err(|_| ControlError::BadRequest("body is not UTF-8".into()))?;
-    if ctype.contains("json") || text.trim_start().starts_with(['[', '{']) {
-        return json_rows(text);
-    }
-    csv_rows(text).map(|r| (r, None))
-}
-
-fn json_rows(text: &str) -> Result<(Vec<String>, Option<String>), ControlError> {
-    let v: serde_json::Value = serde_json::from_str(text)
-        .map_err(|e| ControlError::BadRequest(format!("invalid JSON: {e}")))?;
-    let (list, reason) = match &v {
-        serde_json::Value::Array(a) => (a.clone(), None),
-        serde_json::Value::Object(o) => (
-            o.get("users")
-                .and_then(|u| u.as_array())
-                .cloned()
-                .ok_or_else(|| ControlError::BadRequest("expected {\"users\": [...]}".into()))?,
-            o.get("reason").and_then(|r| r.as_str()).map(str::to_string),
-        ),
-        _ => return Err(ControlError::BadRequest("expected a JSON list".into())),
-    };
-    let rows = list
-        .iter()
-        .map(|x| match x {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Object(o) => o
-                .get("user")
-                .and_then(|u| u.as_str())
-                .unwrap_or("")
-                .to_string(),
-            _ => String::new(),
-        })
-        .collect();
-    Ok((rows, reason))
-}
-
-fn csv_rows(text: &str) -> Result<Vec<String>, ControlError> {
-    let mut r = csv::ReaderBuilder::new()
-        .flexible(true)
-        .trim(csv::Trim::All)
-        .from_reader(text.as_bytes());
-    let bad = |e: csv::Error| ControlError::BadRequest(format!("invalid CSV: {e}"));
-    let headers = r.headers().map_err(bad)?.clone();
-    if headers.is_empty() || headers.iter().all(str::is_empty) {
-        return Err(ControlError::BadRequest("empty CSV".into()));
-    }
-    let idx = headers
-        .iter()
-        .position(|c| c.eq_ignore_ascii_case("user"))
-        .ok_or_else(|| ControlError::BadRequest("the CSV has no `user` column".into()))?;
-    let mut rows = Vec::new();
-    for rec in r.records() {
-        let rec = rec.map_err(bad)?;
-        if rec.iter().all(str::is_empty) {
-            continue;
-        }
-        rows.push(rec.get(idx).unwrap_or("").to_string());
-    }
-    Ok(rows)
+    crate::console::rows::rows(ctype, bytes).map_err(ControlError::BadRequest)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-
     #[test]
-    fn csv_and_json_rows() {
-        let (rows, _) = rows(
-            "text/csv",
-            b"name,user\n\"Doe, J\",j@x.com\r\nA,a@x.com\n\n",
-        )
-        .unwrap();
-        assert_eq!(rows, vec!["j@x.com", "a@x.com"]);
-        let (rows, r) = rows_of_json();
-        assert_eq!(rows, vec!["a@x.com", "b@x.com"]);
-        assert_eq!(r.as_deref(), Some("hr"));
-        assert!(super::rows("text/csv", b"name\nx\n").is_err());
-        assert!(super::rows("text/csv", b"").is_err());
-        assert!(super::rows("text/csv", b"\xff\xfe").is_err());
-    }
-
-    fn rows_of_json() -> (Vec<String>, Option<String>) {
-        rows(
-            "application/json",
-            br#"{"users":["a@x.com",{"user":"b@x.com"}],"reason":"hr"}"#,
-        )
-        .unwrap()
+    fn bad_rows_are_a_bad_request() {
+        let e = super::rows("text/csv", b"name\nx\n").unwrap_err();
+        assert!(matches!(e, super::ControlError::BadRequest(m) if m.contains("`user` column")));
+        assert_eq!(
+            super::rows("text/csv", b"user\na@x.com\n").unwrap().0,
+            vec!["a@x.com"]
+        );
     }
 }

@@ -59,6 +59,7 @@ impl Control {
         );
         self.cluster.status.write_metrics(&mut w);
         crate::sync::selftest::write_metrics(&self.sync, &mut w);
+        self.signals.write_metrics(&mut w);
         let mut r = body::text(StatusCode::OK, w.finish());
         r.headers_mut().insert(
             header::CONTENT_TYPE,

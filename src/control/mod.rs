@@ -1,9 +1,10 @@
 //! The control port: admin API (revocations, sessions, users), peer API (sync), health,
 //! readiness and metrics. One route table says, for every path, which methods it takes
 //! and who may call it: anyone (health), an admin (`Authorization: Bearer <token>`,
-//! checked in constant time against the SHA-256 hashes in `[[control.admin]]`), or a
+//! checked in constant time against the SHA-256 hashes in `[[control.admin]]`), a
 //! peer (the cluster's peer token, and with `[control] client_ca` a client certificate
-//! the TLS handshake verified).
+//! the TLS handshake verified), or a webhook sender (the body's HMAC signature, checked
+//! by the hook's handler).
 
 mod admin;
 mod bulk;
@@ -13,12 +14,14 @@ mod peer_api;
 
 use crate::auth::Authenticator;
 use crate::cluster::Cluster;
+use crate::cluster::docs::DocStore;
 use crate::metrics::Metrics;
 use crate::revocation::engine::{Engine, RevokeError};
 use crate::runtime::Live;
 use crate::secrets::ct_eq;
 use crate::session::registry::Registry;
 use crate::sync::PeerSync;
+use crate::triggers::Signals;
 use crate::web::body::{self, Body};
 use crate::web::router::{Miss, Routes, allow_header};
 use bytes::Bytes;
@@ -104,6 +107,8 @@ enum Guard {
     Anyone,
     Admin,
     Peer,
+    /// A signed webhook: the handler checks the signature (the HMAC is the credential).
+    Hook,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +134,10 @@ enum Route {
     PeerCheck,
     PeerClaim,
     PeerFailure,
+    PeerDocsPush,
+    PeerDocsList,
+    PeerDocsDigest,
+    Hook,
 }
 
 fn routes() -> Routes<(Guard, Route)> {
@@ -161,6 +170,10 @@ fn routes() -> Routes<(Guard, Route)> {
         .route(post, "/v1/peer/check", (Peer, PeerCheck))
         .route(post, "/v1/peer/claim", (Peer, PeerClaim))
         .route(post, "/v1/peer/failure", (Peer, PeerFailure))
+        .route(post, "/v1/peer/docs", (Peer, PeerDocsPush))
+        .route(get, "/v1/peer/docs", (Peer, PeerDocsList))
+        .route(get, "/v1/peer/docs/digest", (Peer, PeerDocsDigest))
+        .route(post, "/v1/hooks/{name}", (Guard::Hook, Route::Hook))
 }
 
 /// What the control port serves from.
@@ -172,6 +185,8 @@ pub struct Control {
     sessions: Arc<Registry>,
     auth: Arc<Authenticator>,
     metrics: Arc<Metrics>,
+    signals: Arc<Signals>,
+    docs: Arc<DocStore>,
     routes: Routes<(Guard, Route)>,
 }
 
@@ -183,6 +198,10 @@ pub struct ControlParts {
     pub sessions: Arc<Registry>,
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
+    /// The webhook endpoints and the signal counters.
+    pub signals: Arc<Signals>,
+    /// The documents peers push and pull.
+    pub docs: Arc<DocStore>,
 }
 
 impl Control {
@@ -195,6 +214,8 @@ impl Control {
             sessions: p.sessions,
             auth: p.auth,
             metrics: p.metrics,
+            signals: p.signals,
+            docs: p.docs,
             routes: routes().build()?,
         })
     }
@@ -216,8 +237,9 @@ impl Control {
         let found = self.routes.find(req.method(), req.uri().path())?;
         let (guard, route) = *found.handler;
         let sid = found.param("sid").to_string();
+        let hook = found.param("name").to_string();
         let actor = match guard {
-            Guard::Anyone => String::new(),
+            Guard::Anyone | Guard::Hook => String::new(),
             Guard::Admin => self.admin(req.headers())?,
             Guard::Peer => {
                 self.peer_certificate(&req)?;
@@ -259,6 +281,13 @@ impl Control {
             }
             PeerClaim => self.peer_claim(req).await,
             PeerFailure => self.peer_failure(req).await,
+            PeerDocsPush => {
+                let b = read_body(req.into_body()).await?;
+                Ok(crate::sync::docs::receive(&self.docs, &b).await)
+            }
+            PeerDocsList => Ok(crate::sync::docs::list(&self.docs)),
+            PeerDocsDigest => Ok(crate::sync::docs::digest(&self.docs)),
+            Hook => Ok(self.signals.webhook(&hook, req).await),
         }
     }
 

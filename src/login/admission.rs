@@ -1,7 +1,8 @@
 //! Whether a user, once identified (by password or by an identity provider), may start
 //! a global session now. The one hook both sign-in paths call ([`Login::may_sign_in`]),
-//! so every rule added here (today the relogin lockout after a user revocation) holds
-//! for every way in.
+//! so every rule added here holds for every way in: the organisation's directory (an
+//! account SCIM deactivated or deleted, or a Shared Signals `account-disabled`) and the
+//! relogin lockout after a user revocation.
 
 use super::Login;
 use crate::revocation::Scope;
@@ -22,11 +23,28 @@ impl Login {
     /// Refuses a sign-in of `email` that must not happen now; every sign-in path calls
     /// it after identifying the user and before minting a session.
     pub fn may_sign_in(&self, rt: &Runtime, email: &str) -> Result<(), Refusal> {
+        self.directory_admits(email)?;
         self.relogin_lockout(rt, email)
     }
 
+    /// What the directory says: an account that is inactive, deleted or disabled there
+    /// gets neither a session nor an app token (also asked when a token is re-issued
+    /// from an existing session).
+    pub(super) fn directory_admits(&self, email: &str) -> Result<(), Refusal> {
+        let Some(r) = self.accounts.sign_in_refusal(email) else {
+            return Ok(());
+        };
+        tracing::info!(%email, why = r.code(), "sign-in refused by the directory");
+        self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
+        Err(Refusal {
+            status: StatusCode::FORBIDDEN,
+            message: r.message().to_string(),
+            retry_after: None,
+        })
+    }
+
     /// After a user revocation, sign-ins are refused for `relogin_lockout`.
-    fn relogin_lockout(&self, rt: &Runtime, email: &str) -> Result<(), Refusal> {
+    pub(super) fn relogin_lockout(&self, rt: &Runtime, email: &str) -> Result<(), Refusal> {
         let now = self.auth.now_us();
         let Some(revoked_at) = self.auth.revocations().get(Scope::User, email) else {
             return Ok(());

@@ -68,9 +68,14 @@ impl Login {
         {
             return restart("session was revoked");
         }
+        if self.directory_admits(&pending.session.email).is_err() {
+            return restart("the directory refuses this account");
+        }
+        // The token carries the person's groups as they are now.
+        let session = self.with_current_groups(&pending.session);
         let minted = self
             .auth
-            .mint_app_token(rt, app, &pending.session)
+            .mint_app_token(rt, app, &session)
             .map_err(|e| GatewayError::Internal(format!("minting an app token: {e}")))?;
         let ua = headers
             .get(http::header::USER_AGENT)

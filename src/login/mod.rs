@@ -5,12 +5,14 @@
 //! [`Login`] holds what these flows touch and nothing else (the caller passes the
 //! config generation in force): the authenticator (verify, mint, seal), the revocation engine (logout revokes), the
 //! session registry, the cluster's shared state (single-use codes, the throttle), the
-//! cluster-wide session list and the identity providers ([`Idps`], built and refreshed
-//! by the composition root).
+//! cluster-wide session list, the identity providers ([`Idps`], built and refreshed
+//! by the composition root) and the directory's view of accounts (deactivated or
+//! disabled people, current groups).
 //!
 //! Identity providers (`oidc`): `/oidc/<name>/start`, `/oidc/<name>/callback`,
 //! `/oidc/<name>/backchannel-logout` and `/signed-out` on the auth domain.
 
+mod accounts;
 mod admission;
 pub mod codes;
 mod handoff;
@@ -25,6 +27,7 @@ pub use admission::Refusal;
 pub use idps::Idps;
 
 use crate::auth::{AuthFailure, Authenticator};
+use crate::cluster::accounts::Accounts;
 use crate::cluster::{SessionDirectory, SharedState};
 use crate::config::App;
 use crate::error::GatewayError;
@@ -71,6 +74,7 @@ pub struct Login {
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
     shared: Arc<dyn SharedState>,
+    accounts: Accounts,
     directory: Arc<dyn SessionDirectory>,
     idps: Arc<Idps>,
     auth_routes: Routes<AuthRoute>,
@@ -113,6 +117,9 @@ pub struct LoginParts {
     pub sessions: Arc<Registry>,
     pub metrics: Arc<Metrics>,
     pub shared: Arc<dyn SharedState>,
+    /// The directory's view of accounts (SCIM, Shared Signals): sign-in refusals and
+    /// current groups.
+    pub accounts: Accounts,
     /// The cluster-wide session list (back-channel logout, re-authentication checks).
     pub directory: Arc<dyn SessionDirectory>,
     pub idps: Arc<Idps>,
@@ -126,6 +133,7 @@ impl Login {
             sessions: p.sessions,
             metrics: p.metrics,
             shared: p.shared,
+            accounts: p.accounts,
             directory: p.directory,
             idps: p.idps,
             auth_routes: auth_routes().build()?,

@@ -3,13 +3,15 @@
 //! turns a valid global session into a one-time code for an app host.
 
 use super::codes::{self, Pending};
-use super::{Login, pages, users};
+use super::{Login, accounts, pages, users};
 use crate::auth::{AuthFailure, Identity};
+use crate::clock::Micros;
 use crate::cluster::{ClusterError, blocked_for};
 use crate::config::{App, User};
 use crate::error::GatewayError;
 use crate::runtime::Runtime;
 use crate::secrets::ct_eq;
+use crate::session::authn;
 use crate::session::cookies::{self, GatewayCookies};
 use crate::session::token::{Claims, TokenError};
 use crate::web::body::{self, Body};
@@ -53,12 +55,40 @@ pub fn validate_return_to<'a>(
     Some((app, host, path))
 }
 
+/// A return target on the auth domain itself: the admin console (`/admin` and paths
+/// under `/admin/`), given as a path or as an absolute URL on the auth domain. Returns
+/// the path and query to land on (always a local path, so never an open redirect).
+pub fn admin_return_path(auth_domain: &str, return_to: &str) -> Option<String> {
+    let base = url::Url::parse(&format!("https://{auth_domain}/")).ok()?;
+    let url = base.join(return_to).ok()?;
+    let same_host = url
+        .host_str()
+        .is_some_and(|h| h.eq_ignore_ascii_case(auth_domain));
+    let path = url.path();
+    let console = path == "/admin" || path.starts_with("/admin/");
+    if !same_host
+        || !matches!(url.scheme(), "http" | "https")
+        || !url.username().is_empty()
+        || url.password().is_some()
+        || !console
+    {
+        return None;
+    }
+    Some(match url.query() {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_string(),
+    })
+}
+
 /// Who a new global session is for, and the IdP session it comes from (None: a
 /// built-in user).
 pub(super) struct NewSession<'a> {
     pub email: &'a str,
     pub groups: &'a [String],
     pub idp: Option<IdpSession<'a>>,
+    /// When the user proved who they are (the password check, the IdP's `auth_time`);
+    /// None: unknown. Kept in the sign-in marker (`session::authn`).
+    pub authenticated_us: Option<Micros>,
 }
 
 /// The identity provider's side of a sign-in, as the session registry records it.
@@ -90,6 +120,18 @@ impl Form {
     }
 }
 
+/// A sign-in refusal shown on the form again.
+fn refused_form(
+    form_again: &dyn Fn(StatusCode, &str) -> Response<Body>,
+    r: super::Refusal,
+) -> Response<Body> {
+    let resp = form_again(r.status, &r.message);
+    match r.retry_after {
+        Some(secs) => with_retry_after(resp, secs),
+        None => resp,
+    }
+}
+
 /// A refusal shown on the form again, with a Retry-After when there is a wait.
 fn with_retry_after(mut r: Response<Body>, secs: u64) -> Response<Body> {
     if let Ok(v) = http::HeaderValue::from_str(&secs.to_string()) {
@@ -108,11 +150,12 @@ impl Login {
         let Ok(v) = self.session_of(rt, h) else {
             return Ok(body::redirect(StatusCode::FOUND, "/login"));
         };
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
         let apps: Vec<(String, String)> = rt
             .config
             .apps
             .iter()
-            .filter(|a| a.allows(&v.claims.email, &v.claims.groups))
+            .filter(|a| a.allows(&v.claims.email, &groups))
             .filter_map(|a| {
                 a.hosts
                     .first()
@@ -133,20 +176,27 @@ impl Login {
         q: Option<&str>,
     ) -> Result<Response<Body>, GatewayError> {
         let return_to = query::param(q, "return_to").unwrap_or_default();
-        if !return_to.is_empty() && self.session_of(rt, h).is_ok() {
+        // `reauth=1` asks for the form even while a global session is valid (the admin
+        // console wants a recent sign-in before an action).
+        let reauth = query::param(q, "reauth").as_deref() == Some("1");
+        if !return_to.is_empty() && !reauth && self.session_of(rt, h).is_ok() {
+            if let Some(path) = admin_return_path(&rt.config.auth_domain, &return_to) {
+                return Ok(body::redirect(StatusCode::FOUND, &path));
+            }
             return self.authorize(rt, ctx, h, &return_to);
         }
-        if let Some(only) = self.only_idp(rt, &return_to) {
+        if let Some(only) = self.only_idp(rt, &return_to, reauth) {
             return Ok(only);
         }
         let notice = match query::param(q, "why").as_deref() {
+            _ if reauth => Some("Please sign in again to confirm it is you."),
             Some("revoked") => Some(
                 "Your session was ended by an administrator (access revoked). Please sign in again.",
             ),
             Some("expired") => Some("Your session has expired. Please sign in again."),
             _ => None,
         };
-        Ok(self.render_form(rt, StatusCode::OK, &return_to, "", notice))
+        Ok(self.render_form(rt, StatusCode::OK, (&return_to, reauth), "", notice))
     }
 
     pub(super) async fn login_submit(
@@ -166,7 +216,13 @@ impl Login {
             .to_bytes();
         let form = Form::parse(&bytes);
         let form_again = |status, error: &str| {
-            self.render_form(rt, status, &form.return_to, &form.email, Some(error))
+            self.render_form(
+                rt,
+                status,
+                (&form.return_to, false),
+                &form.email,
+                Some(error),
+            )
         };
         let cookie_csrf = GatewayCookies::parse(&parts.headers)
             .ok()
@@ -181,12 +237,10 @@ impl Login {
         if let Some(refused) = self.throttled(rt, ctx, &form, &form_again).await? {
             return Ok(refused);
         }
-        if let Err(r) = self.may_sign_in(rt, &form.email) {
-            let resp = form_again(r.status, &r.message);
-            return Ok(match r.retry_after {
-                Some(secs) => with_retry_after(resp, secs),
-                None => resp,
-            });
+        // The lockout is said before the password step; what the directory says about
+        // the account only to someone who knows the password.
+        if let Err(r) = self.relogin_lockout(rt, &form.email) {
+            return Ok(refused_form(&form_again, r));
         }
         let Some(user) = self.check_password(rt, ctx, &form).await else {
             return Ok(form_again(
@@ -194,6 +248,9 @@ impl Login {
                 "Wrong email or password.",
             ));
         };
+        if let Err(r) = self.may_sign_in(rt, &user.email) {
+            return Ok(refused_form(&form_again, r));
+        }
         let ua = parts
             .headers
             .get(header::USER_AGENT)
@@ -203,6 +260,7 @@ impl Login {
             email: &user.email,
             groups: &user.groups,
             idp: None,
+            authenticated_us: Some(self.auth.now_us()),
         };
         let (mut resp, _) = self.start_session(rt, ctx, &who, ua, &form.return_to)?;
         // A session of a built-in user has no IdP session to end at logout.
@@ -280,9 +338,12 @@ impl Login {
         user_agent: &str,
         return_to: &str,
     ) -> Result<(Response<Body>, Claims), GatewayError> {
+        // Where the directory (SCIM) knows the person, its groups are the ones the
+        // session carries, whichever way they signed in.
+        let groups = self.current_groups(who.email, who.groups);
         let identity = Identity {
             email: who.email,
-            groups: who.groups,
+            groups: &groups,
         };
         let (token, claims) = self
             .auth
@@ -294,7 +355,7 @@ impl Login {
         let next = if validate_return_to(rt, return_to).is_some() {
             format!("/authorize?{}", query::encode(&[("return_to", return_to)]))
         } else {
-            "/".to_string()
+            admin_return_path(&rt.config.auth_domain, return_to).unwrap_or_else(|| "/".to_string())
         };
         let mut resp = body::redirect(StatusCode::SEE_OTHER, &next);
         let h = resp.headers_mut();
@@ -310,6 +371,13 @@ impl Login {
             }),
         );
         append_cookie(h, &clear_cookie(cookies::CSRF, SameSite::Strict));
+        let life = rt.config.session.global_duration;
+        let marker = who
+            .authenticated_us
+            .and_then(|at| authn::set_marker(self.auth.keys().sealer(), &claims.sid, at, life));
+        if let Some(m) = marker {
+            append_cookie(h, &m);
+        }
         Ok((resp, claims))
     }
 
@@ -351,7 +419,13 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
-        if !app.allows(&v.claims.email, &v.claims.groups) {
+        if let Err(refusal) = self.directory_admits(&v.claims.email) {
+            return Ok(accounts::refused_page(&refusal));
+        }
+        // The policy sees the person's groups as they are now (a role downgrade takes
+        // effect at once), not the snapshot the global session carries.
+        let groups = self.current_groups(&v.claims.email, &v.claims.groups);
+        if !app.allows(&v.claims.email, &groups) {
             return Err(GatewayError::Forbidden {
                 email: v.claims.email.to_string(),
                 app: app.name.clone(),
@@ -421,17 +495,19 @@ fn ip_key(ctx: &ReqCtx) -> String {
 impl Login {
     /// The sign-in page with a fresh CSRF token (cookie and hidden field): the
     /// email/password form when there are built-in users (or no IdP at all), and a
-    /// button per identity provider.
+    /// button per identity provider. `to` is the page to return to, and whether a fresh
+    /// authentication was asked for (the IdP buttons then ask the IdP for one).
     pub(super) fn render_form(
         &self,
         rt: &Runtime,
         status: StatusCode,
-        return_to: &str,
+        to: (&str, bool),
         email: &str,
         error: Option<&str>,
     ) -> Response<Body> {
+        let (return_to, reauth) = to;
         let csrf = crate::secrets::random_b64(24);
-        let idps = self.idp_buttons(return_to);
+        let idps = self.idp_buttons(return_to, reauth);
         let mut resp = html(
             status,
             pages::login(&pages::LoginForm {
@@ -457,5 +533,41 @@ impl Login {
             }),
         );
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::admin_return_path as p;
+
+    #[test]
+    fn admin_return_targets_stay_on_the_console() {
+        let a = "auth.localhost";
+        assert_eq!(p(a, "/admin/").as_deref(), Some("/admin/"));
+        assert_eq!(p(a, "/admin").as_deref(), Some("/admin"));
+        assert_eq!(
+            p(a, "/admin/user?email=a%40b.com").as_deref(),
+            Some("/admin/user?email=a%40b.com")
+        );
+        assert_eq!(
+            p(a, "https://auth.localhost:8443/admin/apps").as_deref(),
+            Some("/admin/apps")
+        );
+        for bad in [
+            "",
+            "/",
+            "/login",
+            "/administrator",
+            "/admin/../login",
+            "/admin/%2e%2e/login",
+            "//evil.example/admin/",
+            "/\\evil.example/admin/",
+            "https://evil.example/admin/",
+            "https://user:pw@auth.localhost/admin/",
+            "javascript:alert(1)//admin/",
+            "https://echo.localhost/admin/",
+        ] {
+            assert_eq!(p(a, bad), None, "{bad:?}");
+        }
     }
 }

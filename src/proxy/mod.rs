@@ -2,8 +2,10 @@
 //!
 //! The pipeline, in order (each step a plain method on [`DataPlane`]):
 //! [`DataPlane::handle`] (access log, connection-close rule) → `context` (framing guard
-//! verdict, Host, SNI match, scheme) → `route` (auth domain → [`Login::auth_domain`],
-//! `/.portcullis/` → [`Login::reserved`], else the app by host) → `authenticate`
+//! verdict, Host, SNI match, scheme) → `route` (auth domain: `/admin` →
+//! [`Console::handle`], `/scim/v2/` and `/ssf/` → [`Signals::handle`], else
+//! [`Login::auth_domain`]; `/.portcullis/` → [`Login::reserved`], else the app by
+//! host) → `authenticate`
 //! ([`Authenticator::check_app`]: cookies, token, binding, revocation) → `authorize`
 //! (the app's policy) → [`forward::forward`] (headers, origin exchange, streaming) →
 //! errors become responses in [`GatewayError::into_response`].
@@ -20,6 +22,7 @@ pub mod headers;
 use crate::auth::{AuthFailure, Authenticator};
 use crate::config::App;
 use crate::config::file::Unauthenticated;
+use crate::console::Console;
 use crate::error::{Challenge, GatewayError};
 use crate::login::Login;
 use crate::metrics::{Metrics, Outcome};
@@ -29,6 +32,7 @@ use crate::runtime::{Live, Runtime};
 use crate::session::cookies::GatewayCookies;
 use crate::session::registry::Registry;
 use crate::session::token::Verified;
+use crate::triggers::Signals;
 use crate::web::body::Body;
 use crate::web::ctx::ReqCtx;
 use compact_str::CompactString;
@@ -97,6 +101,8 @@ pub struct DataPlane {
     live: Arc<Live>,
     auth: Arc<Authenticator>,
     login: Arc<Login>,
+    console: Arc<Console>,
+    signals: Arc<Signals>,
     sessions: Arc<Registry>,
     set: Arc<RevocationSet>,
     freshness: Arc<dyn Freshness>,
@@ -108,6 +114,9 @@ pub struct DataPlaneParts {
     pub live: Arc<Live>,
     pub auth: Arc<Authenticator>,
     pub login: Arc<Login>,
+    pub console: Arc<Console>,
+    /// SCIM and Shared Signals endpoints on the auth domain.
+    pub signals: Arc<Signals>,
     pub sessions: Arc<Registry>,
     pub set: Arc<RevocationSet>,
     pub freshness: Arc<dyn Freshness>,
@@ -121,6 +130,8 @@ impl DataPlane {
             live: p.live,
             auth: p.auth,
             login: p.login,
+            console: p.console,
+            signals: p.signals,
             sessions: p.sessions,
             set: p.set,
             freshness: p.freshness,
@@ -219,6 +230,12 @@ impl DataPlane {
         }
         if ctx.host == rt.config.auth_domain {
             self.metrics.outcome(Outcome::Gateway);
+            if crate::console::is_console_path(req.uri().path()) {
+                return self.console.handle(rt, &ctx, req).await;
+            }
+            if Signals::serves(req.uri().path()) {
+                return self.signals.handle(rt, &ctx, req).await;
+            }
             return self.login.auth_domain(rt, &ctx, req).await;
         }
         let Some(app) = rt.app_for_host(&ctx.host).cloned() else {

@@ -26,8 +26,8 @@ pub struct RevokeRequest {
     pub target: String,
     pub reason: String,
     pub actor: String,
-    /// The outside party's id for what caused this (a logout token's `jti`, an event
-    /// id): written in the audit line, not kept with the revocation.
+    /// The trigger's own id for this revocation (SCIM user id, SET `jti`, webhook
+    /// `event_id`, a logout token's `jti`), kept in the record and the audit line.
     pub external_id: Option<String>,
 }
 
@@ -46,6 +46,8 @@ pub struct RevokeOutcome {
     /// False when the cluster backend could not take it yet (it is durable and enforced
     /// here, and is handed over as soon as the backend is back).
     pub propagated: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ impl Notifier for Alone {
 
 const MAX_TARGET: usize = 512;
 const MAX_REASON: usize = 128;
+const MAX_EXTERNAL_ID: usize = 256;
 
 /// Normalises a target for its scope: emails compare case-insensitively, `all` has none.
 pub fn normalize(scope: Scope, target: &str) -> Result<String, RevokeError> {
@@ -102,11 +105,39 @@ pub fn normalize(scope: Scope, target: &str) -> Result<String, RevokeError> {
             "target is too long or has control characters".into(),
         ));
     }
-    Ok(if scope == Scope::User {
-        t.to_ascii_lowercase()
-    } else {
-        t.to_string()
+    Ok(match scope {
+        Scope::User => t.to_ascii_lowercase(),
+        Scope::Member => normalize_member(t)?,
+        _ => t.to_string(),
     })
+}
+
+/// `<email>:<group>`: the email lower-cased, the group as given (`*`: every group).
+fn normalize_member(t: &str) -> Result<String, RevokeError> {
+    let bad = || {
+        RevokeError::Invalid(format!(
+            "a member target is <email>:<group> (or <email>:* for every app token of the user), not {t:?}"
+        ))
+    };
+    let (email, group) = super::split_member(t).ok_or_else(bad)?;
+    let (email, group) = (email.trim(), group.trim());
+    if !email.contains('@') || email.contains(char::is_whitespace) || group.is_empty() {
+        return Err(bad());
+    }
+    Ok(super::member_target(email, group))
+}
+
+/// An external id: trimmed, printable, bounded; empty means none.
+pub fn normalize_external_id(id: Option<&str>) -> Result<Option<String>, RevokeError> {
+    let Some(id) = id.map(str::trim).filter(|i| !i.is_empty()) else {
+        return Ok(None);
+    };
+    if id.len() > MAX_EXTERNAL_ID || id.chars().any(char::is_control) {
+        return Err(RevokeError::Invalid(
+            "external_id is too long or has control characters".into(),
+        ));
+    }
+    Ok(Some(id.to_string()))
 }
 
 pub fn normalize_reason(reason: &str) -> Result<String, RevokeError> {
@@ -134,6 +165,7 @@ pub fn canonical(scope: Scope, target: &str) -> bool {
         && target.trim() == target
         && !target.chars().any(char::is_control)
         && (scope != Scope::User || !target.bytes().any(|b| b.is_ascii_uppercase()))
+        && (scope != Scope::Member || normalize_member(target).is_ok_and(|n| n == target))
 }
 
 pub struct Engine {
@@ -213,6 +245,7 @@ impl Engine {
                         reason: String::new(),
                         actor: String::new(),
                         node: String::new(),
+                        external_id: None,
                     },
                 },
             )
@@ -244,7 +277,7 @@ impl Engine {
         self.make_durable(records.clone()).await?;
         let mut outcomes = Vec::with_capacity(records.len());
         let mut events = Vec::with_capacity(records.len());
-        for (rec, req) in records.iter().zip(&reqs) {
+        for rec in &records {
             let sessions_revoked = self.enforce(rec);
             self.metrics.revoked(rec.scope as usize);
             tracing::warn!(
@@ -252,9 +285,7 @@ impl Engine {
                 reason = %rec.reason, actor = %rec.actor, sessions_revoked,
                 "revocation enforced"
             );
-            let mut ev = audit_event(rec, action, sessions_revoked);
-            ev.external_id = req.external_id.clone();
-            events.push(ev);
+            events.push(audit_event(rec, action, sessions_revoked));
             outcomes.push(outcome(rec, sessions_revoked));
         }
         // The audit lines and the propagation are independent: other nodes need not
@@ -281,6 +312,7 @@ impl Engine {
                 reason: normalize_reason(&r.reason)?,
                 actor: r.actor.clone(),
                 node: self.node_id.clone(),
+                external_id: normalize_external_id(r.external_id.as_deref())?,
             });
         }
         for rec in &mut records {
@@ -352,6 +384,16 @@ impl Engine {
             }
             Scope::App => reg.end_matching(nb, now, false, |s| s.apps().iter().any(|a| a == t)),
             Scope::All => reg.end_matching(nb, now, true, |_| true),
+            // App tokens only: counts the user's sessions that carry the group.
+            Scope::Member => {
+                let Some((user, group)) = super::split_member(t) else {
+                    return 0;
+                };
+                reg.end_matching(nb, now, false, |s| {
+                    s.info.user == user
+                        && (group == super::ANY_GROUP || s.info.groups.iter().any(|g| g == group))
+                })
+            }
         }
     }
 
@@ -389,7 +431,7 @@ fn audit_event(rec: &RevocationRecord, action: &str, sessions_revoked: u64) -> A
         scope: Some(rec.scope.as_str().to_string()),
         target: Some(rec.target.clone()),
         reason: Some(rec.reason.clone()),
-        external_id: None,
+        external_id: rec.external_id.clone(),
         sessions_revoked: Some(sessions_revoked),
         node: rec.node.clone(),
         id: rec.id.clone(),
@@ -407,6 +449,7 @@ fn outcome(rec: &RevocationRecord, sessions_revoked: u64) -> RevokeOutcome {
         peers_acked: 0,
         peers: 0,
         propagated: true,
+        external_id: rec.external_id.clone(),
     }
 }
 
@@ -519,6 +562,28 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn external_ids_reach_the_record_the_audit_line_and_the_peers() {
+        let f = fixture();
+        let mut r = req(Scope::Member, "Ada@X.com:staff");
+        r.actor = "scim:okta".into();
+        r.external_id = Some("2819c223".into());
+        let out = f.engine.revoke(r).await.unwrap();
+        assert_eq!(out.target, "ada@x.com:staff");
+        assert_eq!(out.external_id.as_deref(), Some("2819c223"));
+        let rec = &f.engine.in_force(1)[0];
+        assert_eq!(rec.external_id.as_deref(), Some("2819c223"));
+        assert_eq!(
+            f.notifier.seen.lock().unwrap()[0].external_id.as_deref(),
+            Some("2819c223")
+        );
+        let audit = std::fs::read_to_string(f._dir.path().join("a.log")).unwrap();
+        assert!(audit.contains("\"external_id\":\"2819c223\""), "{audit}");
+        let mut bad = req(Scope::Member, "no-email:staff");
+        bad.external_id = Some("x".into());
+        assert!(f.engine.revoke(bad).await.is_err());
+    }
+
+    #[tokio::test]
     async fn bad_requests_change_nothing() {
         let f = fixture();
         for bad in [req(Scope::User, " "), req(Scope::Session, "a\nb")] {
@@ -543,6 +608,7 @@ mod tests {
             reason: "r".into(),
             actor: "ops".into(),
             node: "n2".into(),
+            external_id: None,
         };
         let (moved, ended) = f.engine.accept(vec![rec("r1", 50)]).await.unwrap();
         assert_eq!((moved, ended.get("r1").copied()), (1, Some(1)));
@@ -584,6 +650,11 @@ mod tests {
                 "sid_-1",
                 "tab\there",
                 "ünï",
+                "a@x.com:staff",
+                "A@x.com:staff",
+                "a@x.com: staff",
+                "a@x.com:",
+                "nobody:staff",
                 &"x".repeat(513),
             ] {
                 let want = normalize(scope, t).is_ok_and(|n| n == t);

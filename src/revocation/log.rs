@@ -127,6 +127,7 @@ mod tests {
             reason: "test \"quoted\"\nnewline".to_owned(),
             actor: "admin@example.com".to_owned(),
             node: "node-a".to_owned(),
+            external_id: None,
         }
     }
 

@@ -63,6 +63,7 @@ mod tests {
             reason: "r".into(),
             actor: "ops".into(),
             node: "n1".into(),
+            external_id: None,
         }
     }
 

@@ -16,6 +16,25 @@ pub enum Scope {
     Group,
     App,
     All,
+    /// App tokens of one user that carry one group (target `<email>:<group>`), or all of
+    /// the user's app tokens (`<email>:*`). The global session stays, so the next
+    /// navigation re-issues a token with the user's current groups.
+    Member,
+}
+
+/// Separates the email from the group in a `member` target.
+pub const MEMBER_SEP: char = ':';
+/// The group part of a `member` target that matches every app token of the user.
+pub const ANY_GROUP: &str = "*";
+
+/// The `member` target for `email` and `group` (`*`: every app token of the user).
+pub fn member_target(email: &str, group: &str) -> String {
+    format!("{}{MEMBER_SEP}{group}", email.trim().to_ascii_lowercase())
+}
+
+/// The email and group of a `member` target.
+pub fn split_member(target: &str) -> Option<(&str, &str)> {
+    target.split_once(MEMBER_SEP)
 }
 
 impl Scope {
@@ -26,6 +45,7 @@ impl Scope {
             Scope::Group => "group",
             Scope::App => "app",
             Scope::All => "all",
+            Scope::Member => "member",
         }
     }
 
@@ -36,16 +56,18 @@ impl Scope {
             "group" => Scope::Group,
             "app" => Scope::App,
             "all" => Scope::All,
+            "member" => Scope::Member,
             _ => return None,
         })
     }
 
-    pub const ALL: [Scope; 5] = [
+    pub const ALL: [Scope; 6] = [
         Scope::Session,
         Scope::User,
         Scope::Group,
         Scope::App,
         Scope::All,
+        Scope::Member,
     ];
 }
 
@@ -59,6 +81,10 @@ pub struct RevocationRecord {
     pub reason: String,
     pub actor: String,
     pub node: String,
+    /// The id the trigger gave this revocation outside Portcullis (a SCIM user id, a
+    /// Security Event Token's `jti`, a webhook's `event_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
 }
 
 /// Whether this node's revocation set can be trusted to be current (the cluster

@@ -3,7 +3,7 @@
 //! time. Merging keeps the maximum, so applying entries in any order, any number of
 //! times, gives the same set (a join-semilattice: that is why nodes converge).
 
-use super::Scope;
+use super::{ANY_GROUP, MEMBER_SEP, Scope, split_member};
 use crate::clock::Micros;
 use crate::session::token::Subject;
 use dashmap::DashMap;
@@ -45,6 +45,10 @@ pub struct RevocationSet {
     users: Map,
     groups: Map,
     apps: Map,
+    /// `member` entries, keyed `<email>:<group>`.
+    members: Map,
+    /// Whether any `member` entry was ever added: until then the check skips them.
+    has_members: std::sync::atomic::AtomicBool,
     /// Bumped on every change; long-lived connections wait on it to re-check.
     version: tokio::sync::watch::Sender<u64>,
     changes: AtomicU64,
@@ -103,6 +107,8 @@ impl RevocationSet {
             users: Map::default(),
             groups: Map::default(),
             apps: Map::default(),
+            members: Map::default(),
+            has_members: std::sync::atomic::AtomicBool::new(false),
             version: tokio::sync::watch::Sender::new(0),
             changes: AtomicU64::new(0),
             digest: [AtomicU64::new(0), AtomicU64::new(0)],
@@ -118,7 +124,19 @@ impl RevocationSet {
 
     fn key_hash(&self, scope: Scope, target: &str) -> u64 {
         use std::hash::BuildHasher;
+        if scope == Scope::Member
+            && let Some((email, group)) = split_member(target)
+        {
+            return self.member_hash(email, group);
+        }
         self.hasher.hash_one((scope as u8, target))
+    }
+
+    /// The filter hash of a `member` key from its parts, so the check hashes a token's
+    /// (subject, group) pairs without building the key.
+    fn member_hash(&self, email: &str, group: &str) -> u64 {
+        use std::hash::BuildHasher;
+        self.hasher.hash_one((Scope::Member as u8, email, group))
     }
 
     /// Marks a key present, in the live filter and in one being rebuilt. Called after
@@ -163,6 +181,7 @@ impl RevocationSet {
             Scope::User => Some(&self.users),
             Scope::Group => Some(&self.groups),
             Scope::App => Some(&self.apps),
+            Scope::Member => Some(&self.members),
             Scope::All => None,
         }
     }
@@ -255,6 +274,9 @@ impl RevocationSet {
                     toggle(scope, target, not_before);
                     drop(e.insert(not_before));
                     self.mark(scope, target);
+                    if scope == Scope::Member {
+                        self.has_members.store(true, Ordering::SeqCst);
+                    }
                     true
                 }
             },
@@ -315,7 +337,24 @@ impl RevocationSet {
         {
             return Some(Scope::Group);
         }
+        if app && self.has_members.load(Ordering::Acquire) && self.member_hit(&filter, c) {
+            return Some(Scope::Member);
+        }
         None
+    }
+
+    /// Whether a `member` entry covers this app token: one for its subject and any of
+    /// its groups, or for its subject and every group.
+    fn member_hit(&self, filter: &Filter, c: &impl Subject) -> bool {
+        let (sub, iat) = (c.sub(), c.iat_us());
+        let hit = |group: &str| {
+            filter.may_contain(self.member_hash(sub, group))
+                && self
+                    .members
+                    .get(format!("{sub}{MEMBER_SEP}{group}").as_str())
+                    .is_some_and(|nb| *nb >= iat)
+        };
+        hit(ANY_GROUP) || c.groups().iter().any(|g| hit(g))
     }
 
     /// Drops entries older than `horizon`: no token issued before it can still be alive.
@@ -326,6 +365,7 @@ impl RevocationSet {
             (Scope::User, &self.users),
             (Scope::Group, &self.groups),
             (Scope::App, &self.apps),
+            (Scope::Member, &self.members),
         ] {
             let before = map.len();
             map.retain(|k, nb| {
@@ -354,6 +394,7 @@ impl RevocationSet {
             (Scope::User, &self.users),
             (Scope::Group, &self.groups),
             (Scope::App, &self.apps),
+            (Scope::Member, &self.members),
         ] {
             for e in map.iter() {
                 fresh.mark(self.key_hash(scope, e.key()));
@@ -368,6 +409,7 @@ impl RevocationSet {
             + self.users.len()
             + self.groups.len()
             + self.apps.len()
+            + self.members.len()
             + usize::from(self.all.load(Ordering::Acquire) != i64::MIN)
     }
 
@@ -453,6 +495,7 @@ mod tests {
             (Scope::Group, "staff"),
             (Scope::App, "echo"),
             (Scope::All, ""),
+            (Scope::Member, "a@x.com:staff"),
         ] {
             let set = RevocationSet::new();
             set.apply(scope, target, 1_000_500);
@@ -467,6 +510,27 @@ mod tests {
             None,
             "app scope is for app tokens"
         );
+    }
+
+    #[test]
+    fn member_entries_match_app_tokens_of_that_user_carrying_that_group() {
+        let set = RevocationSet::new();
+        assert_eq!(set.check(&claims(10), true), None);
+        set.apply(Scope::Member, "a@x.com:staff", 100);
+        assert_eq!(set.check(&claims(99), true), Some(Scope::Member));
+        assert_eq!(set.check(&claims(101), true), None, "issued after");
+        assert_eq!(set.check(&claims(99), false), None, "global sessions stay");
+        let mut other = claims(99);
+        other.groups = vec!["ops".into()];
+        assert_eq!(set.check(&other, true), None, "without the group");
+        other.sub = "b@x.com".into();
+        other.groups = vec!["staff".into()];
+        assert_eq!(set.check(&other, true), None, "another user");
+        set.apply(Scope::Member, "b@x.com:*", 100);
+        assert_eq!(set.check(&other, true), Some(Scope::Member), "every group");
+        assert_eq!(set.len_by_scope(Scope::Member), 2);
+        assert_eq!(set.prune(200), 2);
+        assert_eq!(set.check(&claims(99), true), None);
     }
 
     #[test]

@@ -111,6 +111,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     )));
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
     background.extend(gw.sync.spawn(rx.clone()));
+    background.extend(gw.spawn_signals(rx.clone()));
     if let Some(r) = &gw.redis {
         background.extend(r.spawn(rx.clone()));
     }

@@ -8,8 +8,11 @@ use crate::audit::AuditLog;
 use crate::auth::Authenticator;
 use crate::clock::{Clock, Ticker};
 use crate::cluster::Cluster;
+use crate::cluster::docs::{DocReplicator, DocStore};
+use crate::cluster::docs_redis::RedisDocs;
 use crate::cluster::redis::{Outbox, RedisConfig, RedisStore};
 use crate::config::{Config, Secrets};
+use crate::console::{AccountStatus, Console, ConsoleParts, NodeCluster};
 use crate::control::{Control, ControlParts};
 use crate::login::{Idps, Login, LoginParts};
 use crate::metrics::Metrics;
@@ -25,9 +28,11 @@ use crate::session::keys::KeyRing;
 use crate::session::registry::Registry;
 use crate::sync::PeerSync;
 use crate::sync::client::PeerClient;
+use crate::sync::docs::PeerDocs;
 use crate::sync::journal::{self, Journal};
 use crate::sync::push::PeerPush;
 use crate::sync::redis::{RedisBackend, RedisPush};
+use crate::triggers::{Signals, SignalsParts};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -46,13 +51,32 @@ pub struct Node {
     pub sessions: Arc<Registry>,
     pub engine: Arc<Engine>,
     pub sync: Arc<PeerSync>,
+    /// SCIM state, account flags and applied signals, the same on every node.
+    pub docs: Arc<DocStore>,
+    pub signals: Arc<Signals>,
     pub login: Arc<Login>,
     /// The identity providers (`[[idp]]`): discovered in the background, kept in step
     /// with the config on reload.
     pub idps: Arc<Idps>,
     pub data: Arc<DataPlane>,
     pub control: Arc<Control>,
+    docs_backend: DocsBackend,
     reload_lock: Mutex<()>,
+}
+
+/// Where this node's documents meet the other nodes'.
+enum DocsBackend {
+    Peers(Arc<PeerClient>),
+    Redis(RedisStore),
+}
+
+impl DocsBackend {
+    fn replicator(&self, live: &Arc<Live>) -> Arc<dyn DocReplicator> {
+        match self {
+            DocsBackend::Peers(client) => Arc::new(PeerDocs::new(live.clone(), client.clone())),
+            DocsBackend::Redis(store) => Arc::new(RedisDocs::new(store.clone())),
+        }
+    }
 }
 
 fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> StartError {
@@ -219,12 +243,22 @@ impl Node {
             notifier,
             metrics: metrics.clone(),
         }));
+        let docs_backend = match &redis {
+            Some((store, _)) => DocsBackend::Redis(store.clone()),
+            None => DocsBackend::Peers(client.clone()),
+        };
+        let docs = Arc::new(DocStore::open(
+            &state_dir.join("docs.log"),
+            &node_id,
+            ticker.clone(),
+            docs_backend.replicator(&live),
+        )?);
         let journal = Arc::new(d.journal);
         let sync = Arc::new(PeerSync::new(
             live.clone(),
             engine.clone(),
             auth.clone(),
-            client,
+            client.clone(),
             d.sessions.clone(),
             journal.clone(),
             ticker,
@@ -234,7 +268,30 @@ impl Node {
             Arc::new(RedisBackend::new(store, outbox, l, e, journal, s))
         });
         let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
+        let signals = Arc::new(Signals::new(SignalsParts {
+            live: live.clone(),
+            engine: engine.clone(),
+            docs: docs.clone(),
+            shared: cluster.shared.clone(),
+            directory: cluster.directory.clone(),
+            freshness: cluster.freshness.clone(),
+        }));
         let (sessions, set) = (d.sessions, d.set);
+        let console = Arc::new(
+            Console::new(ConsoleParts {
+                auth: auth.clone(),
+                engine: engine.clone(),
+                directory: cluster.directory.clone(),
+                shared: cluster.shared.clone(),
+                cluster: Arc::new(NodeCluster {
+                    sync: sync.clone(),
+                    status: cluster.status.clone(),
+                }),
+                audit_path: state_dir.join("audit.log"),
+                user_status: Some(Arc::new(AccountStatus(signals.accounts().clone()))),
+            })
+            .map_err(route_table)?,
+        );
         let idps = Arc::new(
             Idps::new(&live.load().config.idps, auth.now_us())
                 .map_err(|e| StartError::Other(format!("identity providers: {e}")))?,
@@ -246,6 +303,7 @@ impl Node {
                 sessions: sessions.clone(),
                 metrics: metrics.clone(),
                 shared: cluster.shared.clone(),
+                accounts: signals.accounts().clone(),
                 directory: cluster.directory.clone(),
                 idps: idps.clone(),
             })
@@ -255,6 +313,8 @@ impl Node {
             live: live.clone(),
             auth: auth.clone(),
             login: login.clone(),
+            console,
+            signals: signals.clone(),
             sessions: sessions.clone(),
             set: set.clone(),
             freshness: cluster.freshness.clone(),
@@ -269,6 +329,8 @@ impl Node {
                 sessions: sessions.clone(),
                 auth: auth.clone(),
                 metrics: metrics.clone(),
+                signals: signals.clone(),
+                docs: docs.clone(),
             })
             .map_err(route_table)?,
         );
@@ -290,12 +352,43 @@ impl Node {
             sessions,
             engine,
             sync,
+            docs,
+            signals,
             login,
             idps,
             data,
             control,
+            docs_backend,
             reload_lock: Mutex::new(()),
         }))
+    }
+
+    /// The background work of the signal triggers: keeping the documents in step with
+    /// the other nodes (peer anti-entropy, or rounds with Redis), and the upkeep
+    /// (recovery of missing SCIM revocations, expired markers).
+    pub fn spawn_signals(
+        &self,
+        shutdown: tokio::sync::watch::Receiver<bool>,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let docs = self.docs.clone();
+        let in_step = match &self.docs_backend {
+            DocsBackend::Peers(client) => tokio::spawn(crate::sync::docs::run(
+                docs,
+                client.clone(),
+                self.live.clone(),
+                shutdown.clone(),
+            )),
+            DocsBackend::Redis(store) => {
+                let every = self.live.load().config.sync.anti_entropy_interval;
+                tokio::spawn(crate::cluster::docs_redis::run(
+                    docs,
+                    store.clone(),
+                    every,
+                    shutdown.clone(),
+                ))
+            }
+        };
+        vec![in_step, self.signals.spawn(shutdown)]
     }
 
     pub fn generation(&self) -> u64 {

@@ -1,5 +1,6 @@
 //! Sessions: cookies, token mint and verify, the key ring and JWKS.
 
+pub mod authn;
 pub mod cookies;
 pub mod keys;
 pub mod registry;

@@ -21,6 +21,12 @@ pub enum Purpose {
     Handoff,
     /// State that travels through an identity provider's sign-in page.
     SignInState,
+    /// The admin console's own session cookie (tied to a global session).
+    ConsoleSession,
+    /// The admin console's per-form CSRF tokens.
+    ConsoleForm,
+    /// When a global session's holder last authenticated (`session::authn`).
+    SignInTime,
 }
 
 impl Purpose {
@@ -28,9 +34,18 @@ impl Purpose {
         match self {
             Purpose::Handoff => b"portcullis handoff code v1",
             Purpose::SignInState => b"portcullis sign-in state v1",
+            Purpose::ConsoleSession => b"portcullis console session v1",
+            Purpose::ConsoleForm => b"portcullis console form v1",
+            Purpose::SignInTime => b"portcullis sign-in time v1",
         }
     }
-    const ALL: [Purpose; 2] = [Purpose::Handoff, Purpose::SignInState];
+    const ALL: [Purpose; 5] = [
+        Purpose::Handoff,
+        Purpose::SignInState,
+        Purpose::ConsoleSession,
+        Purpose::ConsoleForm,
+        Purpose::SignInTime,
+    ];
 }
 
 struct Len32;

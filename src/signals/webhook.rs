@@ -251,7 +251,7 @@ fn parse_body(raw: &[u8]) -> Result<HookRevocation, HookError> {
     let b: Body = serde_json::from_slice(raw).map_err(|e| HookError::BadBody(e.to_string()))?;
     let bad = |m: &str| Err(HookError::BadBody(m.to_string()));
     let Some(scope) = Scope::parse(b.scope.trim()) else {
-        return bad("scope must be user, app, session, group or all");
+        return bad("scope must be user, app, session, group, member or all");
     };
     let event_id = b.event_id.trim().to_string();
     if event_id.is_empty() || event_id.len() > MAX_EVENT_ID {

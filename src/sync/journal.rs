@@ -269,6 +269,7 @@ mod tests {
             reason: "hr".into(),
             actor: "ops".into(),
             node: "n1".into(),
+            external_id: None,
         });
         assert!(j.maybe_compact(&live.set, &live.meta).unwrap());
         j.append_then(&entries(&[(Scope::Session, "after", 100)]), || ())

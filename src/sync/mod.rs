@@ -25,6 +25,7 @@ pub mod anti_entropy;
 pub mod apply;
 pub mod client;
 mod directory;
+pub mod docs;
 pub mod http;
 pub mod journal;
 pub mod peer;

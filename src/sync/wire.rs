@@ -1,7 +1,7 @@
 //! The compact binary forms anti-entropy moves between nodes (and the sync journal
 //! keeps on disk): a set of entries is a run of `[scope u8][len u16 LE][target][not
 //! before i64 LE][meta len u16 LE][meta]`, where meta is the revocation's id, reason,
-//! actor and node separated by 0x1F (empty when unknown). About 33 bytes for a session
+//! actor, node and (when it has one) external id separated by 0x1F (empty when unknown). About 33 bytes for a session
 //! id without meta, instead of ~200 for a JSON log line; decoding copies nothing.
 
 use crate::clock::Micros;
@@ -37,14 +37,14 @@ pub struct Entry<'a> {
     pub scope: Scope,
     pub target: &'a str,
     pub nb: Micros,
-    /// id, reason, actor, node.
-    pub meta: Option<[&'a str; 4]>,
+    /// id, reason, actor, node, external id ("" when none).
+    pub meta: Option<[&'a str; 5]>,
 }
 
 impl Entry<'_> {
     /// The full record, when the entry carries its meta.
     pub fn record(&self) -> Option<RevocationRecord> {
-        let [id, reason, actor, node] = self.meta?;
+        let [id, reason, actor, node, external_id] = self.meta?;
         Some(RevocationRecord {
             id: id.into(),
             scope: self.scope,
@@ -53,6 +53,7 @@ impl Entry<'_> {
             reason: reason.into(),
             actor: actor.into(),
             node: node.into(),
+            external_id: (!external_id.is_empty()).then(|| external_id.into()),
         })
     }
 }
@@ -81,7 +82,8 @@ pub fn put_entry(
     let len_at = buf.len();
     buf.extend_from_slice(&[0, 0]);
     if let Some(r) = rec {
-        let fields = [&r.id, &r.reason, &r.actor, &r.node];
+        let mut fields = vec![&r.id, &r.reason, &r.actor, &r.node];
+        fields.extend(r.external_id.as_ref());
         for (i, f) in fields.iter().enumerate() {
             if i > 0 {
                 buf.push(SEP as u8);
@@ -181,16 +183,18 @@ impl<'a> Iterator for Entries<'a> {
     }
 }
 
-fn parse_meta(raw: &[u8]) -> Result<Option<[&str; 4]>, ()> {
+/// Four fields, or five with an external id.
+fn parse_meta(raw: &[u8]) -> Result<Option<[&str; 5]>, ()> {
     if raw.is_empty() {
         return Ok(None);
     }
     let text = std::str::from_utf8(raw).map_err(|_| ())?;
     let mut parts = text.split(SEP);
-    let mut out = [""; 4];
-    for slot in &mut out {
+    let mut out = [""; 5];
+    for slot in &mut out[..4] {
         *slot = parts.next().ok_or(())?;
     }
+    out[4] = parts.next().unwrap_or("");
     if parts.next().is_some() {
         return Err(());
     }
@@ -268,8 +272,20 @@ mod tests {
             reason: "offboarding".into(),
             actor: "ops".into(),
             node: "n1".into(),
+            external_id: None,
         };
         meta.insert(rec.clone());
+        let hooked = RevocationRecord {
+            id: "id2".into(),
+            scope: Scope::Group,
+            target: "ünïcode".into(),
+            not_before_us: 7,
+            reason: "siem".into(),
+            actor: "hook:splunk".into(),
+            node: "n1".into(),
+            external_id: Some("alert-42".into()),
+        };
+        meta.insert(hooked.clone());
         let enc = encode_set(&a, &meta, None);
         let (n, body) = entries_body(&enc).unwrap();
         assert_eq!(n, 4);
@@ -280,7 +296,8 @@ mod tests {
             b.apply(e.scope, e.target, e.nb);
             records.extend(e.record());
         }
-        assert_eq!(records, vec![rec]);
+        records.sort_by(|a, b| a.id.cmp(&b.id));
+        assert_eq!(records, vec![rec, hooked]);
         assert_eq!(a.digest(), b.digest());
         assert!(
             !differing_buckets(&a, &encode_buckets(&b))

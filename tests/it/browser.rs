@@ -21,7 +21,7 @@ const CHROMIUM_CANDIDATES: &[&str] = &["/usr/bin/chromium", "/usr/lib/chromium/c
 /// How long one scenario may take before the test fails (a hung browser never hangs CI).
 const SCENARIO_LIMIT: Duration = Duration::from_secs(90);
 /// How long the browser gets to settle on a page after a click or a navigation.
-const SETTLE: Duration = Duration::from_secs(10);
+pub(crate) const SETTLE: Duration = Duration::from_secs(10);
 
 const STRICT_APP: &str = r#"
 [[app]]
@@ -122,6 +122,11 @@ impl Driver {
 
     /// A new browser session with a fresh profile (its own user-data-dir).
     pub(crate) async fn session(&self) -> Browser {
+        self.session_with(None).await
+    }
+
+    /// A session that saves downloads in `downloads` (when given) without asking.
+    pub(crate) async fn session_with(&self, downloads: Option<&Path>) -> Browser {
         let profile = tempfile::tempdir().expect("profile dir");
         let args = vec![
             "--headless=new".to_string(),
@@ -146,6 +151,13 @@ impl Driver {
             "timeouts": {"pageLoad": 20_000, "script": 10_000, "implicit": 0},
             "goog:chromeOptions": {"binary": chromium_binary(), "args": args},
         });
+        let mut caps = caps;
+        if let Some(dir) = downloads {
+            caps["goog:chromeOptions"]["prefs"] = json!({
+                "download.default_directory": dir.display().to_string(),
+                "download.prompt_for_download": false,
+            });
+        }
         let Value::Object(caps) = caps else {
             unreachable!()
         };
@@ -259,7 +271,7 @@ impl Browser {
     }
 
     /// Waits for the login form on the auth domain, fills it in and submits it.
-    async fn log_in(&self, email: &str, password: &str) {
+    pub(crate) async fn log_in(&self, email: &str, password: &str) {
         let deadline = Instant::now() + SETTLE;
         let email_field = loop {
             match self.c().find(Locator::Css("input[name=\"email\"]")).await {

@@ -94,18 +94,18 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
-struct Cluster {
+pub(crate) struct Cluster {
     nodes: Vec<Option<Gw>>,
     /// links[i][j]: how node i reaches node j.
     links: Vec<Vec<Option<Link>>>,
-    clock: Arc<ManualClock>,
+    pub(crate) clock: Arc<ManualClock>,
     sync_extra: String,
     tmp: tempfile::TempDir,
 }
 
 impl Cluster {
     /// `n` in-process nodes, all started and ready.
-    async fn start(n: usize, sync_extra: &str) -> Cluster {
+    pub(crate) async fn start(n: usize, sync_extra: &str) -> Cluster {
         let mut c = Cluster::prepare(n, sync_extra).await;
         for i in 0..n {
             c.start_node(i).await;
@@ -202,7 +202,7 @@ anti_entropy_interval = "200ms"
         }
     }
 
-    fn n(&self, i: usize) -> &Gw {
+    pub(crate) fn n(&self, i: usize) -> &Gw {
         self.nodes[i].as_ref().expect("node running")
     }
 
@@ -296,7 +296,7 @@ async fn http_status(c: &reqwest::Client, url: &str) -> u16 {
 }
 
 /// Polls `f` until it holds, failing the test after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
+pub(crate) async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,
@@ -335,7 +335,7 @@ async fn echo_status(c: &reqwest::Client, port: u16) -> u16 {
 }
 
 /// The time until the echo app on `port` refuses the client (401), bounded.
-async fn refused_within(c: &reqwest::Client, port: u16, within: Duration) -> Duration {
+pub(crate) async fn refused_within(c: &reqwest::Client, port: u16, within: Duration) -> Duration {
     let t0 = Instant::now();
     loop {
         let s = echo_status(c, port).await;
@@ -352,7 +352,12 @@ async fn refused_within(c: &reqwest::Client, port: u16, within: Duration) -> Dur
 }
 
 /// A browser that logs in at node `i`; returns it with its session id.
-async fn logged_in(c: &Cluster, i: usize, email: &str, pw: &str) -> (reqwest::Client, String) {
+pub(crate) async fn logged_in(
+    c: &Cluster,
+    i: usize,
+    email: &str,
+    pw: &str,
+) -> (reqwest::Client, String) {
     let (client, _jar) = client_with_jar(c.n(i).h().https_addr);
     let r = c
         .n(i)

@@ -4,7 +4,9 @@
 //! login page the tests fill in. Covers the sign-in and its `return_to`, policy,
 //! refused callbacks, re-authentication after a revocation, RP-initiated and
 //! back-channel logout (across a three-node cluster), two IdPs side by side, an IdP
-//! that is unreachable at start, and a headless Chromium run through the OP's page.
+//! that is unreachable at start, the directory (SCIM) refusing a deactivated user and
+//! setting the groups of an IdP sign-in, and a headless Chromium run through the OP's
+//! page.
 
 use crate::browser::{Driver, bounded};
 use crate::common::*;
@@ -26,8 +28,8 @@ use std::time::{Duration, Instant};
 use url::Url;
 
 const CLIENT: &str = "portcullis";
-const ALICE_EMAIL: &str = "alice@example.com";
-const CAROL: &str = "carol@other.org";
+pub(crate) const ALICE_EMAIL: &str = "alice@example.com";
+pub(crate) const CAROL: &str = "carol@other.org";
 const NOGROUPS: &str = "nogroups@example.com";
 const PAT: &str = "pat@example.com";
 
@@ -40,7 +42,7 @@ origin = "builtin:echo"
 allow_groups = ["staff"]
 "#;
 
-fn mfa<'a>(email: &'a str, password: &'a str) -> Creds<'a> {
+pub(crate) fn mfa<'a>(email: &'a str, password: &'a str) -> Creds<'a> {
     Creds {
         otp: Some(ALICE_OTP),
         ..creds(email, password)
@@ -141,20 +143,25 @@ async fn wait_discovered(gw: &Gw, name: &str) {
 }
 
 /// A gateway with one OP per IdP name.
-struct Rig {
-    gw: Gw,
-    ops: Vec<TestOp>,
+pub(crate) struct Rig {
+    pub(crate) gw: Gw,
+    pub(crate) ops: Vec<TestOp>,
     port: u16,
     _tmp: tempfile::TempDir,
 }
 
 impl Rig {
-    async fn start(names: &[&str], users: bool, extra: &str) -> Rig {
+    pub(crate) async fn start(names: &[&str], users: bool, extra: &str) -> Rig {
         Rig::start_with(names, users, extra, "").await
     }
 
     /// As [`Rig::start`], with `idp_extra` lines in every `[[idp]]` table.
-    async fn start_with(names: &[&str], users: bool, extra: &str, idp_extra: &str) -> Rig {
+    pub(crate) async fn start_with(
+        names: &[&str],
+        users: bool,
+        extra: &str,
+        idp_extra: &str,
+    ) -> Rig {
         let tmp = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let ca = tmp.path().join("certs/gateway.crt");
@@ -180,15 +187,15 @@ impl Rig {
         }
     }
 
-    fn browser(&self) -> (Client, Arc<reqwest::cookie::Jar>) {
+    pub(crate) fn browser(&self) -> (Client, Arc<reqwest::cookie::Jar>) {
         client_with_jar(self.gw.h().https_addr)
     }
 
-    fn auth(&self, path: &str) -> String {
+    pub(crate) fn auth(&self, path: &str) -> String {
         self.gw.url("auth.localhost", path)
     }
 
-    fn callback(&self, idp: &str) -> String {
+    pub(crate) fn callback(&self, idp: &str) -> String {
         self.auth(&format!("/oidc/{idp}/callback"))
     }
 
@@ -201,20 +208,20 @@ impl Rig {
 
 /// Where a walk ended.
 #[derive(Debug)]
-struct Trip {
-    status: StatusCode,
-    url: String,
-    body: String,
-    headers: HeaderMap,
+pub(crate) struct Trip {
+    pub(crate) status: StatusCode,
+    pub(crate) url: String,
+    pub(crate) body: String,
+    pub(crate) headers: HeaderMap,
     /// Every URL requested, in order.
-    visited: Vec<String>,
+    pub(crate) visited: Vec<String>,
     /// How often the OP's login page was filled in.
-    op_logins: usize,
+    pub(crate) op_logins: usize,
 }
 
 impl Trip {
     /// The authorization requests sent to the OPs, in order, as query maps.
-    fn auth_requests(&self) -> Vec<HashMap<String, String>> {
+    pub(crate) fn auth_requests(&self) -> Vec<HashMap<String, String>> {
         self.visited
             .iter()
             .filter(|u| u.starts_with("http://127.0.0.1") && u.contains("/auth?"))
@@ -222,7 +229,7 @@ impl Trip {
             .collect()
     }
 
-    fn on_op_login_page(&self) -> bool {
+    pub(crate) fn on_op_login_page(&self) -> bool {
         self.status == StatusCode::OK
             && self.url.starts_with("http://127.0.0.1")
             && self.body.contains("<form id=\"login\"")
@@ -238,7 +245,12 @@ fn query_of(url: &str) -> HashMap<String, String> {
 /// Navigates from `start` like a browser: follows redirects (between the gateway and
 /// the OP), fills in the OP's login page with `who` (at most three times; without
 /// `who` it stops there), and stops before a redirect to a URL starting with `stop_at`.
-async fn walk(c: &Client, start: &str, who: Option<Creds<'_>>, stop_at: Option<&str>) -> Trip {
+pub(crate) async fn walk(
+    c: &Client,
+    start: &str,
+    who: Option<Creds<'_>>,
+    stop_at: Option<&str>,
+) -> Trip {
     let mut url = start.to_string();
     let mut form: Option<Vec<(&str, String)>> = None;
     let mut visited = Vec::new();
@@ -718,7 +730,7 @@ async fn bad_replayed_foreign_and_late_callbacks_are_refused_cleanly() {
 // ---- re-authentication after a revocation ---------------------------------------------
 
 /// Moves the gateway's (manual) clock to the present, where the OP's clock is.
-fn catch_up(gw: &Gw) {
+pub(crate) fn catch_up(gw: &Gw) {
     use portcullis::clock::{Clock, SystemClock};
     let lag = SystemClock.now_us() - gw.gw().now_us();
     if lag > 0 {
@@ -728,7 +740,7 @@ fn catch_up(gw: &Gw) {
 
 /// A browser holding only the OP cookies of `jar` (an attacker who stole the user's
 /// IdP session, but has no gateway cookie).
-fn with_op_cookies_of(rig: &Rig, jar: &reqwest::cookie::Jar) -> Client {
+pub(crate) fn with_op_cookies_of(rig: &Rig, jar: &reqwest::cookie::Jar) -> Client {
     use reqwest::cookie::CookieStore;
     let op = Url::parse(&rig.ops[0].url("/")).expect("op url");
     let stolen = Arc::new(reqwest::cookie::Jar::default());
@@ -1077,6 +1089,11 @@ fn copy_dir(from: &Path, to: &Path) {
 /// `n` gateway nodes (peers of each other, sharing keys and a clock) with IdP `corp`,
 /// whose OP sends back-channel logout tokens to the first node.
 async fn idp_cluster(n: usize) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
+    idp_cluster_with(n, "").await
+}
+
+/// As [`idp_cluster`], with `more` tables in every node's config.
+async fn idp_cluster_with(n: usize, more: &str) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
     let tmp = tempfile::tempdir().expect("tempdir");
     let https: Vec<u16> = (0..n).map(|_| free_port()).collect();
     let control: Vec<u16> = (0..n).map(|_| free_port()).collect();
@@ -1092,7 +1109,7 @@ async fn idp_cluster(n: usize) -> (Vec<Gw>, TestOp, tempfile::TempDir) {
             .map(|j| format!("\"http://127.0.0.1:{}\"", control[j]))
             .collect();
         let extra = format!(
-            "{APPS}{}\n[sync]\npeers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n",
+            "{APPS}{}{more}\n[sync]\npeers = [{}]\npeer_token_file = \"peer.token\"\nanti_entropy_interval = \"200ms\"\n",
             idp_toml("corp", &op.issuer, ""),
             peers.join(", ")
         );
@@ -1258,4 +1275,287 @@ async fn wait_for(b: &crate::browser::Browser, css: &str) -> fantoccini::element
             Err(e) => panic!("no {css}: {e}\n{}", b.describe().await),
         }
     }
+}
+
+// ---- the organisation's directory (SCIM) and IdP sign-in --------------------------------
+
+const SCIM_TOML: &str = r#"
+[scim]
+name = "okta"
+token_file = "scim.token"
+"#;
+
+const PATCH_OP: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp";
+
+/// A SCIM client of the rig's gateway, with the token it wrote on first start.
+fn scim_client(rig: &Rig) -> crate::support::signals::ScimClient {
+    let token = std::fs::read_to_string(rig.gw.dir.join("scim.token")).expect("SCIM token");
+    crate::support::signals::ScimClient::new(rig.gw.h().https_addr, rig.port, token.trim())
+}
+
+async fn scim(
+    s: &crate::support::signals::ScimClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Value,
+) -> crate::support::signals::ScimResp {
+    s.request(method, path, None, Some(body.to_string()), Some(&s.token))
+        .await
+}
+
+/// Okta's deactivation (a replace without a path) or reactivation of user `id`.
+async fn scim_set_active(s: &crate::support::signals::ScimClient, id: &str, active: bool) {
+    let body = json!({"schemas": [PATCH_OP],
+        "Operations": [{"op": "replace", "value": {"active": active}}]});
+    let r = scim(s, reqwest::Method::PATCH, &format!("/Users/{id}"), body).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["active"], active);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_directory_decides_who_signs_in_through_the_idp_and_with_which_groups() {
+    let rig = Rig::start(&["corp"], false, SCIM_TOML).await;
+    let s = scim_client(&rig);
+    // The directory knows Alice, in group `eng` only (the OP says staff and eng).
+    let user = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": ALICE_EMAIL, "active": true,
+        "emails": [{"primary": true, "value": ALICE_EMAIL, "type": "work"}]});
+    let r = scim(&s, reqwest::Method::POST, "/Users", user).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let id = r.json["id"].as_str().expect("user id").to_string();
+    let group = json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "eng", "members": [{"value": id}]});
+    let r = scim(&s, reqwest::Method::POST, "/Groups", group).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.json);
+    let gid = r.json["id"].as_str().expect("group id").to_string();
+
+    // Signed in through the IdP, she carries the directory's groups: the staff app
+    // (allow_groups = ["staff"]) refuses her although the OP says staff.
+    let want = rig.echo("/directory");
+    let (c, _jar) = rig.browser();
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 1), "{t:#?}");
+    let (st, who) = whoami(&c, &want).await;
+    assert_eq!(
+        (st, who["groups"].clone()),
+        (StatusCode::OK, json!(["eng"]))
+    );
+    let t = walk(&c, &rig.gw.url("staff.localhost", "/"), None, None).await;
+    assert_eq!(t.status, StatusCode::FORBIDDEN, "{t:#?}");
+
+    // Leaving `eng` in the directory: the app token is refused at once, and the next
+    // navigation re-issues one without the group, with no sign-in at the IdP.
+    let remove = json!({"schemas": [PATCH_OP], "Operations": [
+        {"op": "remove", "path": format!("members[value eq \"{id}\"]")}]});
+    let r = scim(
+        &s,
+        reqwest::Method::PATCH,
+        &format!("/Groups/{gid}"),
+        remove,
+    )
+    .await;
+    assert!(r.status.is_success(), "{} {}", r.status, r.json);
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+    let t = walk(&c, &want, None, None).await;
+    assert_eq!((t.status, t.op_logins), (StatusCode::OK, 0), "{t:#?}");
+    assert!(
+        t.auth_requests().is_empty(),
+        "the IdP was not asked: {t:#?}"
+    );
+    assert_eq!(whoami(&c, &want).await.1["groups"], json!([]));
+
+    // Deactivated in the directory: her session ends, and the IdP's word that it is
+    // her is not enough to come back (the directory's refusal, not the lockout's).
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&rig.gw);
+    scim_set_active(&s, &id, false).await;
+    assert_eq!(whoami(&c, &want).await.0, StatusCode::UNAUTHORIZED);
+    let (fresh, _) = rig.browser();
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_refused(
+        &t,
+        StatusCode::FORBIDDEN,
+        "deactivated in your organisation",
+    );
+    assert!(t.op_logins <= 1, "{t:#?}");
+    assert!(
+        t.visited
+            .iter()
+            .any(|u| u.starts_with(&rig.callback("corp"))),
+        "the OP answered and the gateway refused at the callback: {t:#?}"
+    );
+    assert!(
+        rig.gw
+            .gw()
+            .sessions
+            .list(Some(ALICE_EMAIL), rig.gw.gw().now_us())
+            .is_empty()
+    );
+    // Still refused after the relogin lockout: the directory says so, not a timer.
+    rig.gw.advance(Duration::from_secs(61));
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_refused(
+        &t,
+        StatusCode::FORBIDDEN,
+        "deactivated in your organisation",
+    );
+
+    // Reactivated: she signs in through the IdP again (with the second factor asked
+    // after a revocation).
+    scim_set_active(&s, &id, true).await;
+    let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!(
+        (t.status, t.url.as_str()),
+        (StatusCode::OK, want.as_str()),
+        "{t:#?}"
+    );
+    let (st, who) = whoami(&fresh, &want).await;
+    assert_eq!(
+        (st, who["email"].as_str()),
+        (StatusCode::OK, Some(ALICE_EMAIL))
+    );
+}
+
+// ---- Shared Signals about people signed in through the IdP ------------------------------
+
+const SSF_ISS: &str = "https://ssf-transmitter.test/";
+const SSF_AUD: &str = "https://auth.localhost/ssf/tx";
+const CAEP: &str = "https://schemas.openid.net/secevent/caep/event-type/";
+const RISC: &str = "https://schemas.openid.net/secevent/risc/event-type/";
+
+/// Pushes a SET to node `g`'s receiver `tx`: the status and body.
+async fn push_set(g: &Gw, set: &str) -> (StatusCode, String) {
+    let r = client_for(g.h().https_addr, false)
+        .post(g.url("auth.localhost", "/ssf/tx/events"))
+        .header("content-type", "application/secevent+jwt")
+        .body(set.to_string())
+        .send()
+        .await
+        .expect("push");
+    let s = r.status();
+    (s, r.text().await.unwrap_or_default())
+}
+
+/// SET claims for one event about `sub_id`, issued now by the nodes' clock.
+fn set_claims(g: &Gw, jti: &str, event: &str, sub_id: Value) -> Value {
+    use portcullis::clock::Clock;
+    let now = g.clock.now_us() / 1_000_000;
+    json!({"iss": SSF_ISS, "aud": SSF_AUD, "iat": now, "jti": jti, "sub_id": sub_id,
+        "events": {event: {"event_timestamp": now}}})
+}
+
+/// Until `c` is refused at `url` (bounded).
+async fn until_refused(c: &Client, url: &str, what: &str) {
+    let t0 = Instant::now();
+    while whoami(c, url).await.0 != StatusCode::UNAUTHORIZED {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: still let in"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shared_signals_name_idp_users_and_sessions_and_reach_every_node() {
+    use crate::support::signals::{serve_jwks, tx_key};
+    let key = tx_key(jsonwebtoken::Algorithm::ES256, "tx-1");
+    let jwks = serve_jwks(&[&key]).await;
+    let ssf = format!(
+        "\n[[signals.ssf]]\nname = \"tx\"\nissuer = \"{SSF_ISS}\"\njwks_url = \"{}\"\naudience = \"{SSF_AUD}\"\n",
+        jwks.url
+    );
+    let (nodes, op, _tmp) = idp_cluster_with(2, &ssf).await;
+    // Alice signs in through the OP at node 2; the transmitter talks to node 1, which
+    // has never seen her.
+    let want = nodes[1].url("echo.localhost", "/signals");
+    let (c, _jar) = client_with_jar(nodes[1].h().https_addr);
+    let t = walk(&c, &want, Some(creds(ALICE, ALICE_PW)), None).await;
+    assert_eq!(t.status, StatusCode::OK, "{t:#?}");
+    let info = idp_session(&nodes[1], ALICE_EMAIL);
+    assert!(nodes[0].gw().sessions.get(&info.sid).is_none());
+    let user = json!({"format": "iss_sub", "iss": op.issuer, "sub": info.idp_sub});
+
+    // CAEP session-revoked naming the IdP's session (and the user): that gateway
+    // session ends on node 2, with the SET's jti in the record.
+    nodes[0].advance(Duration::from_millis(5));
+    let subject = json!({"format": "complex", "user": user,
+        "session": {"format": "opaque", "id": info.idp_sid}});
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-session-1",
+        &format!("{CAEP}session-revoked"),
+        subject,
+    ));
+    assert_eq!(
+        push_set(&nodes[0], &set).await,
+        (StatusCode::ACCEPTED, String::new())
+    );
+    until_refused(&c, &want, "session-revoked at node 2").await;
+    let (_, v) = nodes[0]
+        .admin(reqwest::Method::GET, "/v1/revocations", None)
+        .await;
+    let rec = v["revocations"]
+        .as_array()
+        .expect("list")
+        .iter()
+        .find(|r| r["actor"] == "ssf:tx")
+        .cloned()
+        .expect("the SSF revocation");
+    assert_eq!(
+        (rec["scope"].as_str(), rec["target"].as_str()),
+        (Some("session"), Some(info.sid.as_str()))
+    );
+    assert_eq!(rec["external_id"], "jti-session-1");
+
+    // She signs in again (the OP is asked for a fresh sign-in after a revocation).
+    let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+    assert_eq!(t.status, StatusCode::OK, "{t:#?}");
+
+    // RISC account-disabled by iss_sub: everything of hers ends, and the IdP cannot
+    // sign her in at any node until account-enabled, lockout or not.
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    catch_up(&nodes[0]);
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-disable-1",
+        &format!("{RISC}account-disabled"),
+        user.clone(),
+    ));
+    assert_eq!(push_set(&nodes[0], &set).await.0, StatusCode::ACCEPTED);
+    until_refused(&c, &want, "account-disabled at node 2").await;
+    nodes[0].advance(Duration::from_secs(61));
+    let t0 = Instant::now();
+    loop {
+        let (fresh, _) = client_with_jar(nodes[1].h().https_addr);
+        let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+        if t.status == StatusCode::FORBIDDEN {
+            assert_refused(&t, StatusCode::FORBIDDEN, "disabled by your organisation");
+            break;
+        }
+        // The disabled flag travels with the documents; give it the propagation time.
+        assert!(t0.elapsed() < Duration::from_secs(5), "signed in: {t:#?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let set = key.sign(&set_claims(
+        &nodes[0],
+        "jti-enable-1",
+        &format!("{RISC}account-enabled"),
+        user,
+    ));
+    assert_eq!(push_set(&nodes[0], &set).await.0, StatusCode::ACCEPTED);
+    let t0 = Instant::now();
+    loop {
+        let (fresh, _) = client_with_jar(nodes[1].h().https_addr);
+        let t = walk(&fresh, &want, Some(mfa(ALICE, ALICE_PW)), None).await;
+        if t.status == StatusCode::OK {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "still refused: {t:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    op.stop().await;
 }

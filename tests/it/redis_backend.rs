@@ -39,6 +39,7 @@ fn rec(scope: Scope, target: &str, nb: i64) -> RevocationRecord {
         reason: "test".into(),
         actor: "ops".into(),
         node: "gw-1".into(),
+        external_id: None,
     }
 }
 

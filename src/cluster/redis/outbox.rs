@@ -233,6 +233,7 @@ mod tests {
             reason: "test".into(),
             actor: "ops".into(),
             node: "gw-1".into(),
+            external_id: None,
         }
     }
 

@@ -12,7 +12,7 @@ use super::Login;
 use crate::error::GatewayError;
 use crate::idp::LogoutToken;
 use crate::revocation::Scope;
-use crate::revocation::engine::RevokeRequest;
+use crate::revocation::engine::{RevokeRequest, normalize_external_id};
 use crate::session::registry::SessionInfo;
 use crate::web::body::{self, Body};
 use http::{Request, Response, StatusCode};
@@ -136,7 +136,9 @@ impl Login {
                 target: s.info.sid.clone(),
                 reason: "backchannel_logout".into(),
                 actor: format!("idp:{idp}"),
-                external_id: Some(lt.jti.clone()),
+                // A jti the record cannot keep (too long, control characters) is left
+                // out rather than failing the logout.
+                external_id: normalize_external_id(Some(&lt.jti)).ok().flatten(),
             })
             .collect();
         if reqs.is_empty() {

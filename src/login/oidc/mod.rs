@@ -24,7 +24,7 @@ pub use state::{IdpLink, LINK_COOKIE, PENDING_COOKIE, PendingSignIn};
 use super::Login;
 use super::admission::Refusal;
 use super::pages::{self, IdpButton};
-use super::signin::{IdpSession, NewSession, validate_return_to};
+use super::signin::{IdpSession, NewSession, admin_return_path, validate_return_to};
 use crate::clock::Micros;
 use crate::error::GatewayError;
 use crate::idp::{Callback, IdpError, IdpIdentity, IdpSlot, PENDING_MAX_AGE, Provider, Reauth};
@@ -86,10 +86,15 @@ fn idp_error_page(e: &IdpError) -> (StatusCode, &'static str) {
     }
 }
 
-/// `return_to` as carried through the IdP: only a configured app's URL, bounded.
+/// `return_to` as carried through the IdP: only a configured app's URL or a page of
+/// the admin console, bounded.
 fn clean_return_to(rt: &Runtime, return_to: Option<String>) -> String {
+    let usable = |r: &str| {
+        validate_return_to(rt, r).is_some()
+            || admin_return_path(&rt.config.auth_domain, r).is_some()
+    };
     return_to
-        .filter(|r| r.len() <= state::MAX_RETURN_TO && validate_return_to(rt, r).is_some())
+        .filter(|r| r.len() <= state::MAX_RETURN_TO && usable(r))
         .unwrap_or_default()
 }
 
@@ -122,8 +127,9 @@ fn clear_pending(h: &mut HeaderMap, idp: &str) {
 }
 
 impl Login {
-    /// The sign-in buttons: one per IdP, saying so when it cannot be reached.
-    pub(super) fn idp_buttons(&self, return_to: &str) -> Vec<IdpButton> {
+    /// The sign-in buttons: one per IdP, saying so when it cannot be reached; with
+    /// `reauth`, each asks its IdP for a fresh authentication.
+    pub(super) fn idp_buttons(&self, return_to: &str, reauth: bool) -> Vec<IdpButton> {
         self.idps
             .all()
             .iter()
@@ -131,7 +137,7 @@ impl Login {
                 let cfg = slot.config();
                 IdpButton {
                     label: cfg.display_name.clone(),
-                    href: start_url(&cfg.name, return_to),
+                    href: start_url(&cfg.name, return_to, reauth),
                     available: slot.provider().is_ok(),
                 }
             })
@@ -140,7 +146,12 @@ impl Login {
 
     /// With exactly one IdP, reachable, and no built-in users, `/login` goes straight
     /// to it.
-    pub(super) fn only_idp(&self, rt: &Runtime, return_to: &str) -> Option<Response<Body>> {
+    pub(super) fn only_idp(
+        &self,
+        rt: &Runtime,
+        return_to: &str,
+        reauth: bool,
+    ) -> Option<Response<Body>> {
         let slots = self.idps.all();
         let [slot] = slots.as_slice() else {
             return None;
@@ -148,7 +159,7 @@ impl Login {
         if !rt.users.is_empty() || slot.provider().is_err() {
             return None;
         }
-        let to = start_url(&slot.config().name, return_to);
+        let to = start_url(&slot.config().name, return_to, reauth);
         Some(body::redirect(StatusCode::FOUND, &to))
     }
 
@@ -167,13 +178,18 @@ impl Login {
             Ok(p) => p,
             Err(e) => return Ok(self.failure_page(&slot, &return_to, Failure::Idp(e))),
         };
+        // `reauth=1`: the admin console wants proof the user is at the keyboard now.
+        let asked = query::param(q, "reauth").as_deref() == Some("1");
         let reauth_after = match provider.config().reauth {
-            Reauth::Require => self.browser_revoked_at(rt, h),
+            Reauth::Require => {
+                let revoked = self.browser_revoked_at(rt, h);
+                if let Some(t) = revoked {
+                    tracing::info!(idp = %name, revoked_at = t, "this browser's session was revoked: asking the IdP for a fresh sign-in");
+                }
+                revoked.max(asked.then(|| self.auth.now_us()))
+            }
             Reauth::Off => None,
         };
-        if let Some(t) = reauth_after {
-            tracing::info!(idp = %name, revoked_at = t, "this browser's session was revoked: asking the IdP for a fresh sign-in");
-        }
         self.to_idp(rt, ctx, &provider, return_to, reauth_after)
     }
 
@@ -290,13 +306,14 @@ impl Login {
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        Ok(Step::Done(self.signed_in_with(
-            rt,
-            ctx,
-            &identity,
-            ua,
-            &pending.return_to,
-        )?))
+        // When the user authenticated: the IdP's word; an IdP configured not to be
+        // asked for fresh sign-ins (`reauth = "off"`) is trusted as of now.
+        let authenticated_us = match provider.config().reauth {
+            Reauth::Require => identity.auth_time,
+            Reauth::Off => Some(now),
+        };
+        let to = (pending.return_to.as_str(), authenticated_us);
+        Ok(Step::Done(self.signed_in_with(rt, ctx, &identity, ua, to)?))
     }
 
     /// Marks the sign-in's `state` as used across the cluster: a callback works once,
@@ -334,16 +351,18 @@ impl Login {
     }
 
     /// The global session for `identity`, the link to its IdP session, and on to the
-    /// page first asked for.
+    /// page first asked for; `to` is that page and when the user authenticated.
     fn signed_in_with(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
         identity: &IdpIdentity,
         user_agent: &str,
-        return_to: &str,
+        to: (&str, Option<Micros>),
     ) -> Result<Response<Body>, GatewayError> {
+        let (return_to, authenticated_us) = to;
         let who = NewSession {
+            authenticated_us,
             email: &identity.email,
             groups: &identity.groups,
             idp: Some(IdpSession {
@@ -429,13 +448,19 @@ enum Step {
     Restarted(Response<Body>),
 }
 
-fn start_url(idp: &str, return_to: &str) -> String {
-    if return_to.is_empty() {
+/// `/oidc/<idp>/start`, with the page to return to and whether a fresh authentication
+/// is asked for (`reauth=1`: the admin console's "sign in again").
+fn start_url(idp: &str, return_to: &str, reauth: bool) -> String {
+    let mut pairs = Vec::new();
+    if !return_to.is_empty() {
+        pairs.push(("return_to", return_to));
+    }
+    if reauth {
+        pairs.push(("reauth", "1"));
+    }
+    if pairs.is_empty() {
         format!("/oidc/{idp}/start")
     } else {
-        format!(
-            "/oidc/{idp}/start?{}",
-            query::encode(&[("return_to", return_to)])
-        )
+        format!("/oidc/{idp}/start?{}", query::encode(&pairs))
     }
 }

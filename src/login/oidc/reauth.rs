@@ -171,6 +171,7 @@ mod tests {
             reason: "r".into(),
             actor: actor.into(),
             node: "n".into(),
+            external_id: None,
         });
     }
 

@@ -52,6 +52,13 @@ impl ScimError {
     pub fn unavailable(detail: impl Into<String>) -> Self {
         Self::new(503, None, detail)
     }
+    /// Missing or wrong bearer token (checked by the caller, before `Scim::handle`).
+    pub fn unauthorized(detail: impl Into<String>) -> Self {
+        Self::new(401, None, detail)
+    }
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(413, None, detail)
+    }
 
     /// The response body.
     pub fn body(&self) -> Value {

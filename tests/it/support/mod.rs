@@ -6,3 +6,4 @@
 
 pub mod lb;
 pub mod redis;
+pub mod signals;
