@@ -86,7 +86,18 @@ allow_emails = ["*@example.com"]
 
 async fn start(dir: &Path, toml: &str) -> Handle {
     std::fs::create_dir_all(dir.join("state")).unwrap();
-    std::fs::write(dir.join("peer.token"), PEER_TOKEN).unwrap();
+    // Secrets must be readable by their owner only.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(dir.join("peer.token"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, PEER_TOKEN.as_bytes()).unwrap();
+    }
     let path = dir.join("gateway.toml");
     std::fs::write(&path, toml).unwrap();
     let config = Config::load(&path, Secrets::Create).expect("config");

@@ -25,6 +25,50 @@ impl Clock for SystemClock {
     }
 }
 
+/// TEST HOOK, for the soak benchmark (`benches/soak.rs`) only: the system clock plus
+/// the signed number of milliseconds written in a file, so a test can step one
+/// process's clock without touching the machine's. The binary installs it only when
+/// the environment variable [`OFFSET_FILE_ENV`] names the file; no config setting
+/// reaches it. A thread re-reads the file every 100 ms; a missing or unreadable file
+/// counts as 0.
+pub struct OffsetFileClock {
+    offset_us: Arc<AtomicI64>,
+}
+
+/// The environment variable that installs [`OffsetFileClock`] (a test hook).
+pub const OFFSET_FILE_ENV: &str = "PORTCULLIS_CLOCK_OFFSET_FILE";
+
+impl OffsetFileClock {
+    /// Reads `path` now and then every 100 ms on a thread of its own.
+    pub fn watching(path: std::path::PathBuf) -> std::io::Result<Arc<Self>> {
+        let offset_us = Arc::new(AtomicI64::new(read_offset_us(&path)));
+        let shared = offset_us.clone();
+        std::thread::Builder::new()
+            .name("clock-offset".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                    shared.store(read_offset_us(&path), Ordering::Relaxed);
+                }
+            })?;
+        Ok(Arc::new(Self { offset_us }))
+    }
+}
+
+/// The file's milliseconds as microseconds (0 when missing or not a number).
+fn read_offset_us(path: &std::path::Path) -> Micros {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse::<i64>().ok())
+        .map_or(0, |ms| ms.saturating_mul(1_000))
+}
+
+impl Clock for OffsetFileClock {
+    fn now_us(&self) -> Micros {
+        SystemClock.now_us() + self.offset_us.load(Ordering::Relaxed)
+    }
+}
+
 /// A clock tests set and advance by hand.
 #[derive(Debug)]
 pub struct ManualClock {
@@ -114,5 +158,31 @@ mod tests {
         assert_eq!(t.tick(), 1_001_000);
         t.observe(5_000_000);
         assert_eq!(t.tick(), 5_000_001);
+    }
+
+    #[test]
+    fn offset_file_clock_follows_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("offset");
+        let c = OffsetFileClock::watching(f.clone()).unwrap();
+        let skew = |c: &OffsetFileClock| c.now_us() - SystemClock.now_us();
+        assert!(skew(&c).abs() < 50_000, "no file: no offset");
+        std::fs::write(&f, "-3000\n").unwrap();
+        let t0 = std::time::Instant::now();
+        while (skew(&c) + 3_000_000).abs() > 50_000 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(2),
+                "not re-read"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        std::fs::write(&f, "oops").unwrap();
+        while skew(&c).abs() > 50_000 {
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(4),
+                "not reset"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
     }
 }

@@ -26,6 +26,8 @@ pub enum GatewayError {
     Misdirected,
     #[error("request body larger than {0} bytes")]
     BodyTooLarge(u64),
+    #[error("the request body arrived too slowly")]
+    BodyTimeout,
     #[error("the origin could not be reached: {0}")]
     OriginUnavailable(String),
     #[error("the origin did not answer within {0:?}")]
@@ -75,6 +77,7 @@ impl GatewayError {
             GatewayError::UnknownHost(_) | GatewayError::NotFound => StatusCode::NOT_FOUND,
             GatewayError::Misdirected => StatusCode::MISDIRECTED_REQUEST,
             GatewayError::BodyTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            GatewayError::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             GatewayError::OriginUnavailable(_) => StatusCode::BAD_GATEWAY,
             GatewayError::OriginTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             GatewayError::Unauthenticated { challenge, .. } => match challenge {
@@ -124,7 +127,7 @@ impl GatewayError {
         }
         if matches!(
             self,
-            GatewayError::BadFraming(_) | GatewayError::BadRequest(_)
+            GatewayError::BadFraming(_) | GatewayError::BadRequest(_) | GatewayError::BodyTimeout
         ) {
             // After a framing error the rest of the stream cannot be trusted.
             resp.headers_mut()

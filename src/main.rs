@@ -246,14 +246,29 @@ fn run(config: &Path) -> Result<ExitCode> {
     let _access_log = start_access_log(&config)?;
     let rt = runtime(config.workers)?;
     rt.block_on(async {
-        let clock = Arc::new(portcullis::clock::SystemClock);
-        let handle = portcullis::server::start(config, clock)
+        let handle = portcullis::server::start(config, process_clock()?)
             .await
             .map_err(|e| anyhow::anyhow!("{e}"))?;
         portcullis::server::run_until_signal(handle).await;
         Ok::<_, anyhow::Error>(())
     })?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The system clock; or, only when the test hook's environment variable is set (the
+/// soak benchmark steps nodes' clocks with it), the system clock plus a file's offset.
+fn process_clock() -> Result<Arc<dyn portcullis::clock::Clock>> {
+    use portcullis::clock::{OFFSET_FILE_ENV, OffsetFileClock, SystemClock};
+    match std::env::var_os(OFFSET_FILE_ENV) {
+        Some(path) => {
+            tracing::warn!(
+                file = %Path::new(&path).display(),
+                "TEST HOOK: this process's clock is offset by the milliseconds in {OFFSET_FILE_ENV}"
+            );
+            Ok(OffsetFileClock::watching(path.into())?)
+        }
+        None => Ok(Arc::new(SystemClock)),
+    }
 }
 
 fn revoke(

@@ -43,6 +43,52 @@ pub struct Metrics {
     pub config_generation: AtomicU64,
     pub config_reload_failures: AtomicU64,
     pub tunnels_closed_on_revocation: AtomicU64,
+    /// What the limits against hostile clients refused or cut off.
+    pub limits: LimitCounters,
+}
+
+/// Counters (and a few gauges) of the limits against hostile clients.
+#[derive(Default)]
+pub struct LimitCounters {
+    /// Open data-plane connections (gauge).
+    pub connections_open: AtomicU64,
+    /// Open control-port connections (gauge).
+    pub control_connections_open: AtomicU64,
+    /// Data-plane connections closed at accept: the total cap was reached.
+    pub refused_total: AtomicU64,
+    /// Data-plane connections closed at accept: the client address had its share.
+    pub refused_per_address: AtomicU64,
+    /// Control-port connections closed at accept.
+    pub refused_control: AtomicU64,
+    /// Connections closed because a request head did not arrive in time.
+    pub head_timeouts: AtomicU64,
+    /// Connections closed after sitting idle (no request in flight).
+    pub idle_timeouts: AtomicU64,
+    /// HTTP/2 connections the gateway ended with a GOAWAY for the client's behaviour,
+    /// by [`H2_REASONS`].
+    pub h2_goaway: [AtomicU64; 3],
+    /// Requests whose body came too slowly (408, or the connection closed).
+    pub body_timeouts: AtomicU64,
+    /// Password checks running (gauge).
+    pub password_checks_active: AtomicU64,
+    /// Sign-ins waiting for a password check (gauge).
+    pub password_checks_waiting: AtomicU64,
+    /// Sign-ins answered 503 because the password-check queue was full.
+    pub password_checks_refused: AtomicU64,
+}
+
+/// Labels of `LimitCounters::h2_goaway`: ENHANCE_YOUR_CALM (reset floods, too many
+/// CONTINUATION frames or local resets), any other protocol error.
+pub const H2_REASONS: [&str; 3] = ["enhance_your_calm", "protocol_error", "other"];
+
+/// Adds one to a counter.
+pub fn inc(a: &AtomicU64) {
+    a.fetch_add(1, Ordering::Relaxed);
+}
+
+/// Takes one from a gauge.
+pub fn dec(a: &AtomicU64) {
+    a.fetch_sub(1, Ordering::Relaxed);
 }
 
 impl Metrics {

@@ -208,6 +208,12 @@ impl Accounts {
         &self.store
     }
 
+    /// Makes every change another node finished visible here (see
+    /// [`DocStore::catch_up`]): asked before a token is issued from what this says.
+    pub async fn catch_up(&self) {
+        self.store.catch_up().await
+    }
+
     /// A SCIM store handle over the same documents.
     pub fn scim(&self) -> ScimDocs {
         ScimDocs::new(self.store.clone())

@@ -82,6 +82,13 @@ pub struct DocPropagation {
 /// confirmed as the backend's ack policy asks (like the engine's `Notifier`).
 pub trait DocReplicator: Send + Sync {
     fn publish<'a>(&'a self, docs: &'a [Doc]) -> BoxFuture<'a, DocPropagation>;
+
+    /// Brings `docs` up to date with every write the other nodes' `publish` completed
+    /// so far, where the backend can tell (Redis); backends that push (peers) have
+    /// nothing to do.
+    fn catch_up(&self, _docs: Arc<DocStore>) -> BoxFuture<'_, ()> {
+        Box::pin(async {})
+    }
 }
 
 /// A single node: nobody to tell.
@@ -351,6 +358,13 @@ impl DocStore {
             return DocPropagation::default();
         }
         self.replicator.publish(docs).await
+    }
+
+    /// Every write another node finished is here once this returns (with the Redis
+    /// backend; the peers push theirs before they answer). Before reading on behalf of
+    /// a request that may follow one made at another node.
+    pub async fn catch_up(self: &Arc<Self>) {
+        self.replicator.catch_up(self.clone()).await
     }
 
     /// [`DocStore::put_local`] off the async threads, then [`DocStore::publish`].

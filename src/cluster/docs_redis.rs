@@ -4,11 +4,16 @@
 //!
 //! - [`RedisDocs`] is the [`DocReplicator`]: a document written here is put in Redis
 //!   (the whole document, tombstones included, as JSON) before the writer is answered.
-//! - [`run`] keeps this node and Redis in step every `every`: documents Redis holds that
-//!   are newer than this node's are merged here, and documents this node holds that
-//!   Redis lacks or holds older (written while Redis was away) are put there. Nodes
-//!   learn each other's writes within one round; revocations themselves travel on the
-//!   revocation stream at once.
+//! - [`RedisDocs::catch_up`] merges here what other nodes wrote since it last looked
+//!   (Redis keeps a counter of winning writes and which document each was: one round
+//!   trip when nothing changed). Called before a SCIM request is served (the identity
+//!   provider's previous request may have reached another node), before a token is
+//!   issued from what the directory says, before revocations from a signal are
+//!   enforced (the documents that trigger wrote first, such as a group without the
+//!   user, are here before the token is re-issued), and every [`POLL`] by [`run`].
+//! - [`run`] also brings this node and Redis in step every `every`: documents Redis
+//!   holds that are newer than this node's are merged here, and documents this node
+//!   holds that Redis lacks or holds older (written while Redis was away) are put there.
 //!
 //! Redis orders writes by version alone (at an equal version the first write stays),
 //! the nodes by version then node id; two nodes writing the same document in the same
@@ -23,14 +28,99 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// How often [`run`] looks for other nodes' writes.
+pub const POLL: Duration = Duration::from_millis(100);
+/// Changed documents read per round trip.
+const BATCH: usize = 500;
+
+/// How long a request waits for [`RedisDocs::catch_up`] before it goes on with what
+/// this node has (Redis hung or away: requests must not queue behind it).
+pub const CATCH_UP_LIMIT: Duration = Duration::from_millis(300);
+
 pub struct RedisDocs {
     redis: RedisStore,
+    /// The point of Redis' write counter this node has merged up to (None: not yet).
+    /// Never held across a call to Redis: concurrent catch-ups run side by side
+    /// (merging is idempotent) instead of queueing.
+    cursor: std::sync::Mutex<Option<u64>>,
 }
 
 impl RedisDocs {
     pub fn new(redis: RedisStore) -> Self {
-        Self { redis }
+        Self {
+            redis,
+            cursor: std::sync::Mutex::new(None),
+        }
     }
+
+    fn cursor(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.cursor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Merges here every document written to Redis since the last call; the first
+    /// time, and when Redis lost its data (its counter went back), a whole round.
+    /// Returns how many documents were merged.
+    pub async fn catch_up(&self, docs: &Arc<DocStore>) -> Result<usize, String> {
+        let start = *self.cursor();
+        let Some(mut after) = start else {
+            return self.whole_round(docs).await;
+        };
+        let mut merged = 0;
+        loop {
+            let ch = self
+                .redis
+                .doc_changes(after, BATCH)
+                .await
+                .map_err(|e| e.to_string())?;
+            if ch.seq < after {
+                return self.whole_round(docs).await;
+            }
+            let mut fetched = Vec::with_capacity(ch.changed.len());
+            for (at, ns, id) in &ch.changed {
+                if let Some(d) = self
+                    .redis
+                    .get_doc(ns, id)
+                    .await
+                    .map_err(|e| e.to_string())?
+                {
+                    fetched.extend(serde_json::from_str::<Doc>(&d.json).ok());
+                }
+                after = after.max(*at);
+            }
+            merged += merge(docs, fetched).await?;
+            if ch.changed.len() < BATCH {
+                let mut c = self.cursor();
+                *c = Some(c.map_or(after, |c| c.max(after)));
+                return Ok(merged);
+            }
+        }
+    }
+
+    /// A [`sync_round`], after which the counter read before it is this node's point.
+    async fn whole_round(&self, docs: &Arc<DocStore>) -> Result<usize, String> {
+        let seq = self
+            .redis
+            .doc_changes(u64::MAX, 0)
+            .await
+            .map_err(|e| e.to_string())?
+            .seq;
+        let (merged, _) = sync_round(docs, &self.redis).await?;
+        *self.cursor() = Some(seq);
+        Ok(merged)
+    }
+}
+
+async fn merge(docs: &Arc<DocStore>, fetched: Vec<Doc>) -> Result<usize, String> {
+    if fetched.is_empty() {
+        return Ok(0);
+    }
+    let s = docs.clone();
+    tokio::task::spawn_blocking(move || s.merge(fetched))
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
 }
 
 async fn put(redis: &RedisStore, d: &Doc) -> Result<bool, RedisError> {
@@ -58,6 +148,22 @@ impl DocReplicator for RedisDocs {
             }
         })
     }
+
+    fn catch_up(&self, docs: Arc<DocStore>) -> BoxFuture<'_, ()> {
+        Box::pin(async move {
+            match tokio::time::timeout(CATCH_UP_LIMIT, RedisDocs::catch_up(self, &docs)).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot read other nodes' documents from Redis; serving what this node has")
+                }
+                Err(_) => {
+                    tracing::warn!(
+                        "Redis did not answer in time for other nodes' documents; serving what this node has"
+                    )
+                }
+            }
+        })
+    }
 }
 
 /// One round: Redis → here, then here → Redis. Returns (merged here, put there).
@@ -80,11 +186,7 @@ pub async fn sync_round(
             .iter()
             .map(|d| (d.id.clone(), (d.version, d.node.clone())))
             .collect();
-        let s = docs.clone();
-        merged += tokio::task::spawn_blocking(move || s.merge(theirs))
-            .await
-            .map_err(|e| e.to_string())?
-            .map_err(|e| e.to_string())?;
+        merged += merge(docs, theirs).await?;
         let now = docs.now_us();
         for d in docs.list(ns) {
             let behind = held
@@ -98,24 +200,33 @@ pub async fn sync_round(
     Ok((merged, pushed))
 }
 
-/// Keeps this node's documents and Redis in step until shutdown: a round at once,
-/// then one every `every`.
+/// Keeps this node's documents and Redis in step until shutdown: other nodes' writes
+/// every [`POLL`], and a whole round at once and then every `every`.
 pub async fn run(
     docs: Arc<DocStore>,
-    redis: RedisStore,
+    redis: Arc<RedisDocs>,
     every: Duration,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let mut last_round: Option<std::time::Instant> = None;
     loop {
-        match sync_round(&docs, &redis).await {
-            Ok((0, 0)) => {}
-            Ok((merged, pushed)) => {
-                tracing::info!(merged, pushed, "documents brought in step with Redis")
+        if last_round.is_none_or(|t| t.elapsed() >= every) {
+            last_round = Some(std::time::Instant::now());
+            match sync_round(&docs, &redis.redis).await {
+                Ok((0, 0)) => {}
+                Ok((merged, pushed)) => {
+                    tracing::info!(merged, pushed, "documents brought in step with Redis")
+                }
+                Err(e) => tracing::debug!(error = %e, "document round with Redis failed"),
             }
-            Err(e) => tracing::debug!(error = %e, "document round with Redis failed"),
+        }
+        match redis.catch_up(&docs).await {
+            Ok(0) => {}
+            Ok(merged) => tracing::debug!(merged, "documents from other nodes merged"),
+            Err(e) => tracing::debug!(error = %e, "reading document changes from Redis failed"),
         }
         tokio::select! {
-            _ = tokio::time::sleep(every.max(Duration::from_millis(10))) => {}
+            _ = tokio::time::sleep(POLL.min(every).max(Duration::from_millis(10))) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -29,7 +29,7 @@ mod stream_id;
 mod tail;
 
 pub use config::{DEFAULT_PREFIX, RedisConfig, redact_url};
-pub use docs::Doc;
+pub use docs::{Doc, DocChanges};
 pub use error::RedisError;
 pub use health::Health;
 pub use outbox::{Outbox, OutboxError};

@@ -221,7 +221,13 @@ SYNC
         let ck = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_string()]).unwrap();
         std::fs::write(d.path().join("node.crt"), ck.cert.pem()).unwrap();
         std::fs::write(d.path().join("node.key"), ck.signing_key.serialize_pem()).unwrap();
-        std::fs::write(d.path().join("peer.token"), "t").unwrap();
+        let token = d.path().join("peer.token");
+        std::fs::write(&token, "t").unwrap();
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&token, std::fs::Permissions::from_mode(0o600)).unwrap();
+        }
         d
     }
 

@@ -38,6 +38,8 @@ pub struct FileConfig {
     pub sync: SyncFile,
     #[serde(default)]
     pub log: LogFile,
+    #[serde(default)]
+    pub limits: super::limits::LimitsFile,
     #[serde(default, rename = "app")]
     pub apps: Vec<AppFile>,
     #[serde(default, rename = "user")]

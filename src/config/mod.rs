@@ -5,6 +5,7 @@ pub mod certs;
 pub mod console;
 pub mod file;
 pub mod idp;
+pub mod limits;
 mod signals;
 
 pub use signals::{ScimConfig, SignalsConfig};
@@ -76,6 +77,7 @@ pub struct Config {
     pub control: ControlConfig,
     pub sync: SyncConfig,
     pub log: LogFile,
+    pub limits: limits::Limits,
     pub apps: Vec<Arc<App>>,
     pub users: Vec<User>,
     pub idps: Vec<idp::IdpConfig>,
@@ -398,6 +400,7 @@ impl Validator {
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&raw.log.level) {
             return Err(self.err("log.level", format!("{e}")));
         }
+        let limits = limits::validate(&raw.limits).map_err(|(f, r)| self.err(f, r))?;
         let access_log_file = match raw.log.access_log_file.as_deref().map(Path::to_str) {
             None => None,
             Some(Some(p)) if !p.trim().is_empty() => Some(self.path(p)),
@@ -437,6 +440,7 @@ impl Validator {
                 access_log_file,
                 ..raw.log
             },
+            limits,
             apps,
             users,
             idps,
@@ -548,7 +552,10 @@ impl Validator {
     /// fresh random token, readable only by its owner.
     fn secret_file(&self, path: &Path) -> Result<String, String> {
         match std::fs::read_to_string(path) {
-            Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+            Ok(s) if !s.trim().is_empty() => {
+                crate::secrets::check_private(path)?;
+                Ok(s.trim().to_string())
+            }
             Ok(_) => Err(format!("{} is empty", path.display())),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.secrets {
                 Secrets::ReadOnly => Ok(String::new()),
@@ -582,6 +589,10 @@ impl Validator {
         let peer_token_file = self.path(s.peer_token_file.as_deref().unwrap_or("state/peer.token"));
         if !peers.is_empty() {
             self.secret_file(&peer_token_file)
+                .map_err(|r| self.err("sync.peer_token_file", r))?;
+        } else if peer_token_file.exists() {
+            // Read (and accepted from peers) whenever it exists.
+            crate::secrets::check_private(&peer_token_file)
                 .map_err(|r| self.err("sync.peer_token_file", r))?;
         }
         let https = peers.iter().any(|p| p.starts_with("https://"));

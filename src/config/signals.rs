@@ -105,8 +105,8 @@ listen = "127.0.0.1:0"
     #[test]
     fn signal_tables_validate_and_name_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("hook.secret"), "0123456789abcdef0123\n").unwrap();
-        std::fs::write(dir.path().join("scim.token"), "scim-token\n").unwrap();
+        crate::secrets::write_private(&dir.path().join("hook.secret"), "0123456789abcdef0123\n");
+        crate::secrets::write_private(&dir.path().join("scim.token"), "scim-token\n");
         let ok = parse(
             dir.path(),
             r#"

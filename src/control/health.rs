@@ -1,7 +1,7 @@
 //! Health, readiness and the metrics page.
 
 use super::Control;
-use crate::metrics::{self, Kind, OUTCOMES, Writer};
+use crate::metrics::{self, H2_REASONS, Kind, LimitCounters, OUTCOMES, Writer};
 use crate::revocation::Scope;
 use crate::web::body::{self, Body};
 use http::{Response, StatusCode, header};
@@ -41,12 +41,29 @@ impl Control {
     pub(super) fn metrics_page(&self) -> Response<Body> {
         let mut w = Writer::default();
         self.write_gateway_metrics(&mut w);
+        write_limit_metrics(&self.metrics.limits, &mut w);
         write_origin_metrics(&mut w);
         w.gauge(
             "portcullis_revocation_set_size",
             "Entries in the revocation set.",
             self.engine.set().len(),
         );
+        self.write_bounded_maps(&mut w);
+        self.cluster.status.write_metrics(&mut w);
+        crate::sync::selftest::write_metrics(&self.sync, &mut w);
+        self.signals.write_metrics(&mut w);
+        let mut r = body::text(StatusCode::OK, w.finish());
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        );
+        r
+    }
+
+    /// The maps that grow with client input: what each holds and what its bound
+    /// refused or forgot.
+    fn write_bounded_maps(&self, w: &mut Writer) {
+        let mem = self.sync.shared.stats();
         w.gauge(
             "portcullis_token_cache_entries",
             "Verified tokens in the cache.",
@@ -57,15 +74,27 @@ impl Control {
             "Sessions in this node's registry.",
             self.sessions.len(),
         );
-        self.cluster.status.write_metrics(&mut w);
-        crate::sync::selftest::write_metrics(&self.sync, &mut w);
-        self.signals.write_metrics(&mut w);
-        let mut r = body::text(StatusCode::OK, w.finish());
-        r.headers_mut().insert(
-            header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; version=0.0.4"),
+        w.family(
+            "portcullis_bounded_map_entries",
+            "Entries in the in-memory maps that grow with client input.",
+            Kind::Gauge,
+            [
+                (&[("map", "sessions")][..], self.sessions.len() as u64),
+                (&[("map", "single_use")][..], mem.claims as u64),
+                (&[("map", "login_failures")][..], mem.failures as u64),
+                (&[("map", "token_cache")][..], self.auth.cached_tokens()),
+            ],
         );
-        r
+        w.family(
+            "portcullis_bounded_map_evictions_total",
+            "Entries refused (single_use) or forgotten (the others) because a map was full.",
+            Kind::Counter,
+            [
+                (&[("map", "sessions")][..], self.sessions.evicted()),
+                (&[("map", "single_use")][..], mem.claims_refused),
+                (&[("map", "login_failures")][..], mem.failures_dropped),
+            ],
+        );
     }
 
     fn write_gateway_metrics(&self, w: &mut Writer) {
@@ -154,6 +183,82 @@ impl Control {
     }
 }
 
+/// What the limits against hostile clients refused or cut off.
+fn write_limit_metrics(l: &LimitCounters, w: &mut Writer) {
+    let g = metrics::get;
+    w.family(
+        "portcullis_connections_open",
+        "Open connections, by listener.",
+        Kind::Gauge,
+        [
+            (&[("listener", "data")][..], g(&l.connections_open)),
+            (
+                &[("listener", "control")][..],
+                g(&l.control_connections_open),
+            ),
+        ],
+    );
+    w.family(
+        "portcullis_connections_refused_total",
+        "Connections closed at accept by a connection cap.",
+        Kind::Counter,
+        [
+            (
+                &[("listener", "data"), ("cap", "total")][..],
+                g(&l.refused_total),
+            ),
+            (
+                &[("listener", "data"), ("cap", "per_address")][..],
+                g(&l.refused_per_address),
+            ),
+            (
+                &[("listener", "control"), ("cap", "total")][..],
+                g(&l.refused_control),
+            ),
+        ],
+    );
+    w.family(
+        "portcullis_connections_timed_out_total",
+        "Connections closed by a deadline: a request head late, or idle too long.",
+        Kind::Counter,
+        [
+            (&[("deadline", "request_head")][..], g(&l.head_timeouts)),
+            (&[("deadline", "idle")][..], g(&l.idle_timeouts)),
+        ],
+    );
+    let goaway: Vec<([(&str, &str); 1], u64)> = H2_REASONS
+        .iter()
+        .zip(&l.h2_goaway)
+        .map(|(r, c)| ([("reason", *r)], g(c)))
+        .collect();
+    w.family(
+        "portcullis_h2_goaway_total",
+        "HTTP/2 connections ended with a GOAWAY for the client's behaviour (rapid reset, CONTINUATION flood, protocol errors).",
+        Kind::Counter,
+        goaway.iter().map(|(lab, v)| (&lab[..], v)),
+    );
+    w.counter(
+        "portcullis_request_body_timeouts_total",
+        "Requests whose body arrived too slowly (answered 408).",
+        g(&l.body_timeouts),
+    );
+    w.gauge(
+        "portcullis_password_checks_active",
+        "Password hashes being verified.",
+        g(&l.password_checks_active),
+    );
+    w.gauge(
+        "portcullis_password_checks_waiting",
+        "Sign-ins waiting for a password check.",
+        g(&l.password_checks_waiting),
+    );
+    w.counter(
+        "portcullis_password_checks_refused_total",
+        "Sign-ins answered 503 because too many were waiting for a password check.",
+        g(&l.password_checks_refused),
+    );
+}
+
 fn write_origin_metrics(w: &mut Writer) {
     let s = &crate::origin::STATS;
     w.counter(
@@ -175,5 +280,10 @@ fn write_origin_metrics(w: &mut Writer) {
         "portcullis_origin_malformed_responses_total",
         "Origin responses refused as malformed (answered 502).",
         metrics::get(&s.malformed),
+    );
+    w.counter(
+        "portcullis_origin_requests_aborted_total",
+        "Requests whose body failed after part was sent: the origin connection was reset.",
+        metrics::get(&s.aborted),
     );
 }

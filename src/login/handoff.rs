@@ -68,6 +68,7 @@ impl Login {
         {
             return restart("session was revoked");
         }
+        self.accounts.catch_up().await;
         if self.directory_admits(&pending.session.email).is_err() {
             return restart("the directory refuses this account");
         }

@@ -74,6 +74,8 @@ pub struct Login {
     sessions: Arc<Registry>,
     metrics: Arc<Metrics>,
     shared: Arc<dyn SharedState>,
+    /// Sized from `[limits]` at the first sign-in (a restart applies a change).
+    password_checks: std::sync::OnceLock<users::PasswordChecks>,
     accounts: Accounts,
     directory: Arc<dyn SessionDirectory>,
     idps: Arc<Idps>,
@@ -133,11 +135,24 @@ impl Login {
             sessions: p.sessions,
             metrics: p.metrics,
             shared: p.shared,
+            password_checks: std::sync::OnceLock::new(),
             accounts: p.accounts,
             directory: p.directory,
             idps: p.idps,
             auth_routes: auth_routes().build()?,
             app_routes: app_routes().build()?,
+        })
+    }
+
+    /// The bound on concurrent password checks.
+    fn password_checks(&self, rt: &Runtime) -> &users::PasswordChecks {
+        self.password_checks.get_or_init(|| {
+            let l = &rt.config.limits;
+            users::PasswordChecks::new(
+                l.password_checks,
+                l.password_check_queue,
+                self.metrics.clone(),
+            )
         })
     }
 
@@ -156,11 +171,11 @@ impl Login {
         let query = req.uri().query();
         match route {
             AuthRoute::Home => self.home(rt, ctx, req.headers()),
-            AuthRoute::LoginForm => self.login_form(rt, ctx, req.headers(), query),
+            AuthRoute::LoginForm => self.login_form(rt, ctx, req.headers(), query).await,
             AuthRoute::LoginSubmit => self.login_submit(rt, ctx, req).await,
             AuthRoute::Authorize => {
                 let return_to = crate::web::query::param(query, "return_to").unwrap_or_default();
-                self.authorize(rt, ctx, req.headers(), &return_to)
+                self.authorize(rt, ctx, req.headers(), &return_to).await
             }
             AuthRoute::Logout => self.logout_global(rt, ctx, req.headers()).await,
             AuthRoute::Jwks => Ok(self.jwks()),

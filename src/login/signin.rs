@@ -15,6 +15,7 @@ use crate::session::authn;
 use crate::session::cookies::{self, GatewayCookies};
 use crate::session::token::{Claims, TokenError};
 use crate::web::body::{self, Body};
+use crate::web::body_deadline::{self, BodyDeadline};
 use crate::web::cookie::{CookieSpec, SameSite, append_cookie, clear_cookie, set_cookie};
 use crate::web::ctx::ReqCtx;
 use crate::web::html::{self, html};
@@ -28,6 +29,8 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 const MAX_FORM: usize = 16 * 1024;
+/// The Retry-After of a sign-in refused because too many wait for a password check.
+const BUSY_RETRY_AFTER_SECS: u64 = 2;
 
 /// A return target after login: only an absolute http(s) URL on a configured app host.
 /// Returns the app, its host and the path and query to land on.
@@ -168,7 +171,7 @@ impl Login {
         ))
     }
 
-    pub(super) fn login_form(
+    pub(super) async fn login_form(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -183,7 +186,7 @@ impl Login {
             if let Some(path) = admin_return_path(&rt.config.auth_domain, &return_to) {
                 return Ok(body::redirect(StatusCode::FOUND, &path));
             }
-            return self.authorize(rt, ctx, h, &return_to);
+            return self.authorize(rt, ctx, h, &return_to).await;
         }
         if let Some(only) = self.only_idp(rt, &return_to, reauth) {
             return Ok(only);
@@ -209,10 +212,12 @@ impl Login {
         if let Some(refused) = cross_site_post(rt, ctx, &parts.headers) {
             return Ok(refused);
         }
+        let limits = &rt.config.limits;
+        let incoming = BodyDeadline::new(incoming, limits.body_timeout, limits.body_min_rate);
         let bytes = Limited::new(incoming, MAX_FORM)
             .collect()
             .await
-            .map_err(|_| GatewayError::BodyTooLarge(MAX_FORM as u64))?
+            .map_err(|e| self.form_body_failure(e))?
             .to_bytes();
         let form = Form::parse(&bytes);
         let form_again = |status, error: &str| {
@@ -242,11 +247,21 @@ impl Login {
         if let Err(r) = self.relogin_lockout(rt, &form.email) {
             return Ok(refused_form(&form_again, r));
         }
-        let Some(user) = self.check_password(rt, ctx, &form).await else {
-            return Ok(form_again(
-                StatusCode::UNAUTHORIZED,
-                "Wrong email or password.",
-            ));
+        let user = match self.check_password(rt, ctx, &form).await {
+            Ok(Some(user)) => user,
+            Ok(None) => {
+                return Ok(form_again(
+                    StatusCode::UNAUTHORIZED,
+                    "Wrong email or password.",
+                ));
+            }
+            Err(users::Busy) => {
+                let msg = "Too many sign-ins at once. Please try again in a few seconds.";
+                return Ok(with_retry_after(
+                    form_again(StatusCode::SERVICE_UNAVAILABLE, msg),
+                    BUSY_RETRY_AFTER_SECS,
+                ));
+            }
         };
         if let Err(r) = self.may_sign_in(rt, &user.email) {
             return Ok(refused_form(&form_again, r));
@@ -303,20 +318,38 @@ impl Login {
         )))
     }
 
-    /// The built-in user whose password this is; counts a failure otherwise.
-    async fn check_password(&self, rt: &Runtime, ctx: &ReqCtx, form: &Form) -> Option<User> {
+    /// The sign-in form's body failed: too slow (408) or too large (413).
+    fn form_body_failure(&self, e: crate::web::body::BoxError) -> GatewayError {
+        if body_deadline::is_timeout(&e) {
+            crate::metrics::inc(&self.metrics.limits.body_timeouts);
+            GatewayError::BodyTimeout
+        } else {
+            GatewayError::BodyTooLarge(MAX_FORM as u64)
+        }
+    }
+
+    /// The built-in user whose password this is; counts a failure otherwise. `Busy`
+    /// (nothing counted) when too many sign-ins wait for a password check.
+    async fn check_password(
+        &self,
+        rt: &Runtime,
+        ctx: &ReqCtx,
+        form: &Form,
+    ) -> Result<Option<User>, users::Busy> {
         let user = rt.users.get(&form.email).filter(|u| !u.disabled).cloned();
-        let ok = users::verify(
-            form.password.clone(),
-            user.as_ref().map(|u| u.password_hash.clone()),
-        )
-        .await;
+        let ok = self
+            .password_checks(rt)
+            .verify(
+                form.password.clone(),
+                user.as_ref().map(|u| u.password_hash.clone()),
+            )
+            .await?;
         let window = rt.config.login.failure_window;
         if let Some(user) = user.filter(|_| ok) {
             if let Err(e) = self.shared.clear_failures(&user_key(&form.email)).await {
                 tracing::warn!(error = %e, "cannot clear the sign-in failures");
             }
-            return Some(user);
+            return Ok(Some(user));
         }
         let now = self.auth.now_us();
         for key in [user_key(&form.email), ip_key(ctx)] {
@@ -326,7 +359,7 @@ impl Login {
         }
         self.metrics.login_failures.fetch_add(1, Ordering::Relaxed);
         tracing::info!(email = %form.email, ip = %ctx.peer.ip(), "sign-in failed");
-        None
+        Ok(None)
     }
 
     /// Mints and records the global session, then sends the browser on.
@@ -399,7 +432,7 @@ impl Login {
 
     /// Turns a valid global session into a one-time code for the app host, without
     /// showing anything; without a session, shows the login form.
-    pub(super) fn authorize(
+    pub(super) async fn authorize(
         &self,
         rt: &Runtime,
         ctx: &ReqCtx,
@@ -419,6 +452,8 @@ impl Login {
             Ok(v) => v,
             Err(failure) => return Ok(back_to_form(return_to, failure)),
         };
+        // What the directory says now, including changes made at another node.
+        self.accounts.catch_up().await;
         if let Err(refusal) = self.directory_admits(&v.claims.email) {
             return Ok(accounts::refused_page(&refusal));
         }

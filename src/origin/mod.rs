@@ -33,6 +33,9 @@ pub struct Stats {
     pub connect_failures: AtomicU64,
     pub retries: AtomicU64,
     pub malformed: AtomicU64,
+    /// Requests abandoned after part of them was sent (the request body failed): the
+    /// connection was reset, so the origin cannot take them as complete.
+    pub aborted: AtomicU64,
 }
 
 pub static STATS: Stats = Stats {
@@ -40,6 +43,7 @@ pub static STATS: Stats = Stats {
     connect_failures: AtomicU64::new(0),
     retries: AtomicU64::new(0),
     malformed: AtomicU64::new(0),
+    aborted: AtomicU64::new(0),
 };
 
 fn count(c: &AtomicU64) {
@@ -187,8 +191,10 @@ pub async fn send(target: Target<'_>, req: Request<Body>) -> Result<Response<Bod
                 tracing::debug!(origin = %target.authority, error = %e, "pooled origin connection was stale; retrying");
             }
             Err(e) => {
-                if matches!(e, OriginError::Malformed(_)) {
-                    count(&STATS.malformed);
+                match e {
+                    OriginError::Malformed(_) => count(&STATS.malformed),
+                    OriginError::RequestBody(_) => c.abort(),
+                    _ => {}
                 }
                 return Err(e);
             }
@@ -317,6 +323,18 @@ async fn connect(target: &Target<'_>) -> Result<Conn, OriginError> {
     tokio::time::timeout(target.connect_timeout, attempt)
         .await
         .map_err(|_| OriginError::ConnectTimeout)?
+}
+
+impl Conn {
+    /// Closes the connection with a reset (RST, not FIN) in the middle of a request: the
+    /// origin sees an error, never an end of input it could take for the request's end.
+    fn abort(self) {
+        count(&STATS.aborted);
+        if let Err(e) = self.io.set_zero_linger() {
+            tracing::debug!(error = %e, "cannot arm a reset on the origin connection");
+        }
+        tracing::debug!("request body failed mid-request: origin connection reset");
+    }
 }
 
 impl OriginError {

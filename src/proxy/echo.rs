@@ -1,7 +1,7 @@
 //! `origin = "builtin:echo"`: answers with what an origin would receive (method, path,
 //! headers, body size) as JSON, or as a readable page for browsers.
 
-use crate::web::body::{self, Body};
+use crate::web::body::{self, Body, BoxError};
 use crate::web::html::esc;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -9,20 +9,18 @@ use http::request::Parts;
 use http::{Response, StatusCode, header};
 use http_body_util::BodyExt;
 
-pub async fn respond(parts: &Parts, mut req_body: Body) -> Response<Body> {
+/// The echo page, or the request body's error (the caller answers it).
+pub async fn respond(parts: &Parts, mut req_body: Body) -> Result<Response<Body>, BoxError> {
     let mut body_bytes: u64 = 0;
     while let Some(frame) = req_body.frame().await {
-        match frame {
-            Ok(f) => {
-                if let Some(d) = f.data_ref() {
-                    body_bytes += d.len() as u64;
-                }
-            }
-            Err(e) => {
-                return body::text(StatusCode::BAD_REQUEST, format!("request body: {e}"));
-            }
+        if let Some(d) = frame?.data_ref() {
+            body_bytes += d.len() as u64;
         }
     }
+    Ok(page_or_json(parts, body_bytes))
+}
+
+fn page_or_json(parts: &Parts, body_bytes: u64) -> Response<Body> {
     let headers: Vec<(String, String)> = parts
         .headers
         .iter()

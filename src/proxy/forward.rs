@@ -11,13 +11,14 @@ use crate::runtime::Runtime;
 use crate::session::cookies;
 use crate::session::token::Verified;
 use crate::web::body::{self, Body, BoxError};
+use crate::web::body_deadline::{self, BodyDeadline};
 use crate::web::ctx::ReqCtx;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri, Version};
-use http_body::Frame;
+use http_body::{Body as _, Frame};
 use http_body_util::{BodyExt, Limited};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::client::legacy::Client;
@@ -88,7 +89,14 @@ pub async fn forward(
         .path_and_query()
         .cloned()
         .unwrap_or_else(|| PathAndQuery::from_static("/"));
-    let req_body: Body = Limited::new(incoming, max as usize).boxed_unsync();
+    let limits = &rt.config.limits;
+    let req_body = BodyDeadline::new(incoming, limits.body_timeout, limits.body_min_rate);
+    let req_body: Body = Limited::new(req_body, max as usize).boxed_unsync();
+    // Nothing reaches the origin before the body's first bytes arrived (and, chunked,
+    // parsed): a body refused at its start leaves the origin with nothing.
+    let req_body = first_frame(req_body)
+        .await
+        .map_err(|e| body_failure(dp, e, max))?;
     parts.version = Version::HTTP_11;
     let (base, authority) = match &app.origin {
         Origin::Echo => {
@@ -96,7 +104,9 @@ pub async fn forward(
             if let Some(hv) = original_host {
                 parts.headers.insert(header::HOST, hv);
             }
-            return Ok(super::echo::respond(&parts, req_body).await);
+            return super::echo::respond(&parts, req_body)
+                .await
+                .map_err(|e| body_failure(dp, e, max));
         }
         Origin::Http { base, authority } => (base, authority),
     };
@@ -115,7 +125,9 @@ pub async fn forward(
         Err(crate::origin::OriginError::Timeout) => {
             Err(GatewayError::OriginTimeout(app.origin_timeout))
         }
-        Err(e) => Err(origin_failure(app, e, max)),
+        // Part of the request may have gone out: the origin connection was reset.
+        Err(crate::origin::OriginError::RequestBody(e)) => Err(body_failure(dp, e, max)),
+        Err(e) => Err(origin_failure(app, e)),
         Ok(resp) => Ok(finish_response(dp, &auth, resp)),
     }
 }
@@ -217,16 +229,74 @@ fn finish_response(dp: &DataPlane, auth: &Authed<'_>, resp: Response<Body>) -> R
     Response::from_parts(parts, rbody)
 }
 
-/// The gateway's answer when the origin exchange fails.
-fn origin_failure(app: &App, e: crate::origin::OriginError, max: u64) -> GatewayError {
-    use crate::origin::OriginError;
-    if let OriginError::RequestBody(b) = &e {
-        return if b.is::<http_body_util::LengthLimitError>() {
-            GatewayError::BodyTooLarge(max)
-        } else {
-            GatewayError::BadRequest("the request body ended early".into())
-        };
+/// The request body's first frame read ahead (the body unchanged otherwise), or the
+/// error it started with.
+async fn first_frame(mut b: Body) -> Result<Body, BoxError> {
+    if b.is_end_stream() {
+        return Ok(b);
     }
+    match b.frame().await {
+        None => Ok(body::empty()),
+        Some(Err(e)) => Err(e),
+        Some(Ok(f)) if b.is_end_stream() => Ok(match f.into_data() {
+            Ok(data) => body::full(data),
+            Err(f) => Prepend::wrap(f, b),
+        }),
+        Some(Ok(f)) => Ok(Prepend::wrap(f, b)),
+    }
+}
+
+/// The gateway's answer when the request body fails: too slow (408), too large (413),
+/// or malformed or cut short (400).
+fn body_failure(dp: &DataPlane, e: BoxError, max: u64) -> GatewayError {
+    if body_deadline::is_timeout(&e) {
+        crate::metrics::inc(&dp.metrics.limits.body_timeouts);
+        GatewayError::BodyTimeout
+    } else if e.is::<http_body_util::LengthLimitError>() {
+        GatewayError::BodyTooLarge(max)
+    } else {
+        GatewayError::BadRequest(format!("the request body is malformed or ended early: {e}"))
+    }
+}
+
+/// A body with a frame already read put back in front.
+struct Prepend {
+    first: Option<Frame<Bytes>>,
+    rest: Body,
+}
+
+impl Prepend {
+    fn wrap(first: Frame<Bytes>, rest: Body) -> Body {
+        Prepend {
+            first: Some(first),
+            rest,
+        }
+        .boxed_unsync()
+    }
+}
+
+impl http_body::Body for Prepend {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if let Some(f) = self.first.take() {
+            return Poll::Ready(Some(Ok(f)));
+        }
+        Pin::new(&mut self.rest).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.first.is_none() && self.rest.is_end_stream()
+    }
+}
+
+/// The gateway's answer when the origin exchange fails.
+fn origin_failure(app: &App, e: crate::origin::OriginError) -> GatewayError {
+    use crate::origin::OriginError;
     tracing::warn!(app = %app.name, error = %e, "origin request failed");
     GatewayError::OriginUnavailable(
         match e {

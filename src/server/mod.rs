@@ -3,24 +3,34 @@
 //! graceful shutdown. `start` takes a config and a clock, so tests run the real server
 //! in-process on 127.0.0.1:0.
 
+mod admission;
+mod deadline;
 mod node;
 
 pub use node::Node;
 
 use crate::clock::Clock;
 use crate::config::{Config, ConfigError};
+use crate::metrics;
 use crate::proxy::ConnInfo;
 use crate::proxy::framing_guard::FramingGuard;
+use crate::web::body::Body;
+use admission::{Admission, Caps, Gate, Permit};
+use deadline::{Activity, Tracked, Watched, drive};
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::server::conn::{http1, http2};
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use std::convert::Infallible;
+use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -88,12 +98,16 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
     let http_addr = http_l.as_ref().map(local);
     let control_addr = local(&control_l);
     let (shutdown, rx) = watch::channel(false);
+    // The data-plane caps hold for both data listeners together.
+    let data_gate = Admission::new(Gate::Data, gw.metrics.clone());
+    let control_gate = Admission::new(Gate::Control, gw.metrics.clone());
 
     let mut listeners = vec![tokio::spawn(accept_loop(
         tls_l,
         gw.clone(),
         rx.clone(),
         Plane::Tls,
+        data_gate.clone(),
     ))];
     if let Some(l) = http_l {
         listeners.push(tokio::spawn(accept_loop(
@@ -101,6 +115,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
             gw.clone(),
             rx.clone(),
             Plane::Plain,
+            data_gate,
         )));
     }
     listeners.push(tokio::spawn(accept_loop(
@@ -108,6 +123,7 @@ pub async fn start(config: Config, clock: Arc<dyn Clock>) -> Result<Handle, Star
         gw.clone(),
         rx.clone(),
         Plane::Control,
+        control_gate,
     )));
     let mut background = vec![tokio::spawn(maintenance(gw.clone(), rx.clone()))];
     background.extend(gw.sync.spawn(rx.clone()));
@@ -166,20 +182,87 @@ enum Plane {
     Control,
 }
 
-fn builder(gw: &Node) -> auto::Builder<TokioExecutor> {
-    let rt = gw.live.load();
-    let max_header = rt.config.max_header_bytes;
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(30))
-        .max_buf_size(max_header.max(8192))
-        .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(max_header.min(u32::MAX as usize) as u32)
-        .keep_alive_interval(Some(Duration::from_secs(30)));
-    b
+/// The same HTTP/1 settings on hyper's builder and on the auto builder's.
+macro_rules! h1_settings {
+    ($b:expr, $max_header:expr, $limits:expr) => {
+        $b.timer(TokioTimer::new())
+            // A backstop: the connection deadlines (deadline.rs) end idle connections
+            // and late heads first.
+            .header_read_timeout($limits.request_head_timeout + $limits.idle_timeout)
+            .max_buf_size($max_header.max(8192))
+            .keep_alive(true)
+    };
+}
+
+/// The same HTTP/2 settings on hyper's builder and on the auto builder's.
+macro_rules! h2_settings {
+    ($b:expr, $max_header:expr, $limits:expr) => {
+        $b.timer(TokioTimer::new())
+            .max_header_list_size($max_header.min(u32::MAX as usize) as u32)
+            .keep_alive_interval(Some(Duration::from_secs(30)))
+            .max_concurrent_streams($limits.h2_max_concurrent_streams)
+            .max_pending_accept_reset_streams($limits.h2_max_pending_reset_streams)
+            .max_local_error_reset_streams($limits.h2_max_local_reset_streams)
+    };
+}
+
+/// The HTTP settings of one config generation: HTTP/1 and HTTP/2 for TLS connections
+/// (ALPN decides), the sniffing builder for plaintext and the control port.
+struct Protocols {
+    generation: u64,
+    h1: http1::Builder,
+    h2: http2::Builder<TokioExecutor>,
+    auto: auto::Builder<TokioExecutor>,
+}
+
+impl Protocols {
+    fn new(gw: &Node) -> Self {
+        let rt = gw.live.load();
+        let (max_header, limits) = (rt.config.max_header_bytes, &rt.config.limits);
+        let mut h1 = http1::Builder::new();
+        h1_settings!(h1, max_header, limits);
+        let mut h2 = http2::Builder::new(TokioExecutor::new());
+        h2_settings!(h2, max_header, limits);
+        let mut auto = auto::Builder::new(TokioExecutor::new());
+        h1_settings!(auto.http1(), max_header, limits);
+        h2_settings!(auto.http2(), max_header, limits);
+        Self {
+            generation: gw.generation(),
+            h1,
+            h2,
+            auto,
+        }
+    }
+}
+
+/// The caps a new connection on `plane` from `ip` is admitted under.
+fn caps(plane: Plane, rt: &crate::runtime::Runtime, ip: std::net::IpAddr) -> Caps {
+    let l = &rt.config.limits;
+    match plane {
+        Plane::Control => Caps {
+            total: l.max_control_connections,
+            per_address: None,
+        },
+        // A load balancer in front speaks for many clients.
+        _ if rt.is_trusted(ip) => Caps {
+            total: l.max_connections,
+            per_address: None,
+        },
+        _ => Caps {
+            total: l.max_connections,
+            per_address: Some(l.max_connections_per_address),
+        },
+    }
+}
+
+/// What every connection task gets from its accept loop.
+struct ConnCtx {
+    gw: Arc<Node>,
+    protocols: Arc<Protocols>,
+    shutdown: watch::Receiver<bool>,
+    permit: Permit,
+    /// Dropped when the task ends: the loop waits for all of them at shutdown.
+    _done: mpsc::Sender<()>,
 }
 
 async fn accept_loop(
@@ -187,9 +270,10 @@ async fn accept_loop(
     gw: Arc<Node>,
     mut shutdown: watch::Receiver<bool>,
     plane: Plane,
+    admission: Arc<Admission>,
 ) {
-    let graceful = GracefulShutdown::new();
-    let builder = Arc::new(builder(&gw));
+    let (done, mut all_done) = mpsc::channel::<()>(1);
+    let mut protocols = Arc::new(Protocols::new(&gw));
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -202,83 +286,75 @@ async fn accept_loop(
                         continue;
                     }
                 };
+                let caps = caps(plane, &gw.live.load(), peer.ip());
+                let permit = match admission.admit(peer.ip(), caps) {
+                    Ok(p) => p,
+                    Err(why) => {
+                        tracing::debug!(%peer, ?plane, ?why, "connection refused: limit reached");
+                        continue;
+                    }
+                };
+                if protocols.generation != gw.generation() {
+                    protocols = Arc::new(Protocols::new(&gw));
+                }
                 let _ = stream.set_nodelay(true);
-                let watcher = graceful.watcher();
-                let gw = gw.clone();
-                let builder = builder.clone();
-                tokio::spawn(async move {
-                    serve_conn(stream, peer, gw, builder, watcher, plane).await;
-                });
+                let ctx = ConnCtx {
+                    gw: gw.clone(),
+                    protocols: protocols.clone(),
+                    shutdown: shutdown.clone(),
+                    permit,
+                    _done: done.clone(),
+                };
+                tokio::spawn(serve_conn(stream, peer, ctx, plane));
             }
             _ = shutdown.changed() => break,
         }
     }
-    drop(listener);
+    drop((listener, done));
     let grace = gw.live.load().config.shutdown_grace;
     tokio::select! {
-        _ = graceful.shutdown() => tracing::debug!(?plane, "all connections finished"),
+        _ = all_done.recv() => tracing::debug!(?plane, "all connections finished"),
         _ = tokio::time::sleep(grace) => tracing::warn!(?plane, "shutdown grace elapsed; closing remaining connections"),
     }
 }
 
-async fn serve_conn(
-    stream: TcpStream,
-    peer: SocketAddr,
-    gw: Arc<Node>,
-    builder: Arc<auto::Builder<TokioExecutor>>,
-    watcher: hyper_util::server::graceful::Watcher,
-    plane: Plane,
-) {
+async fn serve_conn(stream: TcpStream, peer: SocketAddr, ctx: ConnCtx, plane: Plane) {
+    let limits = ctx.gw.live.load().config.limits.clone();
+    // The first request head is due this long after accept, TLS handshake included.
+    let first_head = tokio::time::Instant::now() + limits.request_head_timeout;
+    let (head, idle) = (limits.request_head_timeout, limits.idle_timeout);
     match plane {
-        Plane::Tls => {
-            let acceptor = tokio_rustls::TlsAcceptor::from(gw.live.load().tls.clone());
-            let tls =
-                match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
-                    Ok(Ok(s)) => s,
-                    Ok(Err(e)) => {
-                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                        return;
-                    }
-                    Err(_) => return,
-                };
-            let sni = tls
-                .get_ref()
-                .1
-                .server_name()
-                .map(|s| s.to_ascii_lowercase());
-            if tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice()) {
-                // HTTP/2 frames its own messages: no guard needed.
-                let conn = ConnInfo::new(peer, sni, true, None);
-                serve_data(tls, conn, gw, &builder, watcher).await;
-            } else {
-                let (io, flag) = FramingGuard::new(tls, max_head(&gw));
-                let conn = ConnInfo::new(peer, sni, true, Some(flag));
-                serve_data(io, conn, gw, &builder, watcher).await;
-            }
-        }
+        Plane::Tls => serve_tls(stream, peer, ctx, first_head).await,
         Plane::Plain => {
-            let (io, flag) = FramingGuard::new(stream, max_head(&gw));
+            let activity = Activity::new(first_head, head, idle, true);
+            let (io, flag) = FramingGuard::new(stream, max_head(&ctx.gw));
             let conn = ConnInfo::new(peer, None, false, Some(flag));
-            serve_data(io, conn, gw, &builder, watcher).await;
+            let io = TokioIo::new(Watched::new(io, Some(activity.clone()), ctx.permit));
+            let svc = data_service(&ctx.gw, conn, &activity);
+            let c = ctx.protocols.auto.serve_connection_with_upgrades(io, svc);
+            let graceful = |c: Pin<&mut _>| auto::UpgradeableConnection::graceful_shutdown(c);
+            let res = drive(c, graceful, &activity, ctx.shutdown, &ctx.gw.metrics).await;
+            note_end(res, &ctx.gw.metrics);
         }
-        Plane::Control => serve_control(stream, peer, gw, &builder, watcher).await,
+        Plane::Control => serve_control(stream, peer, ctx, first_head).await,
     }
 }
 
 /// Serves one control-port connection: plain HTTP, or HTTPS when the config in force
 /// has `[control] tls_cert` (read per connection, so a reload applies to the next one).
+/// The handshake counts against the first request head's deadline.
 async fn serve_control(
     stream: TcpStream,
     peer: SocketAddr,
-    gw: Arc<Node>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    ctx: ConnCtx,
+    first_head: tokio::time::Instant,
 ) {
-    let Some(tls) = gw.live.load().control_tls.clone() else {
-        return serve_control_io(stream, peer, false, gw, builder, watcher).await;
+    let Some(tls) = ctx.gw.live.load().control_tls.clone() else {
+        return serve_control_io(stream, peer, false, ctx, first_head).await;
     };
     let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
-    let stream = match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, accept).await {
+    let by = first_head.min(tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT);
+    let stream = match tokio::time::timeout_at(by, accept).await {
         Ok(Ok(s)) => s,
         Ok(Err(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
             // A TLS failure (no or an untrusted client certificate, a bad hello).
@@ -289,11 +365,14 @@ async fn serve_control(
             tracing::debug!(%peer, error = %e, "control port: connection closed in the handshake");
             return;
         }
-        Err(_) => return,
+        Err(_) => {
+            metrics::inc(&ctx.gw.metrics.limits.head_timeouts);
+            return;
+        }
     };
     // With a client verifier every certificate presented was checked in the handshake.
     let verified = stream.get_ref().1.peer_certificates().is_some();
-    serve_control_io(stream, peer, verified, gw, builder, watcher).await;
+    serve_control_io(stream, peer, verified, ctx, first_head).await;
 }
 
 /// Requests on a connection whose client certificate was verified carry
@@ -302,42 +381,155 @@ async fn serve_control_io<IO>(
     io: IO,
     peer: SocketAddr,
     verified: bool,
-    gw: Arc<Node>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
+    ctx: ConnCtx,
+    first_head: tokio::time::Instant,
 ) where
     IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let control = gw.control.clone();
-    let svc = service_fn(move |mut req: hyper::Request<hyper::body::Incoming>| {
+    let limits = ctx.gw.live.load().config.limits.clone();
+    let (head, idle) = (limits.request_head_timeout, limits.idle_timeout);
+    let activity = Activity::new(first_head, head, idle, true);
+    let control = ctx.gw.control.clone();
+    let svc = tracked(&activity, move |mut req: Request<Incoming>| {
         let control = control.clone();
         if verified {
             req.extensions_mut().insert(crate::tls::VerifiedClientCert);
         }
-        async move { Ok::<_, Infallible>(control.handle(peer, req).await) }
+        async move { control.handle(peer, req).await }
     });
-    let c = builder.serve_connection(TokioIo::new(io), svc);
-    let _ = watcher.watch(c.into_owned()).await;
+    let io = TokioIo::new(Watched::new(io, Some(activity.clone()), ctx.permit));
+    let c = ctx.protocols.auto.serve_connection(io, svc);
+    let graceful = |c: Pin<&mut _>| auto::Connection::graceful_shutdown(c);
+    let res = drive(c, graceful, &activity, ctx.shutdown, &ctx.gw.metrics).await;
+    note_end(res, &ctx.gw.metrics);
 }
 
-/// Serves one data-plane connection (TLS or plain, guarded or not) until it closes.
-async fn serve_data<IO>(
-    io: IO,
-    conn: ConnInfo,
-    gw: Arc<Node>,
-    builder: &auto::Builder<TokioExecutor>,
-    watcher: hyper_util::server::graceful::Watcher,
-) where
-    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+/// A TLS connection: the handshake within the first head's deadline, then HTTP/2 or
+/// HTTP/1 as ALPN decided (no protocol sniff).
+async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    ctx: ConnCtx,
+    first_head: tokio::time::Instant,
+) {
+    let limits = ctx.gw.live.load().config.limits.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(ctx.gw.live.load().tls.clone());
+    let by = first_head.min(tokio::time::Instant::now() + TLS_HANDSHAKE_TIMEOUT);
+    let tls = match tokio::time::timeout_at(by, acceptor.accept(stream)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            metrics::inc(&ctx.gw.metrics.limits.head_timeouts);
+            return;
+        }
+    };
+    let sni = tls
+        .get_ref()
+        .1
+        .server_name()
+        .map(|s| s.to_ascii_lowercase());
+    let h2 = tls.get_ref().1.alpn_protocol() == Some(b"h2".as_slice());
+    let (head, idle) = (limits.request_head_timeout, limits.idle_timeout);
+    let activity = Activity::new(first_head, head, idle, !h2);
+    let metrics = &ctx.gw.metrics;
+    if h2 {
+        // HTTP/2 frames its own messages: no framing guard.
+        let conn = ConnInfo::new(peer, sni, true, None);
+        let io = TokioIo::new(Watched::new(tls, None, ctx.permit));
+        let svc = data_service(&ctx.gw, conn, &activity);
+        let c = ctx.protocols.h2.serve_connection(io, svc);
+        let graceful = |c: Pin<&mut _>| http2::Connection::graceful_shutdown(c);
+        note_end(
+            drive(c, graceful, &activity, ctx.shutdown, metrics).await,
+            metrics,
+        );
+    } else {
+        let (io, flag) = FramingGuard::new(tls, max_head(&ctx.gw));
+        let conn = ConnInfo::new(peer, sni, true, Some(flag));
+        let io = TokioIo::new(Watched::new(io, Some(activity.clone()), ctx.permit));
+        let svc = data_service(&ctx.gw, conn, &activity);
+        let c = ctx.protocols.h1.serve_connection(io, svc).with_upgrades();
+        let graceful = |c: Pin<&mut _>| http1::UpgradeableConnection::graceful_shutdown(c);
+        note_end(
+            drive(c, graceful, &activity, ctx.shutdown, metrics).await,
+            metrics,
+        );
+    }
+}
+
+/// A service whose requests are in flight on `activity` until their response body is
+/// dropped.
+fn tracked<F, Fut>(
+    activity: &Arc<Activity>,
+    handle: F,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<Body>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static
+where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let activity = activity.clone();
+    service_fn(move |req| {
+        let guard = activity.begin();
+        let fut = handle(req);
+        async move { Ok::<_, Infallible>(fut.await.map(|b| Tracked::new(b, guard))) }
+    })
+}
+
+/// The data plane's service for one connection.
+fn data_service(
+    gw: &Node,
+    conn: ConnInfo,
+    activity: &Arc<Activity>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Tracked<Body>>,
+    Error = Infallible,
+    Future: Send + 'static,
+> + Clone
++ Send
++ 'static {
     let conn = Arc::new(conn);
     let data = gw.data.clone();
-    let svc = service_fn(move |req| {
+    tracked(activity, move |req| {
         let (data, conn) = (data.clone(), conn.clone());
-        async move { Ok::<_, Infallible>(data.handle(conn, req).await) }
-    });
-    let c = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
-    let _ = watcher.watch(c.into_owned()).await;
+        async move { data.handle(conn, req).await }
+    })
+}
+
+/// Counts HTTP/2 connections the gateway ended with a GOAWAY for the client's
+/// behaviour (rapid reset, CONTINUATION flood, protocol errors).
+fn note_end<E: Into<Box<dyn std::error::Error + Send + Sync>>>(
+    res: Option<Result<(), E>>,
+    metrics: &crate::metrics::Metrics,
+) {
+    let Some(Err(e)) = res else { return };
+    let e: Box<dyn std::error::Error + Send + Sync> = e.into();
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
+    while let Some(err) = cur {
+        if let Some(h2e) = err.downcast_ref::<h2::Error>() {
+            if h2e.is_go_away() && !h2e.is_remote() {
+                let i = match h2e.reason() {
+                    Some(h2::Reason::ENHANCE_YOUR_CALM) => 0,
+                    Some(h2::Reason::PROTOCOL_ERROR | h2::Reason::COMPRESSION_ERROR) => 1,
+                    _ => 2,
+                };
+                metrics::inc(&metrics.limits.h2_goaway[i]);
+                tracing::info!(reason = ?h2e.reason(), "HTTP/2 connection ended with GOAWAY");
+            }
+            return;
+        }
+        cur = err.source();
+    }
 }
 
 /// The largest request head hyper buffers; the framing guard must track at least as

@@ -67,14 +67,14 @@ pub struct Node {
 /// Where this node's documents meet the other nodes'.
 enum DocsBackend {
     Peers(Arc<PeerClient>),
-    Redis(RedisStore),
+    Redis(Arc<RedisDocs>),
 }
 
 impl DocsBackend {
     fn replicator(&self, live: &Arc<Live>) -> Arc<dyn DocReplicator> {
         match self {
             DocsBackend::Peers(client) => Arc::new(PeerDocs::new(live.clone(), client.clone())),
-            DocsBackend::Redis(store) => Arc::new(RedisDocs::new(store.clone())),
+            DocsBackend::Redis(docs) => docs.clone(),
         }
     }
 }
@@ -146,7 +146,11 @@ fn open_state(config: &Config, ticker: &Ticker) -> Result<Durable, StartError> {
         revlog,
         journal,
         audit: Arc::new(AuditLog::open(&dir.join("audit.log"))?),
-        sessions: Arc::new(Registry::open(&dir.join("sessions.log"), now)?),
+        sessions: Arc::new(Registry::open_bounded(
+            &dir.join("sessions.log"),
+            now,
+            config.limits.max_sessions,
+        )?),
         keys: KeyRing::load_or_create(&dir.join("keys"))?,
     })
 }
@@ -244,7 +248,7 @@ impl Node {
             metrics: metrics.clone(),
         }));
         let docs_backend = match &redis {
-            Some((store, _)) => DocsBackend::Redis(store.clone()),
+            Some((store, _)) => DocsBackend::Redis(Arc::new(RedisDocs::new(store.clone()))),
             None => DocsBackend::Peers(client.clone()),
         };
         let docs = Arc::new(DocStore::open(
@@ -265,7 +269,7 @@ impl Node {
         ));
         let redis = redis.map(|(store, outbox)| {
             let (l, e, s) = (live.clone(), engine.clone(), d.sessions.clone());
-            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s))
+            Arc::new(RedisBackend::new(store, outbox, l, e, journal, s).with_docs(docs.clone()))
         });
         let cluster = cluster_of(&sync, redis.as_ref(), &d.sessions);
         let signals = Arc::new(Signals::new(SignalsParts {
@@ -378,11 +382,11 @@ impl Node {
                 self.live.clone(),
                 shutdown.clone(),
             )),
-            DocsBackend::Redis(store) => {
+            DocsBackend::Redis(redis_docs) => {
                 let every = self.live.load().config.sync.anti_entropy_interval;
                 tokio::spawn(crate::cluster::docs_redis::run(
                     docs,
-                    store.clone(),
+                    redis_docs.clone(),
                     every,
                     shutdown.clone(),
                 ))

@@ -73,7 +73,7 @@ fn parse_key(path: &Path, pem: String) -> Result<LoadedKey, KeyError> {
 }
 
 fn generate_key(dir: &Path) -> Result<String, KeyError> {
-    std::fs::create_dir_all(dir).map_err(|e| file_err(dir, e))?;
+    crate::secrets::create_private_dir(dir).map_err(|e| file_err(dir, e))?;
     let kp = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
         .map_err(|e| KeyError::Generate(e.to_string()))?;
     let pem = kp.serialize_pem();
@@ -131,6 +131,7 @@ impl KeyRing {
                 continue;
             }
             let path = entry.path();
+            crate::secrets::check_private(&path).map_err(|reason| file_err(&path, reason))?;
             let pem = std::fs::read_to_string(&path).map_err(|e| file_err(&path, e))?;
             keys.push(parse_key(&path, pem)?);
         }
@@ -228,5 +229,21 @@ mod tests {
         assert!(ring.decoding(&first).is_some());
         let jwks: serde_json::Value = serde_json::from_slice(&ring.jwks()).unwrap();
         assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn keys_are_created_private_and_open_ones_refused() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let keys = dir.path().join("state/keys");
+        let ring = KeyRing::load_or_create(&keys).unwrap();
+        let pem = keys.join(format!("{}.pem", ring.active_kid()));
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&pem), 0o600);
+        assert_eq!(mode(&keys), 0o700);
+        std::fs::set_permissions(&pem, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let e = KeyRing::load(&keys).unwrap_err().to_string();
+        assert!(e.contains("chmod 600"), "{e}");
     }
 }

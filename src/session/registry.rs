@@ -14,7 +14,7 @@ use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// Only journal a new `last seen` when it moved by at least this much.
@@ -23,6 +23,8 @@ const SEEN_GRANULARITY_US: Micros = 30_000_000;
 pub const KEEP_ENDED_US: Micros = 35 * 24 * 3600 * 1_000_000;
 /// User agents are kept to this many characters.
 const MAX_USER_AGENT: usize = 512;
+/// Sessions held when no bound is given (`[limits] max_sessions`).
+pub const DEFAULT_MAX_SESSIONS: usize = 200_000;
 
 /// What a session is, as recorded when it starts.
 #[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq, Eq)]
@@ -137,17 +139,27 @@ pub struct Registry {
     sessions: DashMap<String, Arc<Session>>,
     journal: RecordLog,
     mirror: std::sync::OnceLock<Arc<dyn SessionMirror>>,
+    /// At most this many sessions are held; past it the least useful are forgotten.
+    max: usize,
+    evicted: AtomicU64,
 }
 
 impl Registry {
-    /// Opens the journal, replays it, and rewrites it with only the sessions worth
-    /// keeping.
+    /// [`Registry::open_bounded`] with the default bound.
     pub fn open(path: &Path, now: Micros) -> Result<Registry, StoreError> {
+        Self::open_bounded(path, now, DEFAULT_MAX_SESSIONS)
+    }
+
+    /// Opens the journal, replays it, and rewrites it with only the sessions worth
+    /// keeping (at most `max`).
+    pub fn open_bounded(path: &Path, now: Micros, max: usize) -> Result<Registry, StoreError> {
         let (journal, lines) = RecordLog::open(path, Framing::Lines)?;
         let reg = Registry {
             sessions: DashMap::new(),
             journal,
             mirror: std::sync::OnceLock::new(),
+            max: max.max(1),
+            evicted: AtomicU64::new(0),
         };
         for line in lines {
             match serde_json::from_slice::<Event>(&line) {
@@ -160,8 +172,41 @@ impl Registry {
         // Keep ended and expired sessions for a while: the monthly user list needs them.
         reg.sessions
             .retain(|_, s| s.info.expires_us + KEEP_ENDED_US > now);
+        while reg.sessions.len() > reg.max {
+            reg.make_room(now);
+        }
         reg.rewrite()?;
         Ok(reg)
+    }
+
+    /// When the registry is full: forgets ended and expired sessions, and if that is
+    /// not enough, the least recently seen tenth. The sessions stay valid (revocation
+    /// does not depend on the registry); they leave the operators' lists.
+    fn make_room(&self, now: Micros) {
+        if self.sessions.len() < self.max {
+            return;
+        }
+        let before = self.sessions.len();
+        self.sessions.retain(|_, s| s.is_live(now));
+        if self.sessions.len() >= self.max {
+            let mut seen: Vec<Micros> = self.sessions.iter().map(|s| s.last_seen_us()).collect();
+            let k = (seen.len() / 10).max(1) - 1;
+            let (_, cut, _) = seen.select_nth_unstable(k);
+            let cut = *cut;
+            self.sessions.retain(|_, s| s.last_seen_us() > cut);
+        }
+        let evicted = before.saturating_sub(self.sessions.len());
+        self.evicted.fetch_add(evicted as u64, Ordering::Relaxed);
+        tracing::warn!(
+            evicted,
+            max = self.max,
+            "session registry full: forgot ended, expired and least recently seen sessions"
+        );
+    }
+
+    /// Sessions forgotten to keep the registry within its bound.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
     }
 
     fn replay(&self, ev: Event) {
@@ -244,6 +289,7 @@ impl Registry {
 
     /// Records a new global session (journaled and synced: logins are rare).
     pub fn create(&self, info: SessionInfo) -> Arc<Session> {
+        self.make_room(info.created_us);
         let s = Arc::new(Session::new(info));
         self.sessions.insert(s.info.sid.clone(), s.clone());
         self.journal(&[Event::New(s.info.clone())], true);
@@ -264,6 +310,7 @@ impl Registry {
         let s = match self.get(sid) {
             Some(s) => s,
             None => {
+                self.make_room(now);
                 let mut i = info();
                 i.foreign = true;
                 let s = Arc::new(Session::new(i));
@@ -443,6 +490,28 @@ mod tests {
         assert_eq!(live[0].apps, vec!["echo".to_string()]);
         assert_eq!(live[0].info.ip, "127.0.0.1");
         assert!(!live[0].info.foreign);
+    }
+
+    #[test]
+    fn the_registry_stays_within_its_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("s.log");
+        let r = Registry::open_bounded(&p, 0, 20).unwrap();
+        for i in 0..10 {
+            r.create(info(&format!("old{i}"), "a@x.com"));
+        }
+        r.end_matching(100, 50, true, |_| true);
+        for i in 0..100 {
+            let mut s = info(&format!("s{i}"), "b@x.com");
+            s.created_us = 100 + i;
+            r.create(s);
+            assert!(r.len() <= 20, "{}", r.len());
+        }
+        assert!(r.get("s99").is_some(), "the newest stays");
+        assert!(r.get("old0").is_none(), "ended sessions go first");
+        assert!(r.evicted() >= 90);
+        drop(r);
+        assert!(Registry::open_bounded(&p, 200, 5).unwrap().len() <= 5);
     }
 
     #[test]

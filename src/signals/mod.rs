@@ -60,10 +60,13 @@ pub(crate) fn resolve(base_dir: &Path, p: &str) -> PathBuf {
     }
 }
 
-/// Reads a secret file: trimmed, never empty.
+/// Reads a secret file: trimmed, never empty, readable by its owner only.
 pub(crate) fn read_secret(path: &Path) -> Result<String, String> {
     match std::fs::read_to_string(path) {
-        Ok(s) if !s.trim().is_empty() => Ok(s.trim().to_string()),
+        Ok(s) if !s.trim().is_empty() => {
+            crate::secrets::check_private(path)?;
+            Ok(s.trim().to_string())
+        }
         Ok(_) => Err(format!("{} is empty", path.display())),
         Err(e) => Err(format!("cannot read {}: {e}", path.display())),
     }
@@ -85,9 +88,9 @@ mod tests {
     fn secret_files_are_trimmed_and_never_empty() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("s");
-        std::fs::write(&p, "  tok\n").unwrap();
+        crate::secrets::write_private(&p, "  tok\n");
         assert_eq!(read_secret(&p).unwrap(), "tok");
-        std::fs::write(&p, "\n").unwrap();
+        crate::secrets::write_private(&p, "\n");
         assert!(read_secret(&p).unwrap_err().contains("empty"));
         assert!(read_secret(&dir.path().join("missing")).is_err());
         assert_eq!(resolve(dir.path(), "/abs"), PathBuf::from("/abs"));

@@ -433,12 +433,11 @@ mod tests {
     #[test]
     fn config_validation_names_the_field() {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("s"),
+        crate::secrets::write_private(
+            &dir.path().join("s"),
             "first-secret-0123456\n\nsecond-secret-012345\n",
-        )
-        .unwrap();
-        std::fs::write(dir.path().join("short"), "tiny\n").unwrap();
+        );
+        crate::secrets::write_private(&dir.path().join("short"), "tiny\n");
         let f = |name: &str, file: &str| WebhookFile {
             name: name.into(),
             secret_file: file.into(),

@@ -2,9 +2,10 @@
 //! flags, signals already applied).
 //!
 //! - Push ([`PeerDocs`], the [`DocReplicator`]): a document written here is sent to
-//!   every peer at once (`POST /v1/peer/docs`); the writer waits for as many answers as
-//!   `[sync] ack` asks, bounded by `ack_timeout`. A peer makes what it receives durable
-//!   before it answers.
+//!   every peer at once (`POST /v1/peer/docs`); the writer waits for every peer's answer,
+//!   bounded by `ack_timeout`, whatever `[sync] ack` says for revocations: an identity
+//!   provider's next SCIM request may reach another node and must find what this one
+//!   wrote. A peer makes what it receives durable before it answers.
 //! - Anti-entropy ([`run`]): every `anti_entropy_interval` this node compares a digest
 //!   of its documents with each peer's (`GET /v1/peer/docs/digest`) and, when they
 //!   differ, pulls the peer's documents (`GET /v1/peer/docs`: there are few) and merges
@@ -12,7 +13,6 @@
 
 use super::client::PeerClient;
 use crate::cluster::docs::{Doc, DocPropagation, DocReplicator, DocStore};
-use crate::config::file::AckMode;
 use crate::runtime::Live;
 use crate::web::body::{self, Body};
 use futures_util::future::BoxFuture;
@@ -87,11 +87,7 @@ async fn push(live: &Live, client: &Arc<PeerClient>, docs: &[Doc]) -> DocPropaga
         acked: 0,
         peers: peers.len(),
     };
-    let need = match sync.ack {
-        AckMode::Local => return out,
-        AckMode::All => peers.len(),
-        AckMode::Quorum => peers.len().div_ceil(2),
-    };
+    let need = peers.len();
     let deadline = tokio::time::sleep(sync.ack_timeout);
     tokio::pin!(deadline);
     while out.acked < need {

@@ -86,7 +86,13 @@ impl PeerSync {
         journal: Arc<Journal>,
         ticker: Arc<crate::clock::Ticker>,
     ) -> Self {
-        let shared = Arc::new(shared::PeerShared::new(client.clone(), ticker));
+        let limits = live.load().config.limits.clone();
+        let shared = Arc::new(shared::PeerShared::new(
+            client.clone(),
+            ticker,
+            limits.max_single_use,
+            limits.max_throttle_keys,
+        ));
         // With no peers there is nothing to catch up with.
         let alone = client.peers().is_empty();
         Self {

@@ -16,6 +16,7 @@ use super::apply::apply_durably;
 use super::journal::Journal;
 use super::wire;
 use crate::clock::Micros;
+use crate::cluster::docs::DocStore;
 use crate::cluster::redis::{Outbox, RedisStore, SessionRecord, TailEvent};
 use crate::cluster::{BackendStatus, ClusterError, Directory, SessionDirectory, SharedState};
 use crate::config::file::OnStale;
@@ -97,6 +98,9 @@ pub struct RedisBackend {
     applied: AtomicU64,
     resyncs: AtomicU64,
     startup: Mutex<Option<Startup>>,
+    /// The cluster's documents, brought up to date before a signal's revocations are
+    /// enforced (see [`RedisBackend::apply`]).
+    docs: Option<Arc<DocStore>>,
 }
 
 impl RedisBackend {
@@ -119,7 +123,14 @@ impl RedisBackend {
             applied: AtomicU64::new(0),
             resyncs: AtomicU64::new(0),
             startup: Mutex::new(None),
+            docs: None,
         }
+    }
+
+    /// Keeps `docs` up to date with the revocations this node takes from the stream.
+    pub fn with_docs(mut self, docs: Arc<DocStore>) -> Self {
+        self.docs = Some(docs);
+        self
     }
 
     pub fn store(&self) -> &RedisStore {
@@ -153,9 +164,22 @@ impl RedisBackend {
 
     /// Enforces `records` here (durable in the sync journal first); returns how many
     /// moved the set forward.
+    /// Makes `records` durable and enforces them. A revocation a signal trigger made
+    /// (SCIM, Shared Signals) follows the documents that trigger wrote first (a group
+    /// without the user, an account flag): those are merged here before, so a token
+    /// re-issued right after the revocation carries what the directory says now.
     async fn apply(&self, records: Vec<RevocationRecord>) -> usize {
         if records.is_empty() {
             return 0;
+        }
+        let from_signal =
+            |r: &RevocationRecord| r.actor.starts_with("scim:") || r.actor.starts_with("ssf:");
+        if let Some(docs) = self
+            .docs
+            .as_ref()
+            .filter(|_| records.iter().any(from_signal))
+        {
+            docs.catch_up().await;
         }
         let mut entries = Vec::with_capacity(records.len() * 64);
         for r in &records {

@@ -11,7 +11,7 @@
 
 use super::client::PeerClient;
 use crate::clock::{Micros, Ticker};
-use crate::cluster::memory::Memory;
+use crate::cluster::memory::{Claim, Memory};
 use crate::cluster::{ClusterError, SharedState};
 use futures_util::future::BoxFuture;
 use http::Method;
@@ -56,9 +56,16 @@ fn micros(d: Duration) -> Micros {
 }
 
 impl PeerShared {
-    pub fn new(client: Arc<PeerClient>, ticker: Arc<Ticker>) -> Self {
+    /// `max_claims` live single-use markers and `max_failures` failure histories at
+    /// most (`[limits]`, read at start).
+    pub fn new(
+        client: Arc<PeerClient>,
+        ticker: Arc<Ticker>,
+        max_claims: usize,
+        max_failures: usize,
+    ) -> Self {
         Self {
-            memory: Memory::default(),
+            memory: Memory::bounded(max_claims, max_failures),
             client,
             ticker,
         }
@@ -69,7 +76,8 @@ impl PeerShared {
         let now = self.ticker.now_us();
         let ttl = micros(Duration::from_millis(req.ttl_ms.min(24 * 3600 * 1000)));
         ClaimAnswer {
-            first: self.memory.claim(&req.key, now, now + ttl),
+            // A full map cannot hold the mark; it never had the key either.
+            first: self.memory.claim(&req.key, now, now + ttl) != Claim::Used,
         }
     }
 
@@ -81,6 +89,11 @@ impl PeerShared {
             let window = micros(Duration::from_millis(note.window_ms));
             self.memory.record_failure(&note.key, note.at, window);
         }
+    }
+
+    /// What the in-memory maps hold, for the metrics page.
+    pub fn stats(&self) -> crate::cluster::memory::MemoryStats {
+        self.memory.stats()
     }
 
     /// Forgets expired markers and old failures.
@@ -139,8 +152,14 @@ impl SharedState for PeerShared {
     ) -> BoxFuture<'a, Result<bool, ClusterError>> {
         Box::pin(async move {
             let now = self.ticker.now_us();
-            if !self.memory.claim(key, now, now + micros(ttl)) {
-                return Ok(false);
+            match self.memory.claim(key, now, now + micros(ttl)) {
+                Claim::First => {}
+                Claim::Used => return Ok(false),
+                Claim::Full => {
+                    return Err(ClusterError::Unavailable(
+                        "single-use markers full ([limits] max_single_use)".into(),
+                    ));
+                }
             }
             Ok(self.ask_peers(key, ttl).await)
         })

@@ -28,7 +28,10 @@ pub enum Delivery {
 
 impl Signals {
     /// Claims `key` for applying now.
+    /// Also brings the documents up to date first (with Redis, another node's recent
+    /// writes: its marks, and the account flags the signal may change).
     pub(super) async fn begin_once(&self, key: &str) -> Result<Delivery, ClusterError> {
+        self.docs.catch_up().await;
         if self.docs.get(SEEN, key).is_some() {
             return Ok(Delivery::Repeat);
         }

@@ -148,9 +148,12 @@ impl Signals {
         respond(&outcome)
     }
 
-    /// The SCIM service on a blocking thread (its writes fsync), then the documents it
-    /// wrote published to the other nodes.
+    /// The SCIM service on a blocking thread (its writes fsync) over documents that
+    /// include every write another node finished, then the documents it wrote published
+    /// to the other nodes.
     async fn run_scim(&self, call: Call) -> Result<ScimOutcome, ScimError> {
+        // The identity provider's previous request may have reached another node.
+        self.docs.catch_up().await;
         let docs = self.accounts.clone();
         let run = tokio::task::spawn_blocking(move || {
             let store = docs.scim();

@@ -3,6 +3,7 @@
 //! context and a route table. A leaf: it uses nothing else of the crate.
 
 pub mod body;
+pub mod body_deadline;
 pub mod cookie;
 pub mod ctx;
 pub mod html;

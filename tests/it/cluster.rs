@@ -133,7 +133,7 @@ impl Cluster {
         for i in 0..n {
             let d = tmp.path().join(format!("node{}", i + 1));
             std::fs::create_dir_all(d.join("state")).unwrap();
-            std::fs::write(d.join("peer.token"), format!("{PEER_TOKEN}\n")).unwrap();
+            write_secret(&d.join("peer.token"), &format!("{PEER_TOKEN}\n"));
         }
         Cluster {
             nodes: (0..n).map(|_| None).collect(),
@@ -547,7 +547,7 @@ async fn a_partitioned_node_converges_once_healed() {
     // A brand-new node that names node 1 as its peer holds the same set once ready.
     let dir = c.tmp.path().join("fresh");
     copy_dir(&c.dir(0).join("state/keys"), &dir.join("state/keys"));
-    std::fs::write(dir.join("peer.token"), PEER_TOKEN).unwrap();
+    write_secret(&dir.join("peer.token"), PEER_TOKEN);
     let toml = config_text(&format!(
         "[sync]\npeers = [\"{}\"]\npeer_token_file = \"peer.token\"\n",
         c.n(0).control_url("")

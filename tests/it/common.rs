@@ -409,19 +409,29 @@ pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
 
 /// A raw TLS connection with the given SNI and ALPN http/1.1, for hand-written requests.
 pub async fn raw_tls(addr: SocketAddr, sni: &str) -> TlsStream {
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    tls_over(tcp, sni, b"http/1.1")
+        .await
+        .expect("tls handshake")
+}
+
+/// A TLS client handshake over `tcp` with the given SNI and ALPN protocol.
+pub async fn tls_over(
+    tcp: tokio::net::TcpStream,
+    sni: &str,
+    alpn: &[u8],
+) -> std::io::Result<TlsStream> {
     let mut cfg = rustls::ClientConfig::builder_with_provider(portcullis::tls::provider())
         .with_safe_default_protocol_versions()
         .expect("versions")
         .dangerous()
         .with_custom_certificate_verifier(Arc::new(AnyCert))
         .with_no_client_auth();
-    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    cfg.alpn_protocols = vec![alpn.to_vec()];
     let name = rustls::pki_types::ServerName::try_from(sni.to_string()).expect("sni");
     tokio_rustls::TlsConnector::from(Arc::new(cfg))
         .connect(name, tcp)
         .await
-        .expect("tls handshake")
 }
 
 /// Sends raw bytes and reads until the server closes or `limit` passes.
@@ -442,6 +452,21 @@ pub fn cookie_header(jar: &reqwest::cookie::Jar, url: &str) -> String {
         .and_then(|u| jar.cookies(&u))
         .and_then(|h| h.to_str().ok().map(str::to_string))
         .unwrap_or_default()
+}
+
+/// Writes a secret file (a peer token) readable by its owner only, as the gateway
+/// demands of its secrets.
+pub fn write_secret(path: &Path, contents: &str) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .expect("create secret file");
+    f.write_all(contents.as_bytes()).expect("write secret file");
 }
 
 /// A port for a server started later by number (a child process, chromedriver). Binding

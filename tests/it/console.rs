@@ -933,7 +933,7 @@ async fn two_nodes(tmp: &Path) -> (Gw, Gw) {
     let (da, db) = (tmp.join("a"), tmp.join("b"));
     for d in [&da, &db] {
         std::fs::create_dir_all(d.join("state")).unwrap();
-        std::fs::write(d.join("peer.token"), "console-two-nodes-peer-token-31c7\n").unwrap();
+        write_secret(&d.join("peer.token"), "console-two-nodes-peer-token-31c7\n");
     }
     let clock = portcullis::clock::ManualClock::starting_now();
     let a = Gw::start_in(&da, &toml("node-a", pa, pb), clock.clone()).await;

@@ -58,7 +58,7 @@ impl Fleet {
         };
         for i in 0..3 {
             std::fs::create_dir_all(f.dir(i).join("state")).unwrap();
-            std::fs::write(f.dir(i).join("peer.token"), format!("{PEER_TOKEN}\n")).unwrap();
+            write_secret(&f.dir(i).join("peer.token"), &format!("{PEER_TOKEN}\n"));
         }
         for i in 0..3 {
             f.start_node(i).await;
@@ -544,4 +544,165 @@ async fn redis_down_longer_than_max_staleness_refuses_with_503() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     f.redis.as_mut().unwrap().restart();
     everywhere(&f, &cookies, StatusCode::OK, Duration::from_secs(15)).await;
+}
+
+/// The SCIM bearer token every node of the fleet is configured with (by its hash).
+const FLEET_SCIM_TOKEN: &str = "fleet-scim-token-5b0e9f1c";
+
+fn scim_tables() -> String {
+    use sha2::Digest;
+    let hash: String = sha2::Sha256::digest(FLEET_SCIM_TOKEN.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!(
+        r#"
+[scim]
+name = "okta"
+token_sha256 = "{hash}"
+
+[[app]]
+name = "staff"
+hosts = ["staff.localhost"]
+origin = "builtin:echo"
+allow_groups = ["scim-admins"]
+"#
+    )
+}
+
+/// An identity provider's SCIM client whose every request (through the balancer) lands
+/// on another node: each step must see what the previous one wrote, and its effects
+/// hold on every node, before the documents' periodic round could have carried them.
+async fn scim_steps_spread_over_every_node(backend: Backend) {
+    use crate::support::signals::ScimClient;
+    use reqwest::Method;
+    let f = Fleet::start(backend, &scim_tables()).await;
+    let s = ScimClient::through_balancer(f.lb().addr, f.lb().addr.port(), FLEET_SCIM_TOKEN);
+    let send = |m: Method, path: String, body: Value| {
+        let s = &s;
+        async move {
+            let r = s
+                .request(m, &path, None, Some(body.to_string()), Some(&s.token))
+                .await;
+            assert!(r.status.is_success(), "{path}: {} {}", r.status, r.json);
+            r.json
+        }
+    };
+    let user = send(
+        Method::POST,
+        "/Users".into(),
+        json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+        "userName": BOB, "active": true}),
+    )
+    .await;
+    let id = user["id"].as_str().unwrap().to_string();
+    // Read back from each node in turn, as an IdP does right after creating.
+    for _ in 0..3 {
+        let r = s.get(&format!("/Users/{id}")).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+        assert_eq!(r.json["userName"], BOB);
+    }
+    let group = send(
+        Method::POST,
+        "/Groups".into(),
+        json!({
+        "schemas": ["urn:ietf:params:scim:schemas:core:2.0:Group"],
+        "displayName": "scim-admins", "members": [{"value": id}]}),
+    )
+    .await;
+    let gid = group["id"].as_str().unwrap().to_string();
+
+    // Bob, signed in, reaches the staff app through any node (the directory's group).
+    let b = f.signed_in(BOB, BOB_PW).await;
+    for _ in 0..3 {
+        let (r, url) = navigate(&b.c, &f.url("staff.localhost", "/")).await;
+        assert_eq!(r.status(), StatusCode::OK, "{url}");
+    }
+    // Removed from the group at one node: once the revocation has propagated (as fast
+    // as a manual one: `ack = "local"` here), the next navigation, on whichever node,
+    // re-issues his token without the group and the staff app refuses him.
+    let staff = cookie_header(&b.jar, "https://staff.localhost/");
+    send(
+        Method::PATCH,
+        format!("/Groups/{gid}"),
+        json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "remove", "path": format!("members[value eq \"{id}\"]")}]}),
+    )
+    .await;
+    let t0 = Instant::now();
+    for i in 0..3 {
+        let url = f.node_url(i, "staff.localhost", "/");
+        let c = client_for(addr(f.https[i]), false);
+        loop {
+            let r = c
+                .get(&url)
+                .header("cookie", &staff)
+                .header("x-requested-with", "XMLHttpRequest")
+                .send()
+                .await
+                .unwrap();
+            if r.status() == StatusCode::UNAUTHORIZED {
+                break;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(2),
+                "node {}: {}",
+                i + 1,
+                r.status()
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    eprintln!(
+        "{backend:?}: the group's tokens refused on every node after {:?}",
+        t0.elapsed()
+    );
+    for _ in 0..3 {
+        let (r, url) = navigate(&b.c, &f.url("staff.localhost", "/")).await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "{url}");
+    }
+    // The global session stays: other apps re-issue silently, without the form.
+    let (r, url) = navigate(&b.c, &f.url("echo.localhost", "/")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{url}");
+    assert!(
+        !r.text().await.unwrap().contains("name=\"password\""),
+        "{url}"
+    );
+
+    // Deactivated: his cookies are refused everywhere, and after the relogin lockout
+    // every node still refuses his sign-in.
+    let cookies = b.app_cookies();
+    send(
+        Method::PATCH,
+        format!("/Users/{id}"),
+        json!({
+        "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+        "Operations": [{"op": "replace", "value": {"active": false}}]}),
+    )
+    .await;
+    everywhere(
+        &f,
+        &cookies,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(2),
+    )
+    .await;
+    f.clock.advance(Duration::from_secs(61));
+    for _ in 0..3 {
+        let (st, body) = try_sign_in(&f, BOB, BOB_PW).await;
+        assert_eq!(st, StatusCode::FORBIDDEN, "{body}");
+        assert!(body.contains("deactivated"), "{body}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_scim_steps_that_land_on_different_nodes_see_each_other() {
+    scim_steps_spread_over_every_node(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_scim_steps_that_land_on_different_nodes_see_each_other() {
+    scim_steps_spread_over_every_node(Backend::Redis).await;
 }

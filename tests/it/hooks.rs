@@ -16,7 +16,7 @@ const SECRET: &str = "whsec_5b0c1d7e9f3a2468ace0bdf13579";
 
 async fn start() -> (Gw, tempfile::TempDir) {
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("hook.secret"), format!("{SECRET}\n")).unwrap();
+    write_secret(&tmp.path().join("hook.secret"), &format!("{SECRET}\n"));
     let extra = r#"
 [[signals.webhook]]
 name = "splunk"

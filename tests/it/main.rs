@@ -11,6 +11,7 @@ mod fleet;
 mod fuzz_regressions;
 mod hooks;
 mod idp;
+mod limits;
 mod oidc_login;
 mod origin;
 mod origin_wire;

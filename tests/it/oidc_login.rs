@@ -1103,7 +1103,7 @@ async fn idp_cluster_with(n: usize, more: &str) -> (Vec<Gw>, TestOp, tempfile::T
     let mut nodes = Vec::new();
     for i in 0..n {
         std::fs::create_dir_all(dir(i).join("state")).expect("mkdir");
-        std::fs::write(dir(i).join("peer.token"), PEER_TOKEN).expect("token");
+        crate::common::write_secret(&dir(i).join("peer.token"), PEER_TOKEN);
         let peers: Vec<String> = (0..n)
             .filter(|j| *j != i)
             .map(|j| format!("\"http://127.0.0.1:{}\"", control[j]))
@@ -1507,6 +1507,21 @@ async fn shared_signals_name_idp_users_and_sessions_and_reach_every_node() {
         (Some("session"), Some(info.sid.as_str()))
     );
     assert_eq!(rec["external_id"], "jti-session-1");
+    let line = audit_lines(&nodes[0].dir)
+        .into_iter()
+        .find(|l| l["actor"] == "ssf:tx")
+        .expect("audited on the node the transmitter called");
+    assert_eq!(
+        (line["scope"].as_str(), line["target"].as_str()),
+        (Some("session"), Some(info.sid.as_str()))
+    );
+    assert_eq!(line["external_id"], "jti-session-1");
+    assert!(
+        line["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("session-revoked")),
+        "{line}"
+    );
 
     // She signs in again (the OP is asked for a fresh sign-in after a revocation).
     let t = walk(&c, &want, Some(mfa(ALICE, ALICE_PW)), None).await;

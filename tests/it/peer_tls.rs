@@ -176,7 +176,7 @@ impl TlsCluster {
         for i in 0..3 {
             let dir = tmp.path().join(format!("node{}", i + 1));
             std::fs::create_dir_all(dir.join("state")).unwrap();
-            std::fs::write(dir.join("peer.token"), PEER_TOKEN).unwrap();
+            crate::common::write_secret(&dir.join("peer.token"), PEER_TOKEN);
             if i > 0 {
                 copy_keys(
                     &tmp.path().join("node1/state/keys"),
@@ -329,7 +329,7 @@ async fn single(pki: &Pki, port: u16, control_extra: &str) -> (Gw, tempfile::Tem
     );
     let toml = with_control(&sync, &pki.control(port, "node1", &ca));
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("peer.token"), PEER_TOKEN).unwrap();
+    crate::common::write_secret(&tmp.path().join("peer.token"), PEER_TOKEN);
     let g = Gw::start_in(
         tmp.path(),
         &toml,
@@ -532,7 +532,7 @@ async fn check(dir: &Path, toml: &str) -> (i32, String) {
 async fn bad_certificate_files_are_refused_and_a_running_node_keeps_its_own() {
     let pki = Pki::new();
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("peer.token"), PEER_TOKEN).unwrap();
+    crate::common::write_secret(&tmp.path().join("peer.token"), PEER_TOKEN);
     std::fs::write(tmp.path().join("garbage.pem"), "not a certificate\n").unwrap();
     let garbage = tmp.path().join("garbage.pem").display().to_string();
     let (ca, n1c, n2k) = (

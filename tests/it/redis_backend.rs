@@ -400,6 +400,28 @@ async fn documents_are_last_writer_wins_with_tombstones() {
         b.list_docs("groups").await.unwrap().is_empty(),
         "tombstones are not listed"
     );
+
+    // Every winning write stepped the counter (losing ones did not), and the change
+    // list names each document once, at its last winning write, oldest first.
+    let all = b.doc_changes(0, 100).await.unwrap();
+    assert_eq!(all.seq, 9, "{all:?}");
+    let named: Vec<_> = all
+        .changed
+        .iter()
+        .map(|(n, ns, id)| (*n, ns.as_str(), id.as_str()))
+        .collect();
+    assert_eq!(
+        named,
+        [(4, "users", "u1"), (7, "users", "u2"), (9, "groups", "g1")]
+    );
+    let since = b.doc_changes(7, 100).await.unwrap();
+    assert_eq!(since.changed.len(), 1);
+    assert_eq!(b.doc_changes(9, 100).await.unwrap().changed, vec![]);
+    assert_eq!(
+        b.doc_changes(0, 2).await.unwrap().changed.len(),
+        2,
+        "at most the limit"
+    );
 }
 
 /// Asserts `call` fails as unavailable within the op timeout (plus scheduling slack).

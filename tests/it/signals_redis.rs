@@ -1,6 +1,7 @@
 //! The cluster's documents (SCIM state, account flags) through a real `redis-server`:
 //! what one node writes reaches another in one round, deletions (tombstones) too, and a
-//! write made while Redis was away is put there once it is back.
+//! write made while Redis was away is put there once it is back; a catch-up sees another
+//! node's writes at once and gives up quickly on a hung Redis.
 
 use crate::support::redis::RedisServer;
 use portcullis::clock::{Clock, SystemClock, Ticker};
@@ -109,4 +110,43 @@ async fn documents_travel_between_nodes_through_redis() {
         n2.digest(),
         "both nodes hold the same documents"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catching_up_sees_other_nodes_writes_at_once_and_never_waits_long_on_a_hung_redis() {
+    let r = RedisServer::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let (s1, s2) = (redis(&r), redis(&r));
+    let (n1, a1) = node(tmp.path(), "n1", &s1);
+    let (n2, a2) = node(tmp.path(), "n2", &s2);
+    n2.catch_up().await;
+
+    // Written at node 1, seen at node 2 after one catch-up (no round ran).
+    a1.set_disabled("ada@example.com", true, "ssf:okta", "risk")
+        .await
+        .unwrap();
+    assert_eq!(a2.disabled_by("ada@example.com"), None);
+    n2.catch_up().await;
+    assert!(a2.disabled_by("ada@example.com").is_some());
+    a1.set_disabled("ada@example.com", false, "ssf:okta", "")
+        .await
+        .unwrap();
+    n2.catch_up().await;
+    assert_eq!(
+        a2.disabled_by("ada@example.com"),
+        None,
+        "the change, not just the first write"
+    );
+
+    // Redis hung: a catch-up gives up within its limit (the calls' own timeout is 1 s).
+    r.pause();
+    let t0 = std::time::Instant::now();
+    n2.catch_up().await;
+    let took = t0.elapsed();
+    r.resume();
+    assert!(
+        took < portcullis::cluster::docs_redis::CATCH_UP_LIMIT + Duration::from_millis(200),
+        "{took:?}"
+    );
+    drop(n1);
 }

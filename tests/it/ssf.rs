@@ -37,7 +37,7 @@ async fn setup() -> Setup {
     );
     let jwks = serve_jwks(&[&es, &rs]).await;
     let tmp = tempfile::tempdir().unwrap();
-    std::fs::write(tmp.path().join("ssf.token"), format!("{PUSH_TOKEN}\n")).unwrap();
+    write_secret(&tmp.path().join("ssf.token"), &format!("{PUSH_TOKEN}\n"));
     let extra = format!(
         r#"
 [[signals.ssf]]

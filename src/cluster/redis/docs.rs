@@ -4,6 +4,11 @@
 //! race converge on the newest version whatever order their writes land in. A delete
 //! leaves a tombstone (`<version>:`) so an older write arriving late cannot bring the
 //! document back.
+//!
+//! Every write that wins also steps a counter and records the document under it in a
+//! sorted set (one member per document, so the set is no larger than the documents),
+//! so a node learns what changed since it last looked in one round trip
+//! ([`RedisStore::doc_changes`]) instead of reading every document.
 
 use super::{RedisError, RedisStore, Req};
 use ::redis::Script;
@@ -17,8 +22,9 @@ pub struct Doc {
     pub json: String,
 }
 
-/// KEYS: hash. ARGV: id, version, json ('' deletes). 1 when written. Versions are
-/// decimal strings compared by length then bytes, exact for every u64.
+/// KEYS: hash, counter, changes. ARGV: id, version, json ('' deletes), ns. 1 when
+/// written. Versions are decimal strings compared by length then bytes, exact for
+/// every u64.
 static PUT: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -29,12 +35,54 @@ if old then
   if ov and (#ov > #nv or (#ov == #nv and ov >= nv)) then return 0 end
 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2] .. ':' .. ARGV[3])
+local n = redis.call('INCR', KEYS[2])
+redis.call('ZADD', KEYS[3], n, ARGV[4] .. '\n' .. ARGV[1])
 return 1
 "#,
     )
 });
 
+/// KEYS: counter, changes. ARGV: after, limit. {counter, {member, score, ...}}.
+static CHANGES: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local seq = tonumber(redis.call('GET', KEYS[1]) or '0')
+local items = redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. ARGV[1], '+inf', 'WITHSCORES', 'LIMIT', 0, ARGV[2])
+return {seq, items}
+"#,
+    )
+});
+
+/// What changed since a given point of the counter.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DocChanges {
+    /// The counter now. Below the point asked about when Redis lost its data.
+    pub seq: u64,
+    /// (counter at the write, namespace, id), oldest first, at most the limit asked.
+    pub changed: Vec<(u64, String, String)>,
+}
+
 impl RedisStore {
+    /// The documents whose last winning write came after `after` on the counter (at
+    /// most `limit` of them), and the counter now, read together.
+    pub async fn doc_changes(&self, after: u64, limit: usize) -> Result<DocChanges, RedisError> {
+        let mut inv = CHANGES.prepare_invoke();
+        let k = self.keys();
+        inv.key(&k.doc_seq)
+            .key(&k.doc_changes)
+            .arg(after)
+            .arg(limit);
+        let (seq, items): (u64, Vec<String>) = self.run("doc_changes", Req::Script(&inv)).await?;
+        let changed = items
+            .chunks_exact(2)
+            .filter_map(|p| {
+                let (ns, id) = p[0].split_once('\n')?;
+                Some((p[1].parse().ok()?, ns.to_owned(), id.to_owned()))
+            })
+            .collect();
+        Ok(DocChanges { seq, changed })
+    }
+
     /// Stores `json` as document `id` of `ns` unless a version at least as new is there
     /// (stored or deleted). True when this write won.
     pub async fn put_doc(
@@ -60,7 +108,14 @@ impl RedisStore {
         version: u64,
     ) -> Result<bool, RedisError> {
         let mut inv = PUT.prepare_invoke();
-        inv.key(self.keys().docs(ns)).arg(id).arg(version).arg(json);
+        let k = self.keys();
+        inv.key(k.docs(ns))
+            .key(&k.doc_seq)
+            .key(&k.doc_changes)
+            .arg(id)
+            .arg(version)
+            .arg(json)
+            .arg(ns);
         let n: i64 = self.run("put_doc", Req::Script(&inv)).await?;
         Ok(n == 1)
     }

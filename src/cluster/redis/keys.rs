@@ -12,6 +12,8 @@
 //! | `<p>:sessions` | sorted set | every sid, score = keep-until (ms) |
 //! | `<p>:user:<email>` | sorted set | the sids of one user (lowercased), score = keep-until |
 //! | `<p>:doc:<ns>` | hash | id → `<version>:<json>` (`<version>:` alone is a tombstone) |
+//! | `<p>:docseq` | string | a counter, one step per document write that won |
+//! | `<p>:docchanges` | sorted set | `<ns>\n<id>` → the counter at its last winning write |
 
 use crate::revocation::Scope;
 
@@ -22,6 +24,8 @@ pub(super) struct Keys {
     pub trimmed: String,
     pub revset: String,
     pub sessions: String,
+    pub doc_seq: String,
+    pub doc_changes: String,
 }
 
 impl Keys {
@@ -32,6 +36,8 @@ impl Keys {
             trimmed: format!("{prefix}:revocations:trimmed"),
             revset: format!("{prefix}:revset"),
             sessions: format!("{prefix}:sessions"),
+            doc_seq: format!("{prefix}:docseq"),
+            doc_changes: format!("{prefix}:docchanges"),
         }
     }
     pub fn once(&self, key: &str) -> String {

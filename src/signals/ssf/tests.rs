@@ -467,7 +467,7 @@ async fn config_validation_and_jwks_files() {
         r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#,
     )
     .unwrap();
-    std::fs::write(dir.path().join("auth"), "tok-123\n").unwrap();
+    crate::secrets::write_private(&dir.path().join("auth"), "tok-123\n");
     let f = |name: &str, url: Option<&str>, file: Option<&str>| SsfFile {
         name: name.into(),
         issuer: ISS.into(),

@@ -79,6 +79,15 @@ impl ScimClient {
         }
     }
 
+    /// A client of a balancer at `addr` (port `port`): a new connection per request,
+    /// so consecutive requests land on different nodes.
+    pub fn through_balancer(addr: SocketAddr, port: u16, token: &str) -> ScimClient {
+        ScimClient {
+            http: crate::common::fresh_connections_client(addr).0,
+            ..ScimClient::new(addr, port, token)
+        }
+    }
+
     /// From now on `doc` (an id or address in the fixtures) means `ours`.
     pub fn map(&mut self, doc: &str, ours: &str) {
         self.ids.retain(|(d, _)| d != doc);
