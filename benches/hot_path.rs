@@ -244,7 +244,12 @@ pub fn fill_revocations(set: &RevocationSet, n: usize, base_us: i64) {
         match i % 20 {
             0..=12 => set.apply(Scope::Session, &format!("sid{i:019}"), nb),
             13..=18 => set.apply(Scope::User, &format!("user{i}@example.com"), nb),
-            _ if i % 40 == 19 => set.apply(Scope::Group, &format!("group-{i}"), nb),
+            _ if i % 80 == 19 => set.apply(Scope::Group, &format!("group-{i}"), nb),
+            _ if i % 80 == 59 => set.apply(
+                Scope::Member,
+                &portcullis::revocation::member_target(&format!("user{i}@example.com"), "staff"),
+                nb,
+            ),
             _ => set.apply(Scope::App, &format!("app-{i}"), nb),
         };
     }
