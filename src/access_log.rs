@@ -216,37 +216,21 @@ fn text_value(out: &mut Vec<u8>, v: &str) {
 
 /// `"v"` with quotes, backslashes and control characters escaped (as Rust's `{:?}`).
 fn quoted(out: &mut Vec<u8>, v: &str) {
-    out.push(b'"');
-    if !has_class(v, 1) {
-        out.extend_from_slice(v.as_bytes());
-        out.push(b'"');
-        return;
-    }
-    let mut from = 0;
-    for (i, b) in v.bytes().enumerate() {
-        let esc: &[u8] = match b {
-            b'"' => b"\\\"",
-            b'\\' => b"\\\\",
-            b'\n' => b"\\n",
-            b'\r' => b"\\r",
-            b'\t' => b"\\t",
-            0..=0x1f | 0x7f => b"",
-            _ => continue,
-        };
-        out.extend_from_slice(&v.as_bytes()[from..i]);
-        if esc.is_empty() {
-            let _ = write!(out, "\\u{{{b:x}}}");
-        } else {
-            out.extend_from_slice(esc);
-        }
-        from = i + 1;
-    }
-    out.extend_from_slice(&v.as_bytes()[from..]);
-    out.push(b'"');
+    escaped(out, v, |out, b| {
+        let _ = write!(out, "\\u{{{b:x}}}");
+    });
 }
 
 /// A JSON string literal.
 fn json_str(out: &mut Vec<u8>, v: &str) {
+    escaped(out, v, |out, b| {
+        let _ = write!(out, "\\u{b:04x}");
+    });
+}
+
+/// `"v"` with `"`, `\`, `\n`, `\r`, `\t` escaped and other control characters written
+/// by `control` (the one place the text and JSON shapes differ).
+fn escaped(out: &mut Vec<u8>, v: &str, control: impl Fn(&mut Vec<u8>, u8)) {
     out.push(b'"');
     if !has_class(v, 1) {
         out.extend_from_slice(v.as_bytes());
@@ -266,7 +250,7 @@ fn json_str(out: &mut Vec<u8>, v: &str) {
         };
         out.extend_from_slice(&v.as_bytes()[from..i]);
         if esc.is_empty() {
-            let _ = write!(out, "\\u{b:04x}");
+            control(out, b);
         } else {
             out.extend_from_slice(esc);
         }
