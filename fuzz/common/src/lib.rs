@@ -34,7 +34,23 @@ pub fn keys_dir() -> PathBuf {
 /// The app-token key ring (`fuzz/keys/app`).
 pub fn app_ring() -> &'static KeyRing {
     static RING: OnceLock<KeyRing> = OnceLock::new();
-    RING.get_or_init(|| KeyRing::load(&keys_dir().join("app")).expect("fuzz/keys/app"))
+    RING.get_or_init(|| KeyRing::load(&private_copy("app")).expect("fuzz/keys/app"))
+}
+
+/// A copy of `fuzz/keys/<name>` readable by its owner only: the key ring refuses a secret
+/// open to others, and git checks files out 0644.
+fn private_copy(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch(&format!("keys-{name}"));
+    let entries = std::fs::read_dir(keys_dir().join(name)).expect("fuzz/keys folder");
+    for entry in entries {
+        let from = entry.expect("fuzz/keys entry").path();
+        let to = dir.join(from.file_name().expect("file name"));
+        std::fs::copy(&from, &to).expect("copy a fuzz key");
+        std::fs::set_permissions(&to, std::fs::Permissions::from_mode(0o600))
+            .expect("chmod a fuzz key");
+    }
+    dir
 }
 
 /// Seals under a fixed secret: `k1` active.
