@@ -1,9 +1,9 @@
 //! Injected time. Every expiry, lockout and revocation decision asks a `Clock`, so tests
 //! can move time forward exactly instead of sleeping.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Microseconds since the Unix epoch.
 pub type Micros = i64;
@@ -11,6 +11,13 @@ pub type Micros = i64;
 pub trait Clock: Send + Sync + 'static {
     /// Wall-clock time in microseconds since the Unix epoch.
     fn now_us(&self) -> Micros;
+    /// A clock that never jumps, in microseconds from an arbitrary start: how much time
+    /// passed between two readings, whatever steps the wall clock took meanwhile.
+    fn mono_us(&self) -> Micros {
+        static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+        let start = *START.get_or_init(Instant::now);
+        i64::try_from(start.elapsed().as_micros()).unwrap_or(i64::MAX)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -98,32 +105,88 @@ impl Clock for ManualClock {
     fn now_us(&self) -> Micros {
         self.now.load(Ordering::SeqCst)
     }
+    /// Time passes only when the test moves it.
+    fn mono_us(&self) -> Micros {
+        self.now_us()
+    }
 }
 
-/// Issues strictly increasing instants on this node. Token issue times and revocation
-/// instants both come from here, so a token minted after a revocation on the same node
-/// is always later than it, even within the same microsecond of wall time.
+/// Issues strictly increasing instants on this node, in the cluster's time.
+///
+/// Token issue times and revocation instants, stamped by different nodes, are compared
+/// with each other: a token is refused when a revocation of its scope is at or after its
+/// issue time. With node clocks apart, a token issued by a node whose clock is ahead
+/// would be stamped after a revocation taken a moment later on a node whose clock is
+/// behind, and outlive it. So every node stamps in the cluster's time: the fastest clock
+/// it knows of, its own or another node's (read through the peer protocol or Redis),
+/// carried forward on this node's monotonic clock from when it was read. That time only
+/// moves forward: a clock stepped back keeps counting from the readings it gave before,
+/// here and on the nodes that heard them. Instants learnt from elsewhere (a revocation's)
+/// are a floor for later ticks, so a token minted after a node applied a revocation is
+/// always later than it.
 pub struct Ticker {
     clock: Arc<dyn Clock>,
     last: AtomicI64,
+    /// The fastest clock reading known (this node's own included), and when it was
+    /// taken on the monotonic clock.
+    fastest: Mutex<Option<Reading>>,
 }
+
+/// A wall-clock reading and the monotonic instant it applies to.
+#[derive(Clone, Copy, Debug)]
+struct Reading {
+    us: Micros,
+    mono: Micros,
+}
+
+impl Reading {
+    /// The reading carried forward to monotonic instant `mono`.
+    fn at(&self, mono: Micros) -> Micros {
+        self.us.saturating_add((mono - self.mono).max(0))
+    }
+}
+
+/// Readings that took longer than this to arrive are too vague to use.
+pub const MAX_READING_RTT: Duration = Duration::from_millis(50);
 
 impl Ticker {
     pub fn new(clock: Arc<dyn Clock>) -> Self {
         Self {
             clock,
             last: AtomicI64::new(0),
+            fastest: Mutex::new(None),
         }
     }
     pub fn clock(&self) -> &Arc<dyn Clock> {
         &self.clock
     }
+    /// This node's wall clock (expiry, lockouts, ages).
     pub fn now_us(&self) -> Micros {
         self.clock.now_us()
     }
-    /// A fresh instant, later than every instant this ticker handed out before.
+    /// The cluster's time: the fastest clock known, carried forward.
+    pub fn cluster_now_us(&self) -> Micros {
+        let (wall, mono) = (self.clock.now_us(), self.clock.mono_us());
+        let Ok(mut fastest) = self.fastest.lock() else {
+            return wall;
+        };
+        match *fastest {
+            Some(r) if r.at(mono) >= wall => r.at(mono),
+            _ => {
+                *fastest = Some(Reading { us: wall, mono });
+                wall
+            }
+        }
+    }
+    /// How far the cluster's time is ahead of this node's clock.
+    pub fn lead_us(&self) -> Micros {
+        let wall = self.clock.now_us();
+        self.cluster_now_us() - wall
+    }
+    /// A fresh instant in the cluster's time, later than every instant this ticker
+    /// handed out or observed before.
     pub fn tick(&self) -> Micros {
-        let now = self.clock.now_us();
+        let now = self.cluster_now_us();
         let prev = self
             .last
             .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |last| {
@@ -135,6 +198,27 @@ impl Ticker {
     /// Make sure later ticks come after `us` (an instant learnt from elsewhere).
     pub fn observe(&self, us: Micros) {
         self.last.fetch_max(us, Ordering::SeqCst);
+    }
+    /// Another node's clock read at least `us` (a lower bound: it was read before it
+    /// reached here) in an exchange that took `rtt`. Kept when it is ahead of the
+    /// cluster's time as this node knew it, and at most `max_lead` ahead of this node's
+    /// clock (a clock further off is a misconfiguration, not the cluster's time).
+    /// Returns whether it was kept.
+    pub fn heard_clock(&self, us: Micros, rtt: Duration, max_lead: Duration) -> bool {
+        if rtt > MAX_READING_RTT {
+            return false;
+        }
+        let (wall, mono) = (self.clock.now_us(), self.clock.mono_us());
+        let cap = wall.saturating_add(i64::try_from(max_lead.as_micros()).unwrap_or(i64::MAX));
+        let us = us.min(cap);
+        let Ok(mut fastest) = self.fastest.lock() else {
+            return false;
+        };
+        if us <= wall || fastest.is_some_and(|r| r.at(mono) >= us) {
+            return false;
+        }
+        *fastest = Some(Reading { us, mono });
+        true
     }
 }
 
@@ -158,6 +242,67 @@ mod tests {
         assert_eq!(t.tick(), 1_001_000);
         t.observe(5_000_000);
         assert_eq!(t.tick(), 5_000_001);
+    }
+
+    #[test]
+    fn ticks_follow_the_fastest_clock_heard_of_and_never_go_back() {
+        let clock = ManualClock::new(10_000_000);
+        let t = Ticker::new(clock.clone());
+        let skew = Duration::from_secs(300);
+        let ms = Duration::from_millis(1);
+        // A peer 4 s ahead: ticks carry its time forward as this node's time passes.
+        assert!(t.heard_clock(14_000_000, ms, skew));
+        assert_eq!(t.tick(), 14_000_000);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(t.tick(), 15_000_000);
+        assert_eq!(t.lead_us(), 4_000_000);
+        // The peer's clock steps back: what it said before still holds.
+        assert!(!t.heard_clock(11_000_000, ms, skew));
+        assert_eq!(t.cluster_now_us(), 15_000_000);
+        // A reading that took too long, or one behind, changes nothing.
+        assert!(!t.heard_clock(20_000_000, MAX_READING_RTT * 2, skew));
+        assert!(!t.heard_clock(9_000_000, Duration::ZERO, skew));
+        // A clock further ahead than the allowed skew counts as that far ahead only.
+        assert!(t.heard_clock(10_000_000_000, Duration::ZERO, skew));
+        assert_eq!(t.lead_us(), 300_000_000);
+        // It runs on with this node's time: the lead stays.
+        clock.advance(Duration::from_secs(400));
+        assert_eq!(t.lead_us(), 300_000_000);
+    }
+
+    #[test]
+    fn a_clock_stepped_back_keeps_its_ticks_going_forward() {
+        let clock = ManualClock::new(50_000_000);
+        let t = Ticker::new(clock.clone());
+        assert_eq!(t.tick(), 50_000_000);
+        // The wall clock steps back 4 s while 1 s passes (the manual clock is its own
+        // monotonic clock, so model the step as a jump of the wall only: a fresh ticker
+        // over an offset wall).
+        let stepped = Arc::new(Stepped {
+            inner: clock.clone(),
+            offset_us: AtomicI64::new(0),
+        });
+        let t = Ticker::new(stepped.clone());
+        assert_eq!(t.tick(), 50_000_000);
+        stepped.offset_us.store(-4_000_000, Ordering::SeqCst);
+        clock.advance(Duration::from_secs(1));
+        assert_eq!(t.tick(), 51_000_000, "counts on from before the step");
+        assert_eq!(t.lead_us(), 4_000_000);
+    }
+
+    /// A wall clock that can be stepped while its monotonic clock runs on.
+    struct Stepped {
+        inner: Arc<ManualClock>,
+        offset_us: AtomicI64,
+    }
+
+    impl Clock for Stepped {
+        fn now_us(&self) -> Micros {
+            self.inner.now_us() + self.offset_us.load(Ordering::SeqCst)
+        }
+        fn mono_us(&self) -> Micros {
+            self.inner.now_us()
+        }
     }
 
     #[test]

@@ -16,6 +16,7 @@
 //! Every call is bounded by `op_timeout` and fails with a typed [`RedisError`] when Redis
 //! is away; nothing here ever waits for Redis to come back. See `keys.rs` for the layout.
 
+mod clocks;
 mod config;
 mod docs;
 mod error;
@@ -33,7 +34,7 @@ pub use docs::{Doc, DocChanges};
 pub use error::RedisError;
 pub use health::Health;
 pub use outbox::{Outbox, OutboxError};
-pub use revocations::PruneStats;
+pub use revocations::{PruneStats, Snapshot};
 pub use sessions::SessionRecord;
 pub use stream_id::{BadStreamId, StreamId};
 pub use tail::{ResyncReason, Tail, TailEvent};
@@ -99,6 +100,11 @@ impl RedisStore {
     /// Connected, reconnects, last entry applied, lag. Never touches Redis.
     pub fn health(&self) -> Health {
         self.inner.health.snapshot()
+    }
+
+    /// How long since Redis last answered (`None`: never since this store was made).
+    pub fn silent_for(&self) -> Option<std::time::Duration> {
+        self.inner.health.silent_for()
     }
 
     /// One round trip to Redis.

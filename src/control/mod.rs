@@ -247,6 +247,25 @@ impl Control {
                 String::new()
             }
         };
+        let mut resp = self.dispatch(route, actor, sid, hook, req).await?;
+        if matches!(guard, Guard::Peer) {
+            // The caller's reading of this node's clock (see `crate::clock::Ticker`).
+            resp.headers_mut().insert(
+                crate::sync::client::CLOCK_HEADER,
+                http::HeaderValue::from(self.engine.now_us()),
+            );
+        }
+        Ok(resp)
+    }
+
+    async fn dispatch(
+        &self,
+        route: Route,
+        actor: String,
+        sid: String,
+        hook: String,
+        req: Request<Incoming>,
+    ) -> Res {
         let query = req.uri().query().map(str::to_string);
         let q = crate::web::query::map(query.as_deref());
         use Route::*;

@@ -261,6 +261,17 @@ impl Engine {
         self.ticker.observe(us);
     }
 
+    /// Another node's clock read `us` in an exchange that took `rtt` (see
+    /// [`Ticker::heard_clock`]).
+    pub fn heard_clock(&self, us: Micros, rtt: std::time::Duration, max_lead: std::time::Duration) {
+        self.ticker.heard_clock(us, rtt, max_lead);
+    }
+
+    /// How far the cluster's time is ahead of this node's clock, in microseconds.
+    pub fn clock_lead_us(&self) -> Micros {
+        self.ticker.lead_us()
+    }
+
     pub async fn revoke(&self, req: RevokeRequest) -> Result<RevokeOutcome, RevokeError> {
         let mut out = self.revoke_batch(vec![req], "revoke").await?;
         out.pop()

@@ -5,6 +5,7 @@ pub mod engine;
 pub mod log;
 pub mod meta;
 pub mod set;
+pub mod wire;
 
 use serde::{Deserialize, Serialize};
 

@@ -47,7 +47,7 @@ pub fn apply_durably(
 }
 
 /// The entries of `entries` that would move `set` forward (and are in force and
-/// well-formed), re-encoded, and how many there are.
+/// well-formed), copied as they are, and how many there are.
 fn fresh_entries(
     set: &RevocationSet,
     entries: &[u8],
@@ -55,8 +55,9 @@ fn fresh_entries(
 ) -> Result<(Vec<u8>, usize), WireError> {
     let mut fresh = Vec::with_capacity(entries.len().min(64 << 20));
     let mut n = 0usize;
-    for e in wire::Entries::new(entries) {
-        let e = e?;
+    let mut it = wire::Entries::new(entries);
+    while let Some(e) = it.next_raw() {
+        let (e, raw) = e?;
         let (scope, target, nb) = (e.scope, e.target, e.nb);
         if (scope != Scope::All && nb < horizon)
             || !canonical(scope, target)
@@ -64,7 +65,7 @@ fn fresh_entries(
         {
             continue;
         }
-        wire::put_entry(&mut fresh, scope, target, nb, e.record().as_ref());
+        fresh.extend_from_slice(raw);
         n += 1;
     }
     Ok((fresh, n))

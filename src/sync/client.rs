@@ -18,8 +18,13 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
+
+/// The header of every answer to a peer call: the answering node's clock (microseconds
+/// since the Unix epoch) when it answered, so each node stamps tokens and revocations in
+/// the cluster's time (see [`crate::clock::Ticker`]).
+pub const CLOCK_HEADER: &str = "portcullis-clock";
 
 /// Small calls to a peer (digests, pushes, session lists) must answer within this.
 pub const PEER_TIMEOUT: Duration = Duration::from_secs(3);
@@ -30,6 +35,9 @@ pub const PULL_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Default)]
 pub struct PeerHealth {
     last_heard: DashMap<String, Micros>,
+    /// The same moments on the monotonic clock, for staleness: a step of the wall
+    /// clock must not make a cut-off node think it heard from its peers recently.
+    heard_at: DashMap<String, Instant>,
     up: DashMap<String, bool>,
     push_failures: DashMap<String, u64>,
 }
@@ -37,7 +45,12 @@ pub struct PeerHealth {
 impl PeerHealth {
     pub fn heard(&self, peer: &str, now: Micros) {
         self.last_heard.insert(peer.to_string(), now);
+        self.heard_at.insert(peer.to_string(), Instant::now());
         self.up.insert(peer.to_string(), true);
+    }
+    /// How long since `peer` last answered (`None`: never since this node started).
+    pub fn silent_for(&self, peer: &str) -> Option<Duration> {
+        self.heard_at.get(peer).map(|at| at.elapsed())
     }
     pub fn failed(&self, peer: &str) {
         self.up.insert(peer.to_string(), false);
@@ -153,11 +166,13 @@ impl PeerClient {
     ) -> Result<Bytes, PeerError> {
         let req = self.request(peer, method, path, json)?;
         let fut = async {
+            let sent = Instant::now();
             let resp = self
                 .http
                 .request(req)
                 .await
                 .map_err(|e| PeerError::Unreachable(causes(&e)))?;
+            self.heard_clock(resp.headers(), sent.elapsed());
             let status = resp.status();
             let bytes = resp
                 .into_body()
@@ -179,6 +194,18 @@ impl PeerClient {
             Err(_) => self.health.failed(peer),
         }
         out
+    }
+
+    /// Takes the peer's clock reading from an answer's head (see [`CLOCK_HEADER`]).
+    fn heard_clock(&self, headers: &http::HeaderMap, rtt: Duration) {
+        let reading = headers
+            .get(CLOCK_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<Micros>().ok());
+        if let Some(us) = reading {
+            let max_lead = self.live.load().config.session.clock_skew;
+            self.ticker.heard_clock(us, rtt, max_lead);
+        }
     }
 
     fn request(

@@ -33,7 +33,8 @@ pub mod push;
 pub mod redis;
 pub mod selftest;
 pub mod shared;
-pub mod wire;
+/// The binary entry form lives with the revocations (the Redis snapshot uses it too).
+pub use crate::revocation::wire;
 
 use crate::auth::Authenticator;
 use crate::config::file::OnStale;
@@ -158,23 +159,22 @@ impl PeerSync {
         if s.on_stale != OnStale::Refuse || s.peers.is_empty() {
             return None;
         }
-        let now = self.engine.now_us();
-        let Some(newest) = s
+        let Some(silent) = s
             .peers
             .iter()
-            .filter_map(|p| self.client.health.last_heard(p))
-            .max()
+            .filter_map(|p| self.client.health.silent_for(p))
+            .min()
         else {
             return Some(format!(
                 "no peer of {} has answered since this node started: refusing to serve protected apps",
                 s.peers.len()
             ));
         };
-        (now - newest > max.as_micros() as i64).then(|| {
+        (silent > max).then(|| {
             format!(
                 "cut off from all {} peers for {}s (max_staleness {}s): refusing to serve protected apps",
                 s.peers.len(),
-                (now - newest) / 1_000_000,
+                silent.as_secs(),
                 max.as_secs_f64()
             )
         })
@@ -221,9 +221,8 @@ impl crate::cluster::BackendStatus for PeerSync {
 
     fn write_metrics(&self, w: &mut Writer) {
         let peers = self.client.peers();
-        let now = self.engine.now_us();
         let h = &self.client.health;
-        let age = |p: &String| h.last_heard(p).map_or(-1.0, |t| (now - t) as f64 / 1e6);
+        let age = |p: &String| h.silent_for(p).map_or(-1.0, |d| d.as_secs_f64());
         let labels: Vec<[(&str, &str); 1]> = peers.iter().map(|p| [("peer", p.as_str())]).collect();
         w.family(
             "portcullis_peer_last_heard_seconds",
@@ -258,6 +257,11 @@ impl crate::cluster::BackendStatus for PeerSync {
             "portcullis_sync_stale",
             "Whether this node refuses protected apps because it is cut off from its peers.",
             u8::from(self.stale_reason().is_some()),
+        );
+        w.gauge(
+            "portcullis_clock_lead_seconds",
+            "How far the fastest peer clock heard of is ahead of this node's.",
+            self.engine.clock_lead_us() as f64 / 1e6,
         );
     }
 }

@@ -36,6 +36,8 @@ use tokio::task::JoinHandle;
 
 /// How often the outbox flusher looks for waiting revocations.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
+/// How often this node shares its clock and reads the fastest one through Redis.
+const CLOCK_EVERY: Duration = Duration::from_millis(200);
 
 /// The Redis backend's [`Notifier`]: publish, or keep in the outbox.
 pub struct RedisPush {
@@ -141,12 +143,19 @@ impl RedisBackend {
         self.ready.load(Ordering::SeqCst)
     }
 
-    /// Starts the feed (snapshot, then tail) and the outbox flusher.
+    /// Starts the feed (snapshot, then tail), the outbox flusher and the clock reader.
     pub fn spawn(self: &Arc<Self>, shutdown: watch::Receiver<bool>) -> Vec<JoinHandle<()>> {
-        let (feed, flush) = (self.clone(), self.clone());
+        let (feed, flush, clock) = (self.clone(), self.clone(), self.clone());
         let mut stop = shutdown.clone();
+        let mut stop3 = shutdown.clone();
         let mut stop2 = shutdown;
         vec![
+            tokio::spawn(async move {
+                tokio::select! {
+                    _ = clock.read_clocks_forever() => {}
+                    _ = stop3.changed() => {}
+                }
+            }),
             tokio::spawn(async move {
                 tokio::select! {
                     _ = feed.feed() => {}
@@ -185,6 +194,12 @@ impl RedisBackend {
         for r in &records {
             wire::put_entry(&mut entries, r.scope, &r.target, r.not_before_us, Some(r));
         }
+        self.apply_entries(entries).await
+    }
+
+    /// Makes a run of wire entries durable and enforces them; returns how many moved the
+    /// set forward.
+    async fn apply_entries(&self, entries: Vec<u8>) -> usize {
         let horizon = self.engine.now_us() - self.live.load().revocation_horizon_us();
         let (engine, journal) = (self.engine.clone(), self.journal.clone());
         let res = tokio::task::spawn_blocking(move || {
@@ -239,12 +254,18 @@ impl RedisBackend {
         let mut wait = Duration::from_millis(100);
         loop {
             match self.store.snapshot().await {
-                Ok((records, pos)) => {
-                    let n = records.len();
-                    self.apply(records).await;
+                Ok((snap, pos)) => {
+                    let n = snap.count;
+                    let read_millis = t0.elapsed().as_millis() as u64;
+                    // Signal revocations follow the documents their trigger wrote.
+                    if let Some(docs) = &self.docs {
+                        docs.catch_up().await;
+                    }
+                    self.apply_entries(snap.entries).await;
                     self.started(n, t0, false);
                     tracing::info!(
                         records = n,
+                        read_millis,
                         millis = t0.elapsed().as_millis() as u64,
                         "caught up with redis"
                     );
@@ -305,6 +326,23 @@ impl RedisBackend {
             if waiting && let Err(e) = self.store.flush_outbox(&self.outbox).await {
                 tracing::debug!(error = %e, "redis outbox not flushed yet");
             }
+        }
+    }
+
+    /// Shares this node's clock and learns the fastest one through Redis, so tokens
+    /// and revocations are stamped in the cluster's time (see [`crate::clock::Ticker`]).
+    async fn read_clocks_forever(&self) {
+        loop {
+            let sent = Instant::now();
+            let now = self.engine.now_us();
+            match self.store.fastest_clock(self.engine.node_id(), now).await {
+                Ok(fastest) => {
+                    let max_lead = self.live.load().config.session.clock_skew;
+                    self.engine.heard_clock(fastest, sent.elapsed(), max_lead);
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot read the clocks through redis"),
+            }
+            tokio::time::sleep(CLOCK_EVERY).await;
         }
     }
 
@@ -507,17 +545,16 @@ impl Freshness for RedisBackend {
         if s.on_stale != OnStale::Refuse {
             return None;
         }
-        let now = self.engine.now_us();
-        let Some(last) = self.store.health().last_contact_us else {
+        let Some(silent) = self.store.silent_for() else {
             return Some(
                 "redis has not answered since this node started: refusing to serve protected apps"
                     .into(),
             );
         };
-        (now - last > max.as_micros() as i64).then(|| {
+        (silent > max).then(|| {
             format!(
                 "cut off from redis for {}s (max_staleness {}s): refusing to serve protected apps",
-                (now - last) / 1_000_000,
+                silent.as_secs(),
                 max.as_secs_f64()
             )
         })
@@ -586,6 +623,11 @@ impl BackendStatus for RedisBackend {
             "portcullis_sync_stale",
             "Whether this node refuses protected apps because it is cut off from redis.",
             u8::from(self.stale_reason().is_some()),
+        );
+        w.gauge(
+            "portcullis_clock_lead_seconds",
+            "How far the fastest node clock heard of (through redis) is ahead of this node's.",
+            self.engine.clock_lead_us() as f64 / 1e6,
         );
     }
 }

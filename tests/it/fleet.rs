@@ -5,7 +5,7 @@
 use crate::common::*;
 use crate::support::lb::Lb;
 use crate::support::redis::RedisServer;
-use portcullis::clock::ManualClock;
+use portcullis::clock::{Clock, ManualClock};
 use reqwest::{Client, StatusCode};
 use serde_json::{Value, json};
 use std::net::SocketAddr;
@@ -29,6 +29,8 @@ struct Fleet {
     redis: Option<RedisServer>,
     extra: String,
     clock: Arc<ManualClock>,
+    /// Each node's clock: `clock` unless the test set its nodes' clocks apart.
+    clocks: Vec<Arc<ManualClock>>,
     lb: Option<Lb>,
     tmp: tempfile::TempDir,
 }
@@ -44,7 +46,20 @@ fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
 impl Fleet {
     /// Three nodes on fixed loopback ports, sharing keys, all ready, behind a balancer.
     async fn start(backend: Backend, extra: &str) -> Fleet {
+        Fleet::start_skewed(backend, extra, [0; 3]).await
+    }
+
+    /// The same, with node i's clock `offsets_ms[i]` milliseconds off `clock`.
+    async fn start_skewed(backend: Backend, extra: &str, offsets_ms: [i64; 3]) -> Fleet {
         let redis = (backend == Backend::Redis).then(RedisServer::start);
+        let clock = ManualClock::starting_now();
+        let clocks = offsets_ms
+            .iter()
+            .map(|ms| match ms {
+                0 => clock.clone(),
+                ms => ManualClock::new(clock.now_us() + ms * 1_000),
+            })
+            .collect();
         let mut f = Fleet {
             nodes: (0..3).map(|_| None).collect(),
             https: (0..3).map(|_| free_port()).collect(),
@@ -52,7 +67,8 @@ impl Fleet {
             backend,
             redis,
             extra: extra.to_string(),
-            clock: ManualClock::starting_now(),
+            clock,
+            clocks,
             lb: None,
             tmp: tempfile::tempdir().unwrap(),
         };
@@ -115,7 +131,7 @@ impl Fleet {
         if i > 0 && !self.dir(i).join("state/keys").exists() {
             copy_dir(&keys, &self.dir(i).join("state/keys"));
         }
-        let g = Gw::start_in(&self.dir(i), &self.toml(i), self.clock.clone()).await;
+        let g = Gw::start_in(&self.dir(i), &self.toml(i), self.clocks[i].clone()).await;
         self.nodes[i] = Some(g);
     }
 
@@ -418,6 +434,63 @@ async fn restarted_node_never_serves_a_token_revoked_while_down(backend: Backend
     }
 }
 
+/// Node 1's clock runs 4 s ahead of the others'. A token it issues is stamped 4 s "later"
+/// than a revocation taken a moment after on node 2 would be with node 2's own clock: the
+/// nodes stamp in the cluster's time (the fastest clock they heard of), so the token is
+/// refused everywhere, and a token issued after the revocation is accepted everywhere.
+async fn clocks_apart_keep_revocations_in_order(backend: Backend) {
+    let f = Fleet::start_skewed(backend, "", [4_000, 0, 0]).await;
+    let metrics = f.n(1).control_url("/metrics");
+    eventually(
+        Duration::from_secs(5),
+        "node 2 heard node 1's clock",
+        || {
+            let metrics = metrics.clone();
+            async move {
+                let m = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+                m.lines()
+                    .find_map(|l| l.strip_prefix("portcullis_clock_lead_seconds "))
+                    .and_then(|v| v.parse::<f64>().ok())
+                    .is_some_and(|lead| lead >= 3.9)
+            }
+        },
+    )
+    .await;
+    let (c, jar) = client_with_jar(addr(f.https[0]));
+    let r = login_at(&c, &f.node_url(0, "echo.localhost", "/"), DEMO, DEMO_PW).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies = cookie_header(&jar, "https://echo.localhost/");
+    assert_eq!(on_every_node(&f, &cookies).await, vec![StatusCode::OK; 3]);
+
+    // A moment later (node 1's clock is frozen in this test; the others move on by hand).
+    f.clock.advance(Duration::from_millis(1));
+    let (s, v) = f.admin(1, "app", "echo").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    everywhere(
+        &f,
+        &cookies,
+        StatusCode::UNAUTHORIZED,
+        Duration::from_secs(3),
+    )
+    .await;
+    // Node 1 re-issues from the global session: after the revocation, so valid everywhere.
+    let (r, url) = navigate(&c, &f.node_url(0, "echo.localhost", "/")).await;
+    assert_eq!(r.status(), StatusCode::OK, "{url}");
+    let fresh = cookie_header(&jar, "https://echo.localhost/");
+    assert_ne!(fresh, cookies);
+    assert_eq!(on_every_node(&f, &fresh).await, vec![StatusCode::OK; 3]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peers_clocks_seconds_apart_keep_revocations_in_order() {
+    clocks_apart_keep_revocations_in_order(Backend::Peers).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_clocks_seconds_apart_keep_revocations_in_order() {
+    clocks_apart_keep_revocations_in_order(Backend::Redis).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_a_restarted_node_never_serves_a_token_revoked_while_it_was_down() {
     restarted_node_never_serves_a_token_revoked_while_down(Backend::Peers).await;
@@ -530,9 +603,7 @@ async fn redis_down_longer_than_max_staleness_refuses_with_503() {
     let b = f.signed_in(DEMO, DEMO_PW).await;
     let cookies = b.app_cookies();
     f.redis.as_mut().unwrap().kill9();
-    // Let every node notice (the tail's blocking read fails within a few seconds).
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    f.clock.advance(Duration::from_secs(5));
+    // Past max_staleness (on each node's monotonic clock) every node refuses.
     everywhere(
         &f,
         &cookies,

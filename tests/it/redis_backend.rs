@@ -88,7 +88,8 @@ async fn publish_snapshot_and_tail_keep_order_and_the_newest_record() {
         .await
         .unwrap();
 
-    let (recs, pos) = b.snapshot().await.unwrap();
+    let (snap, pos) = b.snapshot().await.unwrap();
+    let recs = snap.records();
     assert_eq!(pos, late[0], "the position is the newest entry");
     assert_eq!(
         sorted(recs),
@@ -165,7 +166,7 @@ async fn a_tail_resumes_after_kill9_and_restart_and_misses_nothing_acked() {
 
     let (snap, _) = follower.snapshot().await.unwrap();
     assert_eq!(
-        sorted(snap),
+        sorted(snap.records()),
         sorted(acked.clone()),
         "the AOF kept every acked record"
     );
@@ -559,7 +560,10 @@ async fn the_password_comes_from_the_url_or_the_file() {
     assert!(!format!("{cfg:?}").contains("s3cret-pw"));
     let from_file = RedisStore::new(cfg, Arc::new(SystemClock)).unwrap();
     from_file.publish(&[user(1)]).await.unwrap();
-    assert_eq!(from_file.snapshot().await.unwrap().0, vec![user(1)]);
+    assert_eq!(
+        from_file.snapshot().await.unwrap().0.records(),
+        vec![user(1)]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -583,7 +587,7 @@ async fn prune_forgets_old_revocations_except_all_and_late_tails_resync() {
     );
     let (snap, pos) = s.snapshot().await.unwrap();
     assert_eq!(
-        sorted(snap),
+        sorted(snap.records()),
         sorted(vec![old_all.clone(), new_user.clone()])
     );
 
@@ -665,7 +669,7 @@ async fn the_outbox_hands_waiting_revocations_over_when_redis_is_back() {
     assert_eq!(s.flush_outbox(&outbox).await.unwrap(), 3);
     assert!(outbox.is_empty().unwrap());
     assert_eq!(s.flush_outbox(&outbox).await.unwrap(), 0);
-    assert_eq!(sorted(s.snapshot().await.unwrap().0), waiting);
+    assert_eq!(sorted(s.snapshot().await.unwrap().0.records()), waiting);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -680,7 +684,7 @@ async fn rediss_with_a_private_ca() {
     let s = RedisStore::new(cfg, ManualClock::starting_now()).unwrap();
     s.publish(&[user(1)]).await.unwrap();
     let (snap, pos) = s.snapshot().await.unwrap();
-    assert_eq!(snap, vec![user(1)]);
+    assert_eq!(snap.records(), vec![user(1)]);
     let mut tail = s.tail(pos);
     s.publish(&[user(2)]).await.unwrap();
     assert_eq!(
@@ -704,7 +708,7 @@ async fn prefixes_keep_clusters_apart() {
     cfg.prefix = "other".into();
     let b = RedisStore::new(cfg, Arc::new(SystemClock)).unwrap();
     a.publish(&[user(1)]).await.unwrap();
-    assert!(b.snapshot().await.unwrap().0.is_empty());
+    assert_eq!(b.snapshot().await.unwrap().0.count, 0);
     assert!(b.claim_once("k", Duration::from_secs(5)).await.unwrap());
     assert!(a.claim_once("k", Duration::from_secs(5)).await.unwrap());
     let keys: HashSet<String> = r.cli(&["--scan"]).lines().map(str::to_owned).collect();

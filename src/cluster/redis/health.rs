@@ -7,6 +7,7 @@ use crate::clock::{Clock, Micros};
 use serde::Serialize;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 /// A point-in-time copy of the backend's health.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -40,6 +41,9 @@ pub(super) struct HealthState {
     ever_connected: AtomicBool,
     reconnects: AtomicU64,
     last_contact_us: AtomicI64,
+    /// The same moment on the monotonic clock, for staleness (a step of the wall clock
+    /// must not make a cut-off node think Redis answered recently).
+    last_contact_at: Mutex<Option<Instant>>,
     positions: Mutex<Positions>,
 }
 
@@ -51,6 +55,7 @@ impl HealthState {
             ever_connected: AtomicBool::new(false),
             reconnects: AtomicU64::new(0),
             last_contact_us: AtomicI64::new(0),
+            last_contact_at: Mutex::new(None),
             positions: Mutex::default(),
         }
     }
@@ -59,6 +64,10 @@ impl HealthState {
     pub(super) fn up(&self) {
         self.last_contact_us
             .store(self.clock.now_us(), Ordering::Relaxed);
+        *self
+            .last_contact_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner) = Some(Instant::now());
         if !self.connected.swap(true, Ordering::AcqRel) {
             if self.ever_connected.swap(true, Ordering::AcqRel) {
                 self.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -74,6 +83,14 @@ impl HealthState {
         if self.connected.swap(false, Ordering::AcqRel) {
             tracing::warn!(error = %why, "redis: connection lost");
         }
+    }
+
+    /// How long since Redis last answered (`None`: never since this node started).
+    pub(super) fn silent_for(&self) -> Option<Duration> {
+        self.last_contact_at
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .map(|at| at.elapsed())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Positions> {

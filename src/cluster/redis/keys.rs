@@ -14,6 +14,7 @@
 //! | `<p>:doc:<ns>` | hash | id → `<version>:<json>` (`<version>:` alone is a tombstone) |
 //! | `<p>:docseq` | string | a counter, one step per document write that won |
 //! | `<p>:docchanges` | sorted set | `<ns>\n<id>` → the counter at its last winning write |
+//! | `<p>:clocks` | hash | node → `<its clock (µs)>,<Redis time>,<runs at Redis's pace: 0/1>` |
 
 use crate::revocation::Scope;
 
@@ -26,6 +27,7 @@ pub(super) struct Keys {
     pub sessions: String,
     pub doc_seq: String,
     pub doc_changes: String,
+    pub clocks: String,
 }
 
 impl Keys {
@@ -38,6 +40,7 @@ impl Keys {
             sessions: format!("{prefix}:sessions"),
             doc_seq: format!("{prefix}:docseq"),
             doc_changes: format!("{prefix}:docchanges"),
+            clocks: format!("{prefix}:clocks"),
         }
     }
     pub fn once(&self, key: &str) -> String {

@@ -4,11 +4,17 @@
 //!
 //! Both are written by one Lua script, so a record is in both or in neither, and the
 //! hash keeps the record with the newer `not_before_us` whatever order nodes publish in.
+//!
+//! The hash's values are `<not_before_us>:<entry>`, the entry in the peers' binary wire
+//! form (`crate::revocation::wire`): a starting node reads a million of them in well under a
+//! second, where JSON records took seconds to decode; the decimal prefix is what the
+//! scripts compare. Values written as JSON by earlier versions are still read.
 
 use super::Req;
 use super::keys::{Keys, revset_field};
 use super::{RedisError, RedisStore, StreamId};
 use crate::clock::Micros;
+use crate::revocation::wire;
 use crate::revocation::{RevocationRecord, Scope};
 use ::redis::{Cmd, Script, ScriptInvocation};
 use std::sync::LazyLock;
@@ -18,29 +24,35 @@ pub(super) const FIELD: &str = "r";
 /// Hash entries read per `HSCAN` page.
 const PAGE: usize = 5_000;
 
-/// KEYS: stream, revset. ARGV: (field, not_before_us, json) per record.
+/// The `not_before_us` of a snapshot value in Lua: the decimal prefix, or the field of
+/// a JSON record (written by earlier versions); nil when neither.
+const NB_OF: &str = r#"
+local function nb_of(v)
+  if string.sub(v, 1, 1) == '{' then
+    local ok, rec = pcall(cjson.decode, v)
+    if ok and type(rec) == 'table' then return tonumber(rec.not_before_us) end
+    return nil
+  end
+  return tonumber(string.match(v, '^(-?%d+):'))
+end
+"#;
+
+/// KEYS: stream, revset. ARGV: (field, not_before_us, json, snapshot value) per record.
 /// Appends every record to the stream; the hash keeps the newer `not_before_us`.
 static PUBLISH: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-local ids = {}
-for i = 1, #ARGV, 3 do
-  local field, nb, json = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2]
+    Script::new(&format!(
+        r#"{NB_OF}
+local ids = {{}}
+for i = 1, #ARGV, 4 do
+  local field, nb, json, value = ARGV[i], tonumber(ARGV[i + 1]), ARGV[i + 2], ARGV[i + 3]
   ids[#ids + 1] = redis.call('XADD', KEYS[1], '*', 'r', json)
   local old = redis.call('HGET', KEYS[2], field)
-  local keep = false
-  if old then
-    local ok, rec = pcall(cjson.decode, old)
-    if ok and type(rec) == 'table' and tonumber(rec.not_before_us) ~= nil
-       and tonumber(rec.not_before_us) >= nb then
-      keep = true
-    end
-  end
-  if not keep then redis.call('HSET', KEYS[2], field, json) end
+  local old_nb = old and nb_of(old)
+  if not (old_nb and old_nb >= nb) then redis.call('HSET', KEYS[2], field, value) end
 end
 return ids
-"#,
-    )
+"#
+    ))
 });
 
 /// KEYS: stream, trim mark. The id of the last entry ever added (`0-0` when there is
@@ -79,24 +91,21 @@ return n
 
 /// KEYS: revset. ARGV: horizon, fields... Deletes each field whose record (read again
 /// here, so a newer record written since the scan is kept) is older than the horizon
-/// and not of scope `all`.
+/// and not of scope `all` (fields are `<scope>:<target>`).
 static PRUNE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
+    Script::new(&format!(
+        r#"{NB_OF}
 local horizon, n = tonumber(ARGV[1]), 0
 for i = 2, #ARGV do
   local old = redis.call('HGET', KEYS[1], ARGV[i])
-  if old then
-    local ok, rec = pcall(cjson.decode, old)
-    if ok and type(rec) == 'table' and rec.scope ~= 'all'
-       and tonumber(rec.not_before_us) ~= nil and tonumber(rec.not_before_us) < horizon then
-      n = n + redis.call('HDEL', KEYS[1], ARGV[i])
-    end
+  local nb = old and nb_of(old)
+  if nb and nb < horizon and string.sub(ARGV[i], 1, 4) ~= 'all:' then
+    n = n + redis.call('HDEL', KEYS[1], ARGV[i])
   end
 end
 return n
-"#,
-    )
+"#
+    ))
 });
 
 /// Where the stream stands.
@@ -140,6 +149,89 @@ pub(super) fn scan_cmd(revset: &str, cursor: u64) -> Cmd {
 
 pub(super) type Page = (u64, Vec<(Vec<u8>, Vec<u8>)>);
 
+/// A record's value in the snapshot hash: `<not_before_us>:<wire entry>`.
+pub(super) fn encode_value(rec: &RevocationRecord) -> Vec<u8> {
+    let mut v = Vec::with_capacity(20 + 16 + rec.target.len() + rec.id.len() + 64);
+    v.extend_from_slice(rec.not_before_us.to_string().as_bytes());
+    v.push(b':');
+    wire::put_entry(&mut v, rec.scope, &rec.target, rec.not_before_us, Some(rec));
+    v
+}
+
+/// The record of a snapshot value ([`encode_value`]'s form, or JSON).
+pub(super) fn decode_value(v: &[u8]) -> Result<RevocationRecord, String> {
+    if v.first() == Some(&b'{') {
+        return serde_json::from_slice(v).map_err(|e| e.to_string());
+    }
+    let colon = v
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or("no instant prefix")?;
+    let mut entries = wire::Entries::new(&v[colon + 1..]);
+    let entry = entries
+        .next()
+        .ok_or("no entry")?
+        .map_err(|e| e.to_string())?;
+    if entries.next().is_some() {
+        return Err("more than one entry".into());
+    }
+    entry
+        .record()
+        .ok_or_else(|| "an entry without its record".into())
+}
+
+/// Appends the wire entries of snapshot values to `out` as they are (no record is built:
+/// a starting node reads a million), re-encoding JSON ones; skips (with a warning)
+/// values that are not a record. Returns how many it appended.
+pub(super) fn append_entries(
+    values: Vec<(Vec<u8>, Vec<u8>)>,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> usize {
+    let mut n = 0;
+    for (field, value) in values {
+        match entry_bytes(&value) {
+            Ok(Some(raw)) => out.extend_from_slice(raw),
+            Ok(None) => match decode_value(&value) {
+                Ok(r) => wire::put_entry(out, r.scope, &r.target, r.not_before_us, Some(&r)),
+                Err(e) => {
+                    warn_undecodable(what, &field, &e);
+                    continue;
+                }
+            },
+            Err(e) => {
+                warn_undecodable(what, &field, &e);
+                continue;
+            }
+        }
+        n += 1;
+    }
+    n
+}
+
+/// The one wire entry of a value in [`encode_value`]'s form, checked (`None` for JSON).
+fn entry_bytes(v: &[u8]) -> Result<Option<&[u8]>, String> {
+    if v.first() == Some(&b'{') {
+        return Ok(None);
+    }
+    let colon = v
+        .iter()
+        .position(|&b| b == b':')
+        .ok_or("no instant prefix")?;
+    let raw = &v[colon + 1..];
+    let mut entries = wire::Entries::new(raw);
+    match (entries.next(), entries.next()) {
+        (Some(Ok(e)), None) if e.meta.is_some() => Ok(Some(raw)),
+        (Some(Err(e)), _) => Err(e.to_string()),
+        _ => Err("not one entry with its record".into()),
+    }
+}
+
+fn warn_undecodable(what: &str, field: &[u8], error: &str) {
+    let field = String::from_utf8_lossy(field);
+    tracing::warn!(what, %field, error, "redis: skipping undecodable revocation");
+}
+
 /// Decodes records, skipping (with a warning) values that are not a record.
 pub(super) fn decode_values(
     values: Vec<(Vec<u8>, Vec<u8>)>,
@@ -147,14 +239,27 @@ pub(super) fn decode_values(
     what: &str,
 ) {
     out.reserve(values.len());
-    for (field, json) in values {
-        match serde_json::from_slice::<RevocationRecord>(&json) {
+    for (field, value) in values {
+        match decode_value(&value) {
             Ok(rec) => out.push(rec),
-            Err(e) => {
-                let field = String::from_utf8_lossy(&field);
-                tracing::warn!(what, %field, error = %e, "redis: skipping undecodable revocation")
-            }
+            Err(e) => warn_undecodable(what, &field, &e),
         }
+    }
+}
+
+/// The revocations in force in Redis: `count` wire entries, each with its record.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    pub entries: Vec<u8>,
+    pub count: usize,
+}
+
+impl Snapshot {
+    /// The records, decoded (for inspection and tests; nodes apply the entries as they are).
+    pub fn records(&self) -> Vec<RevocationRecord> {
+        wire::Entries::new(&self.entries)
+            .filter_map(|e| e.ok()?.record())
+            .collect()
     }
 }
 
@@ -179,7 +284,8 @@ impl RedisStore {
         for rec in recs {
             inv.arg(revset_field(rec.scope, &rec.target))
                 .arg(rec.not_before_us)
-                .arg(serde_json::to_string(rec)?);
+                .arg(serde_json::to_string(rec)?)
+                .arg(encode_value(rec));
         }
         let ids: Vec<String> = self.run("publish", Req::Script(&inv)).await?;
         let ids = ids
@@ -193,15 +299,16 @@ impl RedisStore {
         Ok(ids)
     }
 
-    /// Every record in force, and the stream position to tail from. The position is read
-    /// first and the hash after it, so a record published in between is in the hash, in
-    /// the tail, or both (applying it twice is harmless), never in neither.
-    pub async fn snapshot(&self) -> Result<(Vec<RevocationRecord>, StreamId), RedisError> {
+    /// Every record in force, as a run of wire entries, and the stream position to tail
+    /// from. The position is read first and the hash after it, so a record published in
+    /// between is in the hash, in the tail, or both (applying it twice is harmless),
+    /// never in neither.
+    pub async fn snapshot(&self) -> Result<(Snapshot, StreamId), RedisError> {
         let raw = self
             .run("snapshot", Req::Script(&position_req(self.keys())))
             .await?;
         let pos = parse_position("snapshot", raw)?;
-        let mut recs = Vec::new();
+        let mut snap = Snapshot::default();
         let mut page = self.scan_page(0).await?;
         loop {
             let (next, values) = page;
@@ -211,14 +318,14 @@ impl RedisStore {
                 let store = self.clone();
                 tokio::spawn(async move { store.scan_page(next).await })
             });
-            decode_values(values, &mut recs, "snapshot");
+            snap.count += append_entries(values, &mut snap.entries, "snapshot");
             let Some(ahead) = ahead else { break };
             page = ahead
                 .await
                 .map_err(|e| RedisError::data("snapshot", e.to_string()))??;
         }
         self.inner.health.tip(pos.last);
-        Ok((recs, pos.last))
+        Ok((snap, pos.last))
     }
 
     async fn scan_page(&self, cursor: u64) -> Result<Page, RedisError> {
@@ -272,10 +379,58 @@ impl RedisStore {
 fn old_fields(values: Vec<(Vec<u8>, Vec<u8>)>, horizon_us: Micros) -> Vec<Vec<u8>> {
     values
         .into_iter()
-        .filter(|(_, json)| {
-            serde_json::from_slice::<RevocationRecord>(json)
-                .is_ok_and(|r| r.scope != Scope::All && r.not_before_us < horizon_us)
+        .filter(|(_, value)| {
+            decode_value(value).is_ok_and(|r| r.scope != Scope::All && r.not_before_us < horizon_us)
         })
         .map(|(field, _)| field)
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(external_id: Option<&str>) -> RevocationRecord {
+        RevocationRecord {
+            id: "r-1".into(),
+            scope: Scope::User,
+            target: "ann@example.com".into(),
+            not_before_us: 1_760_000_000_123_456,
+            reason: "left: see ticket 12".into(),
+            actor: "scim:okta".into(),
+            node: "node-2".into(),
+            external_id: external_id.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn snapshot_values_round_trip_and_start_with_their_instant() {
+        for r in [rec(None), rec(Some("00u1ext"))] {
+            let v = encode_value(&r);
+            assert!(v.starts_with(b"1760000000123456:"));
+            assert_eq!(decode_value(&v).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn json_values_of_earlier_versions_are_read() {
+        let r = rec(None);
+        let json = serde_json::to_vec(&r).unwrap();
+        assert_eq!(decode_value(&json).unwrap(), r);
+    }
+
+    #[test]
+    fn damaged_values_are_errors_not_panics() {
+        let good = encode_value(&rec(None));
+        for bad in [
+            &b""[..],
+            b"12345",
+            b"12:",
+            b"{not json",
+            &good[..good.len() - 3],
+            &[&good[..], &good[17..]].concat(),
+        ] {
+            assert!(decode_value(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -1,5 +1,5 @@
 //! The compact binary forms anti-entropy moves between nodes (and the sync journal
-//! keeps on disk): a set of entries is a run of `[scope u8][len u16 LE][target][not
+//! keeps on disk, and the Redis snapshot holds): a set of entries is a run of `[scope u8][len u16 LE][target][not
 //! before i64 LE][meta len u16 LE][meta]`, where meta is the revocation's id, reason,
 //! actor, node and (when it has one) external id separated by 0x1F (empty when unknown). About 33 bytes for a session
 //! id without meta, instead of ~200 for a JSON log line; decoding copies nothing.
@@ -150,6 +150,13 @@ impl<'a> Entries<'a> {
 }
 
 impl<'a> Entries<'a> {
+    /// Like `next`, with the entry's own bytes (to copy it on without re-encoding).
+    pub fn next_raw(&mut self) -> Option<Result<(Entry<'a>, &'a [u8]), WireError>> {
+        let start = self.pos;
+        let data = self.data;
+        self.next().map(|r| r.map(|e| (e, &data[start..self.pos])))
+    }
+
     fn fail(&mut self, e: WireError) -> Option<Result<Entry<'a>, WireError>> {
         self.pos = self.data.len();
         Some(Err(e))
