@@ -26,6 +26,7 @@ mod limits;
 mod outbox;
 mod revocations;
 mod sessions;
+mod snapshot;
 mod stream_id;
 mod tail;
 
@@ -34,8 +35,9 @@ pub use docs::{Doc, DocChanges};
 pub use error::RedisError;
 pub use health::Health;
 pub use outbox::{Outbox, OutboxError};
-pub use revocations::{PruneStats, Snapshot};
+pub use revocations::PruneStats;
 pub use sessions::SessionRecord;
+pub use snapshot::Snapshot;
 pub use stream_id::{BadStreamId, StreamId};
 pub use tail::{ResyncReason, Tail, TailEvent};
 

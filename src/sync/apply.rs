@@ -29,6 +29,7 @@ pub fn apply_durably(
     let t0 = Instant::now();
     let set = engine.set();
     let (fresh, n) = fresh_entries(set, entries, horizon)?;
+    let sorted_ms = t0.elapsed().as_secs_f64() * 1e3;
     if n == 0 {
         return Ok(0);
     }
@@ -40,6 +41,7 @@ pub fn apply_durably(
         received = n,
         moved,
         ended,
+        sorted_ms,
         millis = t0.elapsed().as_secs_f64() * 1e3,
         "applied revocations in bulk"
     );
@@ -74,20 +76,32 @@ fn fresh_entries(
 /// Merges `n` wire entries into the set (in batches on several threads when there are
 /// many) and makes later ticks come after them; returns how many moved the set forward.
 fn apply_entries(set: &RevocationSet, engine: &Engine, entries: &[u8], n: usize) -> usize {
+    let t0 = Instant::now();
     let decoded: Vec<wire::Entry<'_>> = wire::Entries::new(entries).flatten().collect();
-    for rec in decoded.iter().filter_map(wire::Entry::record) {
-        engine.meta().insert(rec);
-    }
-    let all: Vec<(Scope, &str, i64)> = decoded.iter().map(|e| (e.scope, e.target, e.nb)).collect();
-    let latest = all.iter().map(|e| e.2).max().unwrap_or(i64::MIN);
     let threads = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .min(4);
+    let meta = |part: &[wire::Entry<'_>]| {
+        for e in part {
+            if let Some(fields) = e.meta {
+                engine.meta().insert_fields(e.scope, e.target, e.nb, fields);
+            }
+        }
+    };
+    let all: Vec<(Scope, &str, i64)> = decoded.iter().map(|e| (e.scope, e.target, e.nb)).collect();
+    let latest = all.iter().map(|e| e.2).max().unwrap_or(i64::MIN);
     let moved = if n < 50_000 || threads < 2 {
+        meta(&decoded);
         set.apply_batch(all.iter().copied())
     } else {
+        // Both the set and the meta index are sharded maps: fill them on every core.
         let per = all.len().div_ceil(threads);
         std::thread::scope(|s| {
+            let metas: Vec<_> = decoded
+                .chunks(per)
+                .map(|c| s.spawn(move || meta(c)))
+                .collect();
+            metas.into_iter().for_each(|h| drop(h.join()));
             let parts: Vec<_> = all
                 .chunks(per)
                 .map(|c| s.spawn(move || set.apply_batch(c.iter().copied())))
@@ -95,6 +109,8 @@ fn apply_entries(set: &RevocationSet, engine: &Engine, entries: &[u8], n: usize)
             parts.into_iter().filter_map(|h| h.join().ok()).sum()
         })
     };
+    let merged_ms = t0.elapsed().as_secs_f64() * 1e3;
     engine.observe(latest);
+    tracing::debug!(millis = merged_ms, "merged revocations");
     moved
 }

@@ -612,6 +612,91 @@ async fn prune_forgets_old_revocations_except_all_and_late_tails_resync() {
     );
 }
 
+/// The snapshot keeps entries in buckets of many keys, edited by a Lua script: with
+/// 20,000 keys (about five per bucket) published in batches, then newer records for some
+/// and older ones for others (also within one batch), it holds exactly the newest record
+/// of every key; pruning drops exactly the old ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bucketed_snapshot_keeps_exactly_the_newest_record_of_every_key() {
+    let r = RedisServer::start();
+    let s = store(&r);
+    let target = |i: usize| match i % 4 {
+        0 => format!("u{i}@example.com"),
+        1 => format!("sid-{i}-ßé✓"),
+        2 => format!("group-{i}-{}", "x".repeat(i % 300)),
+        _ => format!("app{i}"),
+    };
+    let scope = |i: usize| [Scope::User, Scope::Session, Scope::Group, Scope::App][i % 4];
+    let mut want = std::collections::HashMap::new();
+    for batch in (0..20_000).collect::<Vec<_>>().chunks(2_000) {
+        let recs: Vec<_> = batch
+            .iter()
+            .map(|&i| rec(scope(i), &target(i), 1_000_000 + i as i64))
+            .collect();
+        s.publish(&recs).await.unwrap();
+        for r in recs {
+            want.insert((r.scope, r.target.clone()), r);
+        }
+    }
+    // Newer for every third key, older for every fifth, both for every fifteenth (in one
+    // batch: the newer wins whatever the order).
+    let mut later = Vec::new();
+    for i in (0..20_000).step_by(3) {
+        let newer = rec(scope(i), &target(i), 5_000_000 + i as i64);
+        want.insert((newer.scope, newer.target.clone()), newer.clone());
+        later.push(newer);
+    }
+    for i in (0..20_000).step_by(5) {
+        later.push(rec(scope(i), &target(i), 10 + i as i64));
+    }
+    for chunk in later.chunks(1_500) {
+        s.publish(chunk).await.unwrap();
+    }
+    let (snap, _) = s.snapshot().await.unwrap();
+    assert_eq!(snap.count, 20_000);
+    let got: std::collections::HashMap<_, _> = snap
+        .records()
+        .into_iter()
+        .map(|r| ((r.scope, r.target.clone()), r))
+        .collect();
+    assert_eq!(got.len(), want.len());
+    assert!(got == want, "the snapshot differs from the newest records");
+
+    // Pruning below 5,000,000 keeps exactly the newer third.
+    let stats = s.prune(5_000_000).await.unwrap();
+    assert_eq!(stats.hash_removed, 20_000 - 20_000_u64.div_ceil(3));
+    let (snap, _) = s.snapshot().await.unwrap();
+    assert_eq!(snap.count as u64, 20_000_u64.div_ceil(3));
+    assert!(snap.records().iter().all(|r| r.not_before_us >= 5_000_000));
+}
+
+/// Earlier versions kept one JSON record per field in `<prefix>:revset`: those records
+/// are still in the snapshot (and pruned) after an upgrade.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn records_in_the_earlier_snapshot_layout_are_still_read_and_pruned() {
+    let r = RedisServer::start();
+    let s = store(&r);
+    let (old, kept) = (
+        rec(Scope::User, "old@example.com", 100),
+        rec(Scope::Group, "eng", 9_000_000),
+    );
+    for x in [&old, &kept] {
+        let field = format!("{}:{}", x.scope.as_str(), x.target);
+        let json = serde_json::to_string(x).unwrap();
+        r.cli(&["HSET", "portcullis:revset", &field, &json]);
+    }
+    s.publish(&[user(1)]).await.unwrap();
+    let (snap, _) = s.snapshot().await.unwrap();
+    assert_eq!(
+        sorted(snap.records()),
+        sorted(vec![old, kept.clone(), user(1)])
+    );
+    let stats = s.prune(1_000_000).await.unwrap();
+    assert_eq!(stats.hash_removed, 2, "old and user(1)");
+    let (snap, _) = s.snapshot().await.unwrap();
+    assert_eq!(snap.records(), vec![kept]);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_tail_resyncs_when_redis_comes_back_without_its_data() {
     let mut r = RedisServer::start();

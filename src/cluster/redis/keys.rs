@@ -5,7 +5,8 @@
 //! | --- | --- | --- |
 //! | `<p>:revocations` | stream | every revocation ever published, field `r` = record JSON |
 //! | `<p>:revocations:trimmed` | string | ms of the last `prune` trim point |
-//! | `<p>:revset` | hash | `<scope>:<target>` → the record in force (newest `not_before_us`) |
+//! | `<p>:revsnap` | hash | digest bucket → the entries in force there, binary (see `snapshot`) |
+//! | `<p>:revset` | hash | earlier versions' snapshot: `<scope>:<target>` → JSON record (read, pruned) |
 //! | `<p>:once:<key>` | string | a claimed single-use key, with its TTL |
 //! | `<p>:fail:<key>` | sorted set | one member per failure, score = time (µs) |
 //! | `<p>:session:<sid>` | hash | `doc`, `seen`, `ended`, `app:<name>` of one session |
@@ -16,13 +17,12 @@
 //! | `<p>:docchanges` | sorted set | `<ns>\n<id>` → the counter at its last winning write |
 //! | `<p>:clocks` | hash | node → `<its clock (µs)>,<Redis time>,<runs at Redis's pace: 0/1>` |
 
-use crate::revocation::Scope;
-
 #[derive(Clone, Debug)]
 pub(super) struct Keys {
     prefix: String,
     pub stream: String,
     pub trimmed: String,
+    pub revsnap: String,
     pub revset: String,
     pub sessions: String,
     pub doc_seq: String,
@@ -36,6 +36,7 @@ impl Keys {
             prefix: prefix.to_owned(),
             stream: format!("{prefix}:revocations"),
             trimmed: format!("{prefix}:revocations:trimmed"),
+            revsnap: format!("{prefix}:revsnap"),
             revset: format!("{prefix}:revset"),
             sessions: format!("{prefix}:sessions"),
             doc_seq: format!("{prefix}:docseq"),
@@ -58,9 +59,4 @@ impl Keys {
     pub fn docs(&self, ns: &str) -> String {
         format!("{}:doc:{ns}", self.prefix)
     }
-}
-
-/// The snapshot hash's field for a revocation: one entry per scope and target.
-pub(super) fn revset_field(scope: Scope, target: &str) -> String {
-    format!("{}:{target}", scope.as_str())
 }

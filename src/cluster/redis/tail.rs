@@ -10,6 +10,7 @@
 use super::health::HealthState;
 use super::keys::Keys;
 use super::revocations::{self, FIELD, Position};
+use super::snapshot::{self, Snapshot};
 use super::{RedisError, RedisStore, Req, StreamId};
 use crate::revocation::RevocationRecord;
 use ::redis::AsyncConnectionConfig;
@@ -240,18 +241,21 @@ impl Follower {
         &self,
         conn: &mut MultiplexedConnection,
     ) -> Result<Vec<RevocationRecord>, RedisError> {
-        let mut recs = Vec::new();
-        let mut cursor = 0;
-        loop {
-            let cmd = revocations::scan_cmd(&self.keys.revset, cursor);
-            let (next, values): revocations::Page =
-                bounded("tail snapshot", self.op_timeout, Req::Cmd(&cmd).send(conn)).await?;
-            revocations::decode_values(values, &mut recs, "tail snapshot");
-            if next == 0 {
-                return Ok(recs);
+        let mut snap = Snapshot::default();
+        for legacy in [false, true] {
+            let mut cursor = 0;
+            loop {
+                let cmd = snapshot::scan_cmd(&self.keys, legacy, cursor);
+                let (next, values): snapshot::Page =
+                    bounded("tail snapshot", self.op_timeout, Req::Cmd(&cmd).send(conn)).await?;
+                snap.add_page(legacy, values, "tail snapshot");
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
             }
-            cursor = next;
         }
+        Ok(snap.records())
     }
 
     async fn read(
