@@ -117,13 +117,15 @@ impl Clock for ManualClock {
 /// with each other: a token is refused when a revocation of its scope is at or after its
 /// issue time. With node clocks apart, a token issued by a node whose clock is ahead
 /// would be stamped after a revocation taken a moment later on a node whose clock is
-/// behind, and outlive it. So every node stamps in the cluster's time: the fastest clock
-/// it knows of, its own or another node's (read through the peer protocol or Redis),
-/// carried forward on this node's monotonic clock from when it was read. That time only
-/// moves forward: a clock stepped back keeps counting from the readings it gave before,
-/// here and on the nodes that heard them. Instants learnt from elsewhere (a revocation's)
-/// are a floor for later ticks, so a token minted after a node applied a revocation is
-/// always later than it.
+/// behind, and outlive it. So every node stamps in the cluster's time: the latest of its
+/// own clock and of the cluster's time as other nodes told it (through the peer protocol
+/// or Redis), carried forward on this node's monotonic clock from when it was read. Each
+/// reading is a lower bound (it was taken before it arrived), so nodes telling each
+/// other their readings converge on the fastest clock without running ahead of it; a
+/// node that restarts learns it back. That time only moves forward: a clock stepped back
+/// keeps counting from what it said before. Instants learnt from elsewhere (a
+/// revocation's) are a floor for later ticks, so a token minted after a node applied a
+/// revocation is always later than it.
 pub struct Ticker {
     clock: Arc<dyn Clock>,
     last: AtomicI64,
@@ -199,8 +201,8 @@ impl Ticker {
     pub fn observe(&self, us: Micros) {
         self.last.fetch_max(us, Ordering::SeqCst);
     }
-    /// Another node's clock read at least `us` (a lower bound: it was read before it
-    /// reached here) in an exchange that took `rtt`. Kept when it is ahead of the
+    /// Another node's reading of the cluster's time was at least `us` (a lower bound: it
+    /// was read before it reached here) in an exchange that took `rtt`. Kept when it is ahead of the
     /// cluster's time as this node knew it, and at most `max_lead` ahead of this node's
     /// clock (a clock further off is a misconfiguration, not the cluster's time).
     /// Returns whether it was kept.

@@ -442,6 +442,9 @@ access_log_file = "access.log"
             .open(dir.join("redis.log"))?;
         let d = dir.display().to_string();
         let port = self.redis_port.to_string();
+        // Recorded before the process exists: a node may reconnect the moment it
+        // listens, before this driver's next poll sees it answer.
+        self.rec.event(Event::RedisStarting, "");
         let child = command(Path::new(REDIS_SERVER))
             .args(["--bind", "127.0.0.1", "--port", &port, "--dir", &d])
             .args([

@@ -188,6 +188,8 @@ pub enum Event {
     RedisCut(usize),
     RedisHeal(usize),
     RedisDown,
+    /// redis-server was started again (nodes may reach it from now on) / answers.
+    RedisStarting,
     RedisUp,
     /// A node's clock offset is now this many milliseconds.
     Clock(usize, i64),

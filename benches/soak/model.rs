@@ -22,6 +22,8 @@ pub struct State {
     pub up: Vec<bool>,
     pub cut: Vec<Vec<bool>>,
     pub redis_up: bool,
+    /// Started again but not yet seen answering: a node may already have reached it.
+    pub redis_starting: bool,
     pub rcut: Vec<bool>,
 }
 
@@ -52,6 +54,7 @@ impl Timeline {
             up: vec![true; n],
             cut: vec![vec![false; n]; n],
             redis_up: h.redis,
+            redis_starting: false,
             rcut: vec![false; n],
         };
         let mut times = vec![T::MIN];
@@ -66,8 +69,9 @@ impl Timeline {
                 Event::Heal(a, b) => st.cut[a][b] = false,
                 Event::RedisCut(i) => st.rcut[i] = true,
                 Event::RedisHeal(i) => st.rcut[i] = false,
-                Event::RedisDown => st.redis_up = false,
-                Event::RedisUp => st.redis_up = true,
+                Event::RedisDown => (st.redis_up, st.redis_starting) = (false, false),
+                Event::RedisStarting => st.redis_starting = true,
+                Event::RedisUp => (st.redis_up, st.redis_starting) = (true, false),
                 Event::Clock(..) | Event::FaultStart | Event::FaultEnd => continue,
             }
             times.push(*t);
@@ -98,7 +102,7 @@ impl Timeline {
             return false;
         }
         if self.redis {
-            return s.rcut[i] || !s.redis_up;
+            return s.rcut[i] || !(s.redis_up || s.redis_starting);
         }
         (0..self.n)
             .filter(|p| *p != i)

@@ -249,10 +249,10 @@ impl Control {
         };
         let mut resp = self.dispatch(route, actor, sid, hook, req).await?;
         if matches!(guard, Guard::Peer) {
-            // The caller's reading of this node's clock (see `crate::clock::Ticker`).
+            // The caller's reading of the cluster's time (see `crate::clock::Ticker`).
             resp.headers_mut().insert(
                 crate::sync::client::CLOCK_HEADER,
-                http::HeaderValue::from(self.engine.now_us()),
+                http::HeaderValue::from(self.engine.cluster_now_us()),
             );
         }
         Ok(resp)

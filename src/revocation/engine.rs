@@ -267,6 +267,11 @@ impl Engine {
         self.ticker.heard_clock(us, rtt, max_lead);
     }
 
+    /// The cluster's time as this node knows it (see [`Ticker`]).
+    pub fn cluster_now_us(&self) -> Micros {
+        self.ticker.cluster_now_us()
+    }
+
     /// How far the cluster's time is ahead of this node's clock, in microseconds.
     pub fn clock_lead_us(&self) -> Micros {
         self.ticker.lead_us()

@@ -21,9 +21,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 use tokio::net::TcpStream;
 
-/// The header of every answer to a peer call: the answering node's clock (microseconds
-/// since the Unix epoch) when it answered, so each node stamps tokens and revocations in
-/// the cluster's time (see [`crate::clock::Ticker`]).
+/// The header of every answer to a peer call: the cluster's time as the answering node
+/// knew it when it answered (microseconds since the Unix epoch), so each node stamps
+/// tokens and revocations in the cluster's time (see [`crate::clock::Ticker`]).
 pub const CLOCK_HEADER: &str = "portcullis-clock";
 
 /// Small calls to a peer (digests, pushes, session lists) must answer within this.
@@ -196,7 +196,8 @@ impl PeerClient {
         out
     }
 
-    /// Takes the peer's clock reading from an answer's head (see [`CLOCK_HEADER`]).
+    /// Takes the peer's reading of the cluster's time from an answer's head (see
+    /// [`CLOCK_HEADER`]).
     fn heard_clock(&self, headers: &http::HeaderMap, rtt: Duration) {
         let reading = headers
             .get(CLOCK_HEADER)

@@ -329,12 +329,13 @@ impl RedisBackend {
         }
     }
 
-    /// Shares this node's clock and learns the fastest one through Redis, so tokens
-    /// and revocations are stamped in the cluster's time (see [`crate::clock::Ticker`]).
+    /// Shares this node's reading of the cluster's time and learns the latest one through
+    /// Redis, so tokens and revocations are stamped in the cluster's time (see
+    /// [`crate::clock::Ticker`]).
     async fn read_clocks_forever(&self) {
         loop {
             let sent = Instant::now();
-            let now = self.engine.now_us();
+            let now = self.engine.cluster_now_us();
             match self.store.fastest_clock(self.engine.node_id(), now).await {
                 Ok(fastest) => {
                     let max_lead = self.live.load().config.session.clock_skew;

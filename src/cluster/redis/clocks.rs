@@ -1,13 +1,14 @@
-//! The nodes' clocks, read through Redis. Nodes on the Redis backend never talk to each
-//! other, yet they compare each other's stamps (a token's issue time with a
-//! revocation's instant). Each node now and then writes its clock reading into
-//! `<p>:clocks` with Redis's time (`TIME`) and reads back the fastest clock written in
-//! the last minute, carried forward on Redis's time to now: a lower bound of that node's
-//! clock now, which the caller hands to its [`crate::clock::Ticker`].
+//! The cluster's time, shared through Redis. Nodes on the Redis backend never talk to
+//! each other, yet they compare each other's stamps (a token's issue time with a
+//! revocation's instant). Each node now and then writes its reading of the cluster's
+//! time into `<p>:clocks` with Redis's time (`TIME`) and reads back the latest reading
+//! written in the last minute, carried forward on Redis's time to now: a lower bound of
+//! that node's reading now, which the caller hands to its [`crate::clock::Ticker`]. (A
+//! node that restarts finds its own reading there too.)
 //!
-//! A reading is carried forward only when its node's clock was seen running at Redis's
-//! pace between its last two writes (within 10 %): a clock just stepped, or one a test
-//! moves by hand, counts as it read.
+//! A reading is carried forward only when it was seen running at Redis's pace between
+//! the node's last two writes (within 10 %): a clock just stepped, or one a test moves by
+//! hand, counts as it read.
 
 use super::{RedisError, RedisStore, Req};
 use crate::clock::Micros;
@@ -17,9 +18,9 @@ use std::sync::LazyLock;
 /// Readings older than this (in Redis time) are from nodes that left.
 const FORGET_AFTER_US: i64 = 60_000_000;
 
-/// KEYS: clocks. ARGV: node, the node's clock (µs), forget-after (µs).
-/// Stores `<clock>,<redis time>,<runs: 0|1>` for the node; answers the fastest clock
-/// still remembered (this node's at least), carried forward to Redis's time now.
+/// KEYS: clocks. ARGV: node, the node's reading of the cluster's time (µs), forget-after
+/// (µs). Stores `<reading>,<redis time>,<runs: 0|1>` for the node; answers the latest
+/// reading still remembered (this node's at least), carried forward to Redis's time now.
 static CLOCK: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
@@ -52,8 +53,8 @@ return fastest
 });
 
 impl RedisStore {
-    /// Writes this node's clock reading `now_us` and answers the fastest node clock
-    /// Redis knows of (a lower bound of it when the script ran).
+    /// Writes this node's reading of the cluster's time `now_us` and answers the latest
+    /// reading Redis knows of (a lower bound of it when the script ran).
     pub async fn fastest_clock(&self, node: &str, now_us: Micros) -> Result<Micros, RedisError> {
         let mut inv = CLOCK.prepare_invoke();
         inv.key(&self.keys().clocks)
