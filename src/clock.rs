@@ -129,8 +129,8 @@ impl Clock for ManualClock {
 pub struct Ticker {
     clock: Arc<dyn Clock>,
     last: AtomicI64,
-    /// The fastest clock reading known (this node's own included), and when it was
-    /// taken on the monotonic clock.
+    /// The latest reading of the cluster's time known (this node's own clock included),
+    /// and when it was taken on the monotonic clock.
     fastest: Mutex<Option<Reading>>,
 }
 
@@ -166,7 +166,8 @@ impl Ticker {
     pub fn now_us(&self) -> Micros {
         self.clock.now_us()
     }
-    /// The cluster's time: the fastest clock known, carried forward.
+    /// The cluster's time: the latest reading known, carried forward, or this node's
+    /// clock when that is later.
     pub fn cluster_now_us(&self) -> Micros {
         let (wall, mono) = (self.clock.now_us(), self.clock.mono_us());
         let Ok(mut fastest) = self.fastest.lock() else {
@@ -202,10 +203,10 @@ impl Ticker {
         self.last.fetch_max(us, Ordering::SeqCst);
     }
     /// Another node's reading of the cluster's time was at least `us` (a lower bound: it
-    /// was read before it reached here) in an exchange that took `rtt`. Kept when it is ahead of the
-    /// cluster's time as this node knew it, and at most `max_lead` ahead of this node's
-    /// clock (a clock further off is a misconfiguration, not the cluster's time).
-    /// Returns whether it was kept.
+    /// was read before it reached here) in an exchange that took `rtt`. Kept when it is
+    /// ahead of the cluster's time as this node knew it, and at most `max_lead` ahead of
+    /// this node's clock (a clock further off is a misconfiguration, not the cluster's
+    /// time). Returns whether it was kept.
     pub fn heard_clock(&self, us: Micros, rtt: Duration, max_lead: Duration) -> bool {
         if rtt > MAX_READING_RTT {
             return false;

@@ -29,7 +29,7 @@ pub fn apply_durably(
     let t0 = Instant::now();
     let set = engine.set();
     let (fresh, n) = fresh_entries(set, entries, horizon)?;
-    let sorted_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let selected_ms = t0.elapsed().as_secs_f64() * 1e3;
     if n == 0 {
         return Ok(0);
     }
@@ -41,7 +41,7 @@ pub fn apply_durably(
         received = n,
         moved,
         ended,
-        sorted_ms,
+        selected_ms,
         millis = t0.elapsed().as_secs_f64() * 1e3,
         "applied revocations in bulk"
     );

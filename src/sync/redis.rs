@@ -36,7 +36,7 @@ use tokio::task::JoinHandle;
 
 /// How often the outbox flusher looks for waiting revocations.
 const FLUSH_EVERY: Duration = Duration::from_millis(250);
-/// How often this node shares its clock and reads the fastest one through Redis.
+/// How often this node shares its reading of the cluster's time through Redis.
 const CLOCK_EVERY: Duration = Duration::from_millis(200);
 
 /// The Redis backend's [`Notifier`]: publish, or keep in the outbox.
