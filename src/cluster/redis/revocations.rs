@@ -1,11 +1,10 @@
 //! Revocations in Redis: a Stream every node tails (`<p>:revocations`, one entry per
-//! published record) and a snapshot hash (`<p>:revset`, the record in force per scope and
-//! target) that a starting node loads instead of replaying the whole stream.
+//! published record) and a snapshot (`<p>:revsnap`, the entry in force per scope and
+//! target, in buckets: see [`super::snapshot`]) that a starting node loads instead of
+//! replaying the whole stream.
 //!
 //! Both are written by one Lua script, so a record is in both or in neither, and the
-//! hash keeps the record with the newer `not_before_us` whatever order nodes publish in.
-//!
-//! The snapshot's layout is in [`super::snapshot`].
+//! snapshot keeps the entry with the newer `not_before_us` whatever order nodes publish in.
 
 use super::Req;
 use super::keys::Keys;
