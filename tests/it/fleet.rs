@@ -434,28 +434,30 @@ async fn restarted_node_never_serves_a_token_revoked_while_down(backend: Backend
     }
 }
 
+/// Waits until node `i` says the cluster's time is at least `secs` ahead of its clock.
+async fn lead_reaches(f: &Fleet, i: usize, secs: f64) {
+    let metrics = f.n(i).control_url("/metrics");
+    let what = format!("node {} knows the cluster's time", i + 1);
+    eventually(Duration::from_secs(5), &what, || {
+        let metrics = metrics.clone();
+        async move {
+            let m = reqwest::get(metrics).await.unwrap().text().await.unwrap();
+            m.lines()
+                .find_map(|l| l.strip_prefix("portcullis_clock_lead_seconds "))
+                .and_then(|v| v.parse::<f64>().ok())
+                .is_some_and(|lead| lead >= secs)
+        }
+    })
+    .await;
+}
+
 /// Node 1's clock runs 4 s ahead of the others'. A token it issues is stamped 4 s "later"
 /// than a revocation taken a moment after on node 2 would be with node 2's own clock: the
-/// nodes stamp in the cluster's time (the fastest clock they heard of), so the token is
+/// nodes stamp in the cluster's time (the latest clock reading they heard of), so the token is
 /// refused everywhere, and a token issued after the revocation is accepted everywhere.
 async fn clocks_apart_keep_revocations_in_order(backend: Backend) {
     let mut f = Fleet::start_skewed(backend, "", [4_000, 0, 0]).await;
-    let metrics = f.n(1).control_url("/metrics");
-    eventually(
-        Duration::from_secs(5),
-        "node 2 heard node 1's clock",
-        || {
-            let metrics = metrics.clone();
-            async move {
-                let m = reqwest::get(metrics).await.unwrap().text().await.unwrap();
-                m.lines()
-                    .find_map(|l| l.strip_prefix("portcullis_clock_lead_seconds "))
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|lead| lead >= 3.9)
-            }
-        },
-    )
-    .await;
+    lead_reaches(&f, 1, 3.9).await;
     let (c, jar) = client_with_jar(addr(f.https[0]));
     let r = login_at(&c, &f.node_url(0, "echo.localhost", "/"), DEMO, DEMO_PW).await;
     assert_eq!(r.status(), StatusCode::OK);
@@ -487,22 +489,7 @@ async fn clocks_apart_keep_revocations_in_order(backend: Backend) {
     f.stop_node(2).await;
     f.start_node(2).await;
     f.wait_ready(2).await;
-    let metrics = f.n(2).control_url("/metrics");
-    eventually(
-        Duration::from_secs(5),
-        "node 3 knows the cluster's time",
-        || {
-            let metrics = metrics.clone();
-            async move {
-                let m = reqwest::get(metrics).await.unwrap().text().await.unwrap();
-                m.lines()
-                    .find_map(|l| l.strip_prefix("portcullis_clock_lead_seconds "))
-                    .and_then(|v| v.parse::<f64>().ok())
-                    .is_some_and(|lead| lead >= 3.9)
-            }
-        },
-    )
-    .await;
+    lead_reaches(&f, 2, 3.9).await;
     let (c, jar) = client_with_jar(addr(f.https[1]));
     let r = login_at(&c, &f.node_url(1, "echo.localhost", "/"), DEMO, DEMO_PW).await;
     assert_eq!(r.status(), StatusCode::OK);
