@@ -434,6 +434,16 @@ async fn restarted_node_never_serves_a_token_revoked_while_down(backend: Backend
     }
 }
 
+/// A browser signed in as the demo user straight at node `i` (no balancer): its client,
+/// cookie jar and app cookies.
+async fn signed_in_at(f: &Fleet, i: usize) -> (Client, Arc<reqwest::cookie::Jar>, String) {
+    let (c, jar) = client_with_jar(addr(f.https[i]));
+    let r = login_at(&c, &f.node_url(i, "echo.localhost", "/"), DEMO, DEMO_PW).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let cookies = cookie_header(&jar, "https://echo.localhost/");
+    (c, jar, cookies)
+}
+
 /// Waits until node `i` says the cluster's time is at least `secs` ahead of its clock.
 async fn lead_reaches(f: &Fleet, i: usize, secs: f64) {
     let metrics = f.n(i).control_url("/metrics");
@@ -458,10 +468,7 @@ async fn lead_reaches(f: &Fleet, i: usize, secs: f64) {
 async fn clocks_apart_keep_revocations_in_order(backend: Backend) {
     let mut f = Fleet::start_skewed(backend, "", [4_000, 0, 0]).await;
     lead_reaches(&f, 1, 3.9).await;
-    let (c, jar) = client_with_jar(addr(f.https[0]));
-    let r = login_at(&c, &f.node_url(0, "echo.localhost", "/"), DEMO, DEMO_PW).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let cookies = cookie_header(&jar, "https://echo.localhost/");
+    let (c, jar, cookies) = signed_in_at(&f, 0).await;
     assert_eq!(on_every_node(&f, &cookies).await, vec![StatusCode::OK; 3]);
 
     // A moment later (node 1's clock is frozen in this test; the others move on by hand).
@@ -490,10 +497,7 @@ async fn clocks_apart_keep_revocations_in_order(backend: Backend) {
     f.start_node(2).await;
     f.wait_ready(2).await;
     lead_reaches(&f, 2, 3.9).await;
-    let (c, jar) = client_with_jar(addr(f.https[1]));
-    let r = login_at(&c, &f.node_url(1, "echo.localhost", "/"), DEMO, DEMO_PW).await;
-    assert_eq!(r.status(), StatusCode::OK);
-    let cookies = cookie_header(&jar, "https://echo.localhost/");
+    let (_, _, cookies) = signed_in_at(&f, 1).await;
     // Frozen clocks: node 3 may hold a reading a millisecond older than node 2's (the
     // first advance); real time moves on by more than that between a sign-in and a
     // revocation.
